@@ -1,0 +1,130 @@
+//! Voice activity: an energy detector that finds where speech starts and ends and says
+//! whether an utterance holds speech at all. The phone's VAD decides where an utterance
+//! ends; this one keeps silence and steady noise away from the model, which would
+//! otherwise invent words for them.
+//!
+//! Frames of 20 ms every 10 ms. A frame is voiced when it stands 10 dB above the
+//! utterance's own noise floor (its 10th-percentile frame): steady noise, hum and tones
+//! never do, however loud. An utterance holds speech when its voiced frames that are also
+//! above an absolute floor add up to 150 ms. Decisions use levels *before*
+//! normalization, so a gain can never turn room tone into "speech". Calibrated on the
+//! whole dev set: every speech clip, noisy ones included, passes; silence, steady noise
+//! and tones do not (music is left to the model's no-speech probability).
+
+/// Frame length and hop, in seconds.
+const FRAME_SECONDS: f64 = 0.020;
+const HOP_SECONDS: f64 = 0.010;
+/// Below this level (dBFS) a frame is silence whatever the noise floor.
+const ABSOLUTE_FLOOR_DB: f32 = -55.0;
+/// How far above the noise floor a frame must be to count as active, in dB.
+const ABOVE_FLOOR_DB: f32 = 10.0;
+/// Active audio needed to call an utterance speech.
+const MIN_SPEECH_SECONDS: f64 = 0.150;
+/// Kept before the first and after the last active frame, so that soft onsets and
+/// trailing consonants survive the trim.
+const LEAD_PAD_SECONDS: f64 = 0.20;
+const TRAIL_PAD_SECONDS: f64 = 0.30;
+/// Energy of an all-zero frame, to keep logarithms finite.
+const SILENCE_DB: f32 = -120.0;
+
+/// What the detector found in one utterance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceActivity {
+    /// Whether the utterance holds speech at all.
+    pub speech: bool,
+    /// Where the speech (with padding) starts and ends, in seconds; the whole utterance
+    /// when there is no speech.
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+    /// RMS level of the active frames (of all frames when none is active), in dBFS.
+    pub voiced_level_db: f32,
+    /// The 10th-percentile frame level, in dBFS: the background the speech stands on.
+    pub noise_floor_db: f32,
+}
+
+/// Runs the detector over mono samples.
+pub fn detect(samples: &[f32], sample_rate: u32) -> VoiceActivity {
+    let duration = samples.len() as f64 / sample_rate as f64;
+    let levels = frame_levels_db(samples, sample_rate);
+    let whole = VoiceActivity {
+        speech: false,
+        start_seconds: 0.0,
+        end_seconds: duration,
+        voiced_level_db: rms_db(samples),
+        noise_floor_db: percentile(&levels, 0.10).unwrap_or(SILENCE_DB),
+    };
+    let Some(floor) = percentile(&levels, 0.10) else {
+        return whole;
+    };
+    // The level is measured on floor-relative frames only, so that it scales exactly with
+    // the input's gain; the absolute floor only decides whether anything was said.
+    let voiced: Vec<usize> = (0..levels.len())
+        .filter(|&i| levels[i] > floor + ABOVE_FLOOR_DB)
+        .collect();
+    let audible: Vec<usize> = voiced
+        .iter()
+        .copied()
+        .filter(|&i| levels[i] > ABSOLUTE_FLOOR_DB)
+        .collect();
+    let (Some(&first), Some(&last)) = (audible.first(), audible.last()) else {
+        return whole;
+    };
+    if audible.len() as f64 * HOP_SECONDS < MIN_SPEECH_SECONDS {
+        return whole;
+    }
+    let mean_power =
+        voiced.iter().map(|&i| db_to_power(levels[i])).sum::<f32>() / voiced.len() as f32;
+    VoiceActivity {
+        speech: true,
+        start_seconds: (first as f64 * HOP_SECONDS - LEAD_PAD_SECONDS).max(0.0),
+        end_seconds: (last as f64 * HOP_SECONDS + FRAME_SECONDS + TRAIL_PAD_SECONDS).min(duration),
+        voiced_level_db: power_to_db(mean_power),
+        noise_floor_db: floor,
+    }
+}
+
+/// Level of each frame, in dBFS.
+fn frame_levels_db(samples: &[f32], sample_rate: u32) -> Vec<f32> {
+    let frame = ((FRAME_SECONDS * sample_rate as f64) as usize).max(1);
+    let hop = ((HOP_SECONDS * sample_rate as f64) as usize).max(1);
+    if samples.len() < frame {
+        return if samples.is_empty() {
+            Vec::new()
+        } else {
+            vec![rms_db(samples)]
+        };
+    }
+    (0..=(samples.len() - frame) / hop)
+        .map(|i| rms_db(&samples[i * hop..i * hop + frame]))
+        .collect()
+}
+
+/// RMS level of samples in dBFS (a full-scale square wave is 0 dB).
+pub fn rms_db(samples: &[f32]) -> f32 {
+    if samples.is_empty() {
+        return SILENCE_DB;
+    }
+    let power = samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32;
+    power_to_db(power)
+}
+
+fn power_to_db(power: f32) -> f32 {
+    if power > 0.0 {
+        (10.0 * power.log10()).max(SILENCE_DB)
+    } else {
+        SILENCE_DB
+    }
+}
+
+fn db_to_power(db: f32) -> f32 {
+    10f32.powf(db / 10.0)
+}
+
+fn percentile(values: &[f32], p: f64) -> Option<f32> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    Some(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
+}

@@ -1,0 +1,93 @@
+//! Server settings: built-in defaults, overridden by an optional TOML file, overridden by
+//! environment variables and flags (the command line merges the last two through clap).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `voice-search serve` can be told. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Folder of the Whisper model (Hugging Face layout).
+    pub model: PathBuf,
+    /// Folder of the catalog index.
+    pub index: PathBuf,
+    /// Address of the Prometheus metrics endpoint.
+    pub metrics_listen: SocketAddr,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// How long in-flight calls may run on after SIGINT/SIGTERM, in seconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
+/// utterance within the length limit in one message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".parse().expect("valid literal address"),
+            model: PathBuf::from("models/whisper-tiny.en"),
+            index: PathBuf::from("data/index"),
+            metrics_listen: "127.0.0.1:9464".parse().expect("valid literal address"),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// A settings file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+impl ServeConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let config: ServeConfig = toml::from_str("listen = \"127.0.0.1:6000\"").unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.index, ServeConfig::default().index);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<ServeConfig>("lisen = \"127.0.0.1:6000\"").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! voice-search: a spoken query from a phone in, catalog search results out.
+//!
+//! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds the recognizer, whose
+//! transcript feeds the catalog search; [`service`] exposes them over gRPC and knows
+//! nothing the library does not.
+
+pub mod audio;
+pub mod config;
+pub mod proto;
+pub mod service;

@@ -1,0 +1,111 @@
+//! The gRPC face of the library: tonic services that translate requests, call the
+//! library and map its errors ([`status`]), plus health and reflection. No search or
+//! speech logic lives here.
+
+mod catalog;
+mod search;
+mod status;
+mod voice;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::config::ServeConfig;
+use crate::proto::catalog_server::CatalogServer;
+use crate::proto::search_server::SearchServer;
+use crate::proto::voice_search_server::VoiceSearchServer;
+use crate::proto::FILE_DESCRIPTOR_SET;
+
+pub use catalog::CatalogService;
+pub use search::SearchService;
+pub use voice::VoiceSearchService;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves every service on `listener` until `shutdown` resolves; then stops accepting
+/// and lets in-flight calls finish for the configured grace period.
+pub async fn serve(
+    config: &ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let max_bytes = config.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<VoiceSearchServer<VoiceSearchService>>()
+        .await;
+    health.set_serving::<SearchServer<SearchService>>().await;
+    health.set_serving::<CatalogServer<CatalogService>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let draining = Arc::new(Notify::new());
+    let on_shutdown = {
+        let draining = draining.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining in-flight calls");
+            health
+                .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
+                .await;
+            health
+                .set_not_serving::<SearchServer<SearchService>>()
+                .await;
+            health
+                .set_not_serving::<CatalogServer<CatalogService>>()
+                .await;
+            draining.notify_one();
+        }
+    };
+
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            VoiceSearchServer::new(VoiceSearchService)
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
+        )
+        .add_service(
+            SearchServer::new(SearchService)
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
+        )
+        .add_service(
+            CatalogServer::new(CatalogService)
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+
+    let grace = config.shutdown_grace();
+    tokio::select! {
+        result = server => result?,
+        _ = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; closing the calls still open");
+        }
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! One test binary for every area, so that the crate links once (as meilisearch does).
+
+mod audio;
+mod common;
+mod server;

@@ -1,0 +1,170 @@
+//! The real server on an ephemeral loopback port, called through real gRPC clients.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use voice_search::config::ServeConfig;
+use voice_search::service::ServeError;
+
+/// A server running in this process until dropped or shut down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start(mut config: ServeConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.listen = addr;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            voice_search::service::serve(&config, listener, async {
+                stopped.await.ok();
+            })
+            .await
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Sends the shutdown signal and waits for the server to return.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.stop.take().unwrap().send(()).ok();
+        (&mut self.task).await.unwrap()
+    }
+}
+
+async fn health_status(channel: Channel, service: &str) -> ServingStatus {
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
+    response.into_inner().status()
+}
+
+#[tokio::test]
+async fn health_answers_serving_for_every_service() {
+    let server = TestServer::start(ServeConfig::default()).await;
+    for service in [
+        "",
+        "voicesearch.v1.VoiceSearch",
+        "voicesearch.v1.Search",
+        "voicesearch.v1.Catalog",
+    ] {
+        assert_eq!(
+            health_status(server.channel().await, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let unknown = HealthClient::new(server.channel().await)
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = TestServer::start(ServeConfig::default()).await;
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1 reflection did not list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "voicesearch.v1.VoiceSearch",
+        "voicesearch.v1.Search",
+        "voicesearch.v1.Catalog",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    // grpcurl 1.8.6 speaks only v1alpha; it also asks for the file that defines a symbol.
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "voicesearch.v1.VoiceSearch".into(),
+            ),
+        ),
+    };
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha reflection did not return the file descriptor");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_cleanly() {
+    let config = ServeConfig {
+        shutdown_grace_seconds: 1,
+        ..ServeConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    assert_eq!(
+        health_status(server.channel().await, "").await,
+        ServingStatus::Serving
+    );
+    server.shutdown().await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
