@@ -6,5 +6,7 @@
 
 pub mod audio;
 pub mod config;
+pub mod eval;
 pub mod proto;
+pub mod search;
 pub mod service;

@@ -1,12 +1,22 @@
 //! The `voice-search` command line: the server and the tools around it.
 
+use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 use voice_search::config::ServeConfig;
+use voice_search::eval::{self, ClipResult, Report};
+use voice_search::search::import::{self, ImportEvent};
+use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchRequest};
+
+/// Where the catalog index lives unless told otherwise.
+const DEFAULT_INDEX: &str = "data/index";
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +33,64 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
+    /// Maintain the catalog index.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Search the catalog for a text query, as the Search RPC does.
+    Search(SearchArgs),
+    /// Measure accuracy and speed over an evaluation manifest.
+    Eval(EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Load documents from a JSON Lines file (one object per line, `id` required).
+    Import {
+        file: PathBuf,
+        #[arg(long, env = "VOICE_SEARCH_INDEX", default_value = DEFAULT_INDEX)]
+        index: PathBuf,
+        /// Documents per commit; everything up to the last commit survives a crash.
+        #[arg(long, default_value_t = import::DEFAULT_BATCH)]
+        batch_size: usize,
+    },
+    /// Print the document count, size on disk and last commit time.
+    Stats {
+        #[arg(long, env = "VOICE_SEARCH_INDEX", default_value = DEFAULT_INDEX)]
+        index: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    query: String,
+    #[arg(long, env = "VOICE_SEARCH_INDEX", default_value = DEFAULT_INDEX)]
+    index: PathBuf,
+    /// Keep only this category (repeatable).
+    #[arg(long)]
+    category: Vec<String>,
+    #[arg(long, default_value_t = 5)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// JSON Lines manifest: id, audio, text, expected_doc, condition per clip.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Search with each clip's reference transcript instead of its audio.
+    #[arg(long)]
+    text_queries: bool,
+    /// With --text-queries: corrupt each transcript the way a recognizer errs, from this seed.
+    #[arg(long)]
+    corrupt_seed: Option<u64>,
+    #[arg(long, env = "VOICE_SEARCH_INDEX", default_value = DEFAULT_INDEX)]
+    index: PathBuf,
+    /// Import this catalog first when the index is empty.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 /// Flags override environment variables, which override the config file, which overrides
@@ -90,7 +158,171 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args.into_config()?),
+        Command::Index(IndexCommand::Import {
+            file,
+            index,
+            batch_size,
+        }) => import_catalog(&CatalogIndex::open(&index)?, &file, batch_size),
+        Command::Index(IndexCommand::Stats { index }) => index_stats(&index),
+        Command::Search(args) => search(args),
+        Command::Eval(args) => evaluate(args),
     }
+}
+
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}} ({{eta}} left)"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn import_catalog(index: &CatalogIndex, file: &Path, batch_size: usize) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let bar = progress_bar(text.lines().count() as u64, "lines");
+    let started = Instant::now();
+    let summary = import::import_jsonl(
+        index,
+        BufReader::new(text.as_bytes()),
+        batch_size,
+        |event| match event {
+            ImportEvent::Rejected { line, error } => bar.println(format!("line {line}: {error}")),
+            ImportEvent::Committed { line, .. } => {
+                bar.set_position(line as u64);
+                bar.println(format!("committed through line {line}"));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} added, {} replaced, {} rejected in {seconds:.1} s ({:.0} documents/s)",
+        file.display(),
+        summary.added,
+        summary.replaced,
+        summary.rejected,
+        (summary.added + summary.replaced) as f64 / seconds
+    );
+    Ok(())
+}
+
+fn index_stats(path: &Path) -> anyhow::Result<()> {
+    let stats = CatalogIndex::open(path)?.stats()?;
+    println!("index:          {}", path.display());
+    println!("documents:      {}", stats.document_count);
+    println!("size on disk:   {} bytes", stats.size_bytes);
+    match stats.last_commit {
+        Some(at) => println!(
+            "last commit:    {} s after the Unix epoch",
+            at.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        ),
+        None => println!("last commit:    never"),
+    }
+    Ok(())
+}
+
+fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let engine = QueryEngine::new(
+        Arc::new(CatalogIndex::open(&args.index)?),
+        CarrierPhrases::default(),
+    );
+    let results = engine.search(&SearchRequest {
+        query: args.query,
+        categories: args.category,
+        page_size: args.limit,
+        page_token: String::new(),
+    })?;
+    println!("query: {}", results.interpreted_query);
+    for (rank, hit) in results.hits.iter().enumerate() {
+        println!(
+            "{:>2}. {:<16} {:>7.2}  [{}] {}",
+            rank + 1,
+            hit.id,
+            hit.score,
+            hit.category,
+            hit.title
+        );
+    }
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    if !args.text_queries {
+        bail!("evaluation from audio needs the Whisper model, which is not in this build yet; use --text-queries");
+    }
+    let entries = eval::read_manifest(&args.manifest)?;
+    let index = Arc::new(CatalogIndex::open(&args.index)?);
+    if index.stats()?.document_count == 0 {
+        match &args.catalog {
+            Some(catalog) => import_catalog(&index, catalog, import::DEFAULT_BATCH)?,
+            None => bail!(
+                "the index at {} is empty: pass --catalog FILE.jsonl or run `voice-search index import`",
+                args.index.display()
+            ),
+        }
+    }
+    let engine = QueryEngine::new(index, CarrierPhrases::default());
+    let bar = progress_bar(entries.len() as u64, "clips");
+    let mut clips = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let query = match args.corrupt_seed {
+            Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
+            None => entry.text.clone(),
+        };
+        let started = Instant::now();
+        let hits = if query.trim().is_empty() {
+            Vec::new()
+        } else {
+            engine
+                .search(&SearchRequest {
+                    query: query.clone(),
+                    page_size: 5,
+                    ..Default::default()
+                })?
+                .hits
+                .into_iter()
+                .map(|h| h.id)
+                .collect()
+        };
+        clips.push(ClipResult {
+            id: entry.id.clone(),
+            condition: entry.condition.clone(),
+            kind: entry.kind.clone(),
+            reference: entry.text.clone(),
+            hypothesis: query,
+            expected_doc: entry.expected_doc.clone(),
+            hits,
+            audio_seconds: entry.duration_s,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            error: None,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = Report::new(clips);
+    print!("{}", report.table());
+    for clip in report.clips.iter().filter(|c| c.expected_doc.is_some()) {
+        if clip.hits.first() != clip.expected_doc.as_ref() {
+            println!(
+                "miss {}: {:?} -> {:?} (expected {})",
+                clip.id,
+                clip.hypothesis,
+                clip.hits.first(),
+                clip.expected_doc.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if let Some(path) = &args.report {
+        report.write(path)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -1,0 +1,297 @@
+//! Measurement: the evaluation manifest, word error rate, search success and latency, and
+//! the JSON report other tools read (`"clips"`, `"overall"`, `"by_condition"`).
+
+pub mod corrupt;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One clip of an evaluation manifest.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestEntry {
+    pub id: String,
+    /// Audio path, resolved against the manifest's folder.
+    pub audio: PathBuf,
+    /// The reference transcript; empty for clips without speech.
+    pub text: String,
+    /// The catalog document the query should find, if it is a query.
+    #[serde(default)]
+    pub expected_doc: Option<String>,
+    #[serde(default)]
+    pub condition: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {source}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// Reads a JSON Lines manifest.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let mut entry: ManifestEntry =
+                serde_json::from_str(line).map_err(|source| EvalError::Parse {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    source,
+                })?;
+            entry.audio = base.join(&entry.audio);
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// What happened to one clip.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipResult {
+    pub id: String,
+    pub condition: String,
+    pub kind: String,
+    pub reference: String,
+    pub hypothesis: String,
+    pub expected_doc: Option<String>,
+    /// Returned document ids, best first.
+    pub hits: Vec<String>,
+    pub audio_seconds: f64,
+    pub latency_ms: f64,
+    /// The gRPC status code name when the request failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Figures over a set of clips.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub wer: f64,
+    pub clips: usize,
+    pub audio_seconds: f64,
+    pub wall_seconds: f64,
+    /// Processing time over audio time.
+    pub rtf: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    /// Clips with an expected document.
+    pub queries: usize,
+    /// Share of queries whose expected document came first, and among the first five.
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub clips: Vec<ClipResult>,
+    pub overall: Summary,
+    pub by_condition: BTreeMap<String, Summary>,
+}
+
+impl Report {
+    pub fn new(clips: Vec<ClipResult>) -> Self {
+        let mut groups: BTreeMap<String, Vec<&ClipResult>> = BTreeMap::new();
+        for clip in &clips {
+            groups.entry(clip.condition.clone()).or_default().push(clip);
+        }
+        let by_condition = groups
+            .into_iter()
+            .map(|(k, v)| (k, summarize(&v)))
+            .collect();
+        let overall = summarize(&clips.iter().collect::<Vec<_>>());
+        Self {
+            clips,
+            overall,
+            by_condition,
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), EvalError> {
+        let json = serde_json::to_string_pretty(self).expect("serializable");
+        std::fs::write(path, json).map_err(|source| EvalError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// A short table: one row per condition and the overall figures.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<40} {:>5} {:>6} {:>6} {:>6} {:>8} {:>8}\n",
+            "condition", "clips", "wer", "top1", "top5", "p50 ms", "p95 ms"
+        );
+        let row = |name: &str, s: &Summary| {
+            format!(
+                "{:<40} {:>5} {:>6.3} {:>6} {:>6} {:>8.1} {:>8.1}\n",
+                name,
+                s.clips,
+                s.wer,
+                ratio(s.top1, s.queries),
+                ratio(s.top5, s.queries),
+                s.latency_ms_p50,
+                s.latency_ms_p95
+            )
+        };
+        for (name, summary) in &self.by_condition {
+            out.push_str(&row(name, summary));
+        }
+        out.push_str(&row("OVERALL", &self.overall));
+        out
+    }
+}
+
+fn ratio(value: f64, n: usize) -> String {
+    if n == 0 {
+        "-".into()
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn summarize(clips: &[&ClipResult]) -> Summary {
+    let (errors, words) = clips.iter().fold((0, 0), |(e, w), c| {
+        let reference = wer_words(&c.reference);
+        let hypothesis = wer_words(&c.hypothesis);
+        (e + word_edits(&reference, &hypothesis), w + reference.len())
+    });
+    // Words produced where the reference is empty count as insertions.
+    let wer = if words > 0 {
+        errors as f64 / words as f64
+    } else {
+        errors as f64
+    };
+    let latencies: Vec<f64> = clips.iter().map(|c| c.latency_ms).collect();
+    let audio_seconds: f64 = clips.iter().map(|c| c.audio_seconds).sum();
+    let wall_seconds = latencies.iter().sum::<f64>() / 1000.0;
+    let queries: Vec<_> = clips
+        .iter()
+        .filter_map(|c| Some((c.expected_doc.as_ref()?, &c.hits)))
+        .collect();
+    let share = |k: usize| {
+        if queries.is_empty() {
+            0.0
+        } else {
+            queries
+                .iter()
+                .filter(|(doc, hits)| hits.iter().take(k).any(|h| h == *doc))
+                .count() as f64
+                / queries.len() as f64
+        }
+    };
+    Summary {
+        wer,
+        clips: clips.len(),
+        audio_seconds,
+        wall_seconds,
+        rtf: if audio_seconds > 0.0 {
+            wall_seconds / audio_seconds
+        } else {
+            0.0
+        },
+        latency_ms_p50: percentile(&latencies, 50.0),
+        latency_ms_p95: percentile(&latencies, 95.0),
+        queries: queries.len(),
+        top1: share(1),
+        top5: share(5),
+    }
+}
+
+/// Linear-interpolated percentile, as numpy computes it by default.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let k = (sorted.len() - 1) as f64 * p / 100.0;
+    let lo = k.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (k - lo as f64)
+}
+
+/// Words for WER: Unicode NFKC, lowercase, apostrophes dropped, other punctuation to
+/// spaces; numbers are not rewritten ("7" and "seven" differ).
+pub fn wer_words(text: &str) -> Vec<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let text: String = text.nfkc().collect::<String>().to_lowercase();
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\'' | '\u{2018}' | '\u{2019}' | '`' => {}
+            c if c.is_alphanumeric() || c.is_whitespace() => cleaned.push(c),
+            _ => cleaned.push(' '),
+        }
+    }
+    cleaned.split_whitespace().map(str::to_string).collect()
+}
+
+/// Word-level edit distance.
+pub fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut previous: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut current = vec![i + 1; hypothesis.len() + 1];
+        for (j, h) in hypothesis.iter().enumerate() {
+            current[j + 1] = (previous[j + 1] + 1)
+                .min(current[j] + 1)
+                .min(previous[j] + usize::from(r != h));
+        }
+        previous = current;
+    }
+    previous[hypothesis.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wer_normalization_matches_the_peers() {
+        assert_eq!(
+            wer_words("Watch the show, saying Redemption."),
+            ["watch", "the", "show", "saying", "redemption"]
+        );
+        assert_eq!(
+            wer_words("Sweet Child O' Mine"),
+            ["sweet", "child", "o", "mine"]
+        );
+        assert_eq!(wer_words("don't r.e.m."), ["dont", "r", "e", "m"]);
+        assert_eq!(wer_words("7 of clubs"), ["7", "of", "clubs"]);
+    }
+
+    #[test]
+    fn word_edits_count_substitutions_insertions_deletions() {
+        let w = |s: &str| wer_words(s);
+        assert_eq!(word_edits(&w("a b c"), &w("a x c")), 1);
+        assert_eq!(word_edits(&w("a b c"), &w("a b c d")), 1);
+        assert_eq!(word_edits(&w("a b c"), &w("c")), 2);
+        assert_eq!(word_edits(&w(""), &w("thank you")), 2);
+    }
+
+    #[test]
+    fn percentile_interpolates() {
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.5);
+        assert_eq!(percentile(&[5.0], 95.0), 5.0);
+    }
+}

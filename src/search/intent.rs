@@ -1,0 +1,316 @@
+//! What a spoken query asks for, once its carrier phrase is taken off: "play kashmir by
+//! led zeppelin" is a *song* named "kashmir by led zeppelin", "directions to springfield
+//! illinois" a *city*. The phrase list is data ([`CarrierPhrases`]): the built-in one
+//! covers voice commands in general, and a deployment can replace it from a TOML file.
+
+use serde::Deserialize;
+
+use super::text::{analyze, edit_distance, fuzzy_distance};
+
+/// One carrier phrase and the kind of thing it asks for, if any.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CarrierPhrase {
+    pub phrase: String,
+    /// The catalog category it prefers ("song", "movie", "city", "region"), or none.
+    #[serde(default)]
+    pub category: Option<String>,
+}
+
+/// The phrases stripped from the start and the end of a query.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CarrierPhrases {
+    pub prefixes: Vec<CarrierPhrase>,
+    pub suffixes: Vec<CarrierPhrase>,
+}
+
+/// A query with its carrier phrases taken off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// The words left to search for; never empty for a non-empty query.
+    pub words: Vec<String>,
+    /// The category the phrasing prefers; a preference, never a filter.
+    pub category: Option<String>,
+}
+
+const SONG: &str = "song";
+const MOVIE: &str = "movie";
+const CITY: &str = "city";
+const REGION: &str = "region";
+
+/// The built-in phrases: (phrase, category).
+const PREFIXES: &[(&str, Option<&str>)] = &[
+    // Politeness and wake words, no preference.
+    ("hey", None),
+    ("ok", None),
+    ("okay", None),
+    ("please", None),
+    ("can you", None),
+    ("could you", None),
+    ("would you", None),
+    ("will you", None),
+    ("i want to", None),
+    ("i wanna", None),
+    ("i would like to", None),
+    ("i'd like to", None),
+    ("let's", None),
+    ("go ahead and", None),
+    ("search for", None),
+    ("search", None),
+    ("find me", None),
+    ("find", None),
+    ("look up", None),
+    ("show me", None),
+    ("tell me about", None),
+    ("what is", None),
+    ("what's", None),
+    ("who is", None),
+    ("info on", None),
+    ("information about", None),
+    // Music.
+    ("play", Some(SONG)),
+    ("play me", Some(SONG)),
+    ("play the song", Some(SONG)),
+    ("play the track", Some(SONG)),
+    ("play some", Some(SONG)),
+    ("play music by", Some(SONG)),
+    ("put on", Some(SONG)),
+    ("listen to", Some(SONG)),
+    ("hear", Some(SONG)),
+    ("let me hear", Some(SONG)),
+    ("start playing", Some(SONG)),
+    ("queue", Some(SONG)),
+    ("queue up", Some(SONG)),
+    ("shuffle", Some(SONG)),
+    ("the song", Some(SONG)),
+    ("the track", Some(SONG)),
+    ("the album", Some(SONG)),
+    ("song", Some(SONG)),
+    ("music", Some(SONG)),
+    // Films.
+    ("watch", Some(MOVIE)),
+    ("stream", Some(MOVIE)),
+    ("the movie", Some(MOVIE)),
+    ("the film", Some(MOVIE)),
+    ("movie", Some(MOVIE)),
+    ("film", Some(MOVIE)),
+    ("trailer for", Some(MOVIE)),
+    ("the trailer for", Some(MOVIE)),
+    ("showtimes for", Some(MOVIE)),
+    ("rent", Some(MOVIE)),
+    // Places.
+    ("directions to", Some(CITY)),
+    ("get directions to", Some(CITY)),
+    ("navigate to", Some(CITY)),
+    ("take me to", Some(CITY)),
+    ("drive to", Some(CITY)),
+    ("how do i get to", Some(CITY)),
+    ("how far is", Some(CITY)),
+    ("route to", Some(CITY)),
+    ("weather in", Some(CITY)),
+    ("weather for", Some(CITY)),
+    ("the weather in", Some(CITY)),
+    ("the weather for", Some(CITY)),
+    ("forecast for", Some(CITY)),
+    ("the forecast for", Some(CITY)),
+    ("what's the weather like in", Some(CITY)),
+    ("what's the weather in", Some(CITY)),
+    ("how's the weather in", Some(CITY)),
+    ("temperature in", Some(CITY)),
+    ("hotels in", Some(CITY)),
+    ("hotels near", Some(CITY)),
+    ("restaurants in", Some(CITY)),
+    ("things to do in", Some(CITY)),
+    ("flights to", Some(CITY)),
+    ("flight to", Some(CITY)),
+    ("population of", Some(CITY)),
+    ("the population of", Some(CITY)),
+    ("time in", Some(CITY)),
+    ("the time in", Some(CITY)),
+    ("where is", Some(CITY)),
+    ("map of", Some(CITY)),
+    ("a map of", Some(CITY)),
+    ("the city of", Some(CITY)),
+    ("city of", Some(CITY)),
+    // Regions.
+    ("the state of", Some(REGION)),
+    ("state of", Some(REGION)),
+    ("the province of", Some(REGION)),
+];
+
+const SUFFIXES: &[(&str, Option<&str>)] = &[
+    ("please", None),
+    ("for me", None),
+    ("now", None),
+    ("right now", None),
+    ("on the map", Some(CITY)),
+    ("on a map", Some(CITY)),
+    ("on maps", Some(CITY)),
+    ("weather", Some(CITY)),
+    ("the movie", Some(MOVIE)),
+    ("movie", Some(MOVIE)),
+    ("the film", Some(MOVIE)),
+    ("the song", Some(SONG)),
+    ("song", Some(SONG)),
+];
+
+impl Default for CarrierPhrases {
+    fn default() -> Self {
+        let build = |list: &[(&str, Option<&str>)]| {
+            list.iter()
+                .map(|(phrase, category)| CarrierPhrase {
+                    phrase: phrase.to_string(),
+                    category: category.map(str::to_string),
+                })
+                .collect()
+        };
+        Self {
+            prefixes: build(PREFIXES),
+            suffixes: build(SUFFIXES),
+        }
+    }
+}
+
+/// A carrier phrase in analyzed form.
+struct Analyzed<'a> {
+    words: Vec<String>,
+    category: Option<&'a str>,
+}
+
+fn analyzed(list: &[CarrierPhrase]) -> Vec<Analyzed<'_>> {
+    list.iter()
+        .map(|p| Analyzed {
+            words: analyze(&p.phrase),
+            category: p.category.as_deref(),
+        })
+        .filter(|p| !p.words.is_empty())
+        .collect()
+}
+
+impl CarrierPhrases {
+    /// Every word that occurs in some carrier phrase.
+    pub fn words(&self) -> impl Iterator<Item = String> + '_ {
+        self.prefixes
+            .iter()
+            .chain(&self.suffixes)
+            .flat_map(|p| analyze(&p.phrase))
+    }
+
+    /// Interprets a query given as text.
+    pub fn interpret(&self, query: &str) -> Intent {
+        self.interpret_words(analyze(query))
+    }
+
+    /// Takes carrier phrases off both ends, longest first and repeatedly, but never the
+    /// last word; the most specific phrase's category wins ("play the movie X": movie).
+    /// Long phrase words match within the fuzzy distance ("waether in" = "weather in"),
+    /// since the recognizer misspells them too.
+    pub fn interpret_words(&self, mut words: Vec<String>) -> Intent {
+        let mut category = None;
+        let prefixes = analyzed(&self.prefixes);
+        let suffixes = analyzed(&self.suffixes);
+        loop {
+            let prefix = prefixes
+                .iter()
+                .filter(|p| {
+                    p.words.len() < words.len() && same_words(&words[..p.words.len()], &p.words)
+                })
+                .max_by_key(|p| p.words.len());
+            let suffix = suffixes
+                .iter()
+                .filter(|p| {
+                    p.words.len() < words.len()
+                        && same_words(&words[words.len() - p.words.len()..], &p.words)
+                })
+                .max_by_key(|p| p.words.len());
+            match (prefix, suffix) {
+                (Some(p), _) => {
+                    words.drain(..p.words.len());
+                    category = p.category.or(category);
+                }
+                (None, Some(s)) => {
+                    words.truncate(words.len() - s.words.len());
+                    category = category.or(s.category);
+                }
+                (None, None) => break,
+            }
+        }
+        // "X by Y" names a work and its artist.
+        if category.is_none()
+            && words.len() >= 3
+            && words[1..words.len() - 1].contains(&"by".into())
+        {
+            category = Some(SONG);
+        }
+        Intent {
+            words,
+            category: category.map(str::to_string),
+        }
+    }
+}
+
+/// Whether spoken words match phrase words, allowing misspellings of long words.
+fn same_words(spoken: &[String], phrase: &[String]) -> bool {
+    spoken
+        .iter()
+        .zip(phrase)
+        .all(|(s, p)| s == p || edit_distance(s, p, fuzzy_distance(p).min(1)).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interpret(query: &str) -> (String, Option<String>) {
+        let intent = CarrierPhrases::default().interpret(query);
+        (intent.words.join(" "), intent.category)
+    }
+
+    #[test]
+    fn carrier_phrases_come_off_with_their_intent() {
+        assert_eq!(
+            interpret("play kashmir by led zeppelin"),
+            ("kashmir by led zeppelin".into(), Some("song".into()))
+        );
+        assert_eq!(
+            interpret("Watch the movie Casablanca"),
+            ("casablanca".into(), Some("movie".into()))
+        );
+        assert_eq!(
+            interpret("what's the weather in reykjavik"),
+            ("reykjavik".into(), Some("city".into()))
+        );
+        assert_eq!(
+            interpret("show me kalamazoo michigan on the map"),
+            ("kalamazoo michigan".into(), Some("city".into()))
+        );
+        assert_eq!(
+            interpret("tell me about the state of montana"),
+            ("montana".into(), Some("region".into()))
+        );
+        assert_eq!(
+            interpret("hey can you navigate to boston please"),
+            ("boston".into(), Some("city".into()))
+        );
+        assert_eq!(
+            interpret("show me the shawshank redemption"),
+            ("the shawshank redemption".into(), None)
+        );
+        assert_eq!(
+            interpret("waether in chicago"),
+            ("chicago".into(), Some("city".into()))
+        );
+    }
+
+    #[test]
+    fn a_query_is_never_stripped_to_nothing() {
+        assert_eq!(interpret("play"), ("play".into(), None));
+        for query in [
+            "the movie",
+            "watch movie",
+            "please play",
+            "show me on the map",
+        ] {
+            assert!(!interpret(query).0.is_empty(), "{query}");
+        }
+    }
+}

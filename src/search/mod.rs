@@ -1,0 +1,63 @@
+//! Catalog search, built for spoken queries.
+//!
+//! [`document`] validates catalog documents, [`schema`] lays out the tantivy index,
+//! [`index`] keeps it durable on disk, [`import`] bulk-loads JSON Lines, [`text`] is the analysis both sides share,
+//! [`intent`] takes carrier phrases off a query and [`query`] ranks the catalog for it.
+
+pub mod document;
+pub mod import;
+pub mod index;
+pub mod intent;
+pub mod query;
+pub mod schema;
+pub mod text;
+
+use std::path::PathBuf;
+
+pub use document::CatalogDocument;
+pub use index::{CatalogIndex, IndexStats, UpsertCounts};
+pub use intent::{CarrierPhrases, Intent};
+pub use query::{QueryEngine, SearchHit, SearchRequest, SearchResults};
+
+/// Everything that can go wrong in search and catalog maintenance.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("invalid document: {0}")]
+    InvalidDocument(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error(
+        "the index at {path} was written with schema version {found:?}; this build reads \
+         version {expected}: delete the folder and import the catalog again \
+         (voice-search index import FILE.jsonl)"
+    )]
+    IncompatibleVersion {
+        path: PathBuf,
+        found: Option<u32>,
+        expected: u32,
+    },
+    #[error(
+        "the index at {0} is in use by another process (a running server?): stop it, or load \
+         documents through the Catalog RPCs"
+    )]
+    Locked(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("index error: {0}")]
+    Index(String),
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(error: tantivy::TantivyError) -> Self {
+        SearchError::Index(error.to_string())
+    }
+}
+
+impl From<tantivy::directory::error::OpenDirectoryError> for SearchError {
+    fn from(error: tantivy::directory::error::OpenDirectoryError) -> Self {
+        SearchError::Index(error.to_string())
+    }
+}

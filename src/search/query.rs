@@ -1,0 +1,467 @@
+//! The query engine: from what a person said to ranked hits.
+//!
+//! Every query word is looked for exactly (BM25 over the title, boosted, the attribute
+//! fields and the body), fuzzily (catalog words within 1 or 2 edits, by length, scored
+//! below exact matches), by sound (Double Metaphone codes) and as a merged or split word.
+//! The score is then nudged by popularity (a mild prior) and by the category the carrier
+//! phrase asked for (a preference, never a filter).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DocId, Score, Searcher, SegmentReader, Term};
+
+use super::index::CatalogIndex;
+use super::intent::{CarrierPhrases, Intent};
+use super::schema::{self, category_hash};
+use super::text::{analyze, edit_distance, fuzzy_distance, phonetic_codes};
+use super::SearchError;
+
+/// Field weights of exact matches.
+const TITLE_BOOST: f32 = 3.0;
+const ATTRIBUTE_BOOST: f32 = 2.0;
+const BODY_BOOST: f32 = 0.5;
+/// Weight of a fuzzy match relative to an exact one: falls with the share of letters
+/// edited, so two edits in "poughkeepsy" weigh more than one in "rehab".
+fn fuzzy_weight(edits: u8, len: usize) -> f32 {
+    (1.0 - 1.5 * edits as f32 / len.max(1) as f32).max(0.3)
+}
+/// Weight of a sound-alike match.
+const PHONETIC_BOOST: f32 = 1.5;
+/// Weight of a merged word (matched in the `joined` field).
+const JOINED_BOOST: f32 = 2.0;
+/// Extra weight of two query words that match as one catalog word ("god father"): they
+/// stand for two words, and their halves alone match little.
+const SPLIT_WORD_FACTOR: f32 = 1.5;
+/// Popularity prior: a multiplier of at most 1 + this.
+const POPULARITY_WEIGHT: f32 = 0.15;
+/// Popularity at which the prior is full (log scale below it).
+const POPULARITY_FULL: f64 = 1e7;
+/// Multiplier of documents in the category the phrasing asks for.
+const INTENT_BOOST: f32 = 1.6;
+/// Words too common to look up fuzzily or by sound.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "at", "by", "for", "in", "is", "it", "me", "my", "of", "on", "the", "to",
+    "with",
+];
+
+/// Largest page a caller may ask for.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Longest query accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 1024;
+
+/// What to search for and which page of it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub query: String,
+    /// Keep only these categories (any of them); empty keeps all.
+    pub categories: Vec<String>,
+    pub page_size: usize,
+    /// A token from a previous page, or empty.
+    pub page_token: String,
+}
+
+/// One ranked document.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub id: String,
+    pub title: String,
+    pub category: String,
+    pub score: f32,
+    /// Body text around the matched words, which are wrapped in `<b></b>`.
+    pub snippet: String,
+    pub source: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One page of hits.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// Empty when there is no further page.
+    pub next_page_token: String,
+    /// The words searched for and the category preferred, for debugging.
+    pub interpreted_query: String,
+}
+
+/// Catalog words (titles and attributes) for fuzzy lookup, cached per index generation.
+struct Vocabulary {
+    /// Word -> the fields it occurs in.
+    words: HashMap<String, Vec<Field>>,
+}
+
+/// Searches a [`CatalogIndex`].
+pub struct QueryEngine {
+    index: Arc<CatalogIndex>,
+    carriers: CarrierPhrases,
+    /// Every word of the carrier phrases, for splitting merged words.
+    carrier_words: HashSet<String>,
+    vocabulary: Mutex<Option<(u64, Arc<Vocabulary>)>>,
+}
+
+impl QueryEngine {
+    pub fn new(index: Arc<CatalogIndex>, carriers: CarrierPhrases) -> Self {
+        let carrier_words = carriers.words().collect();
+        Self {
+            index,
+            carriers,
+            carrier_words,
+            vocabulary: Mutex::new(None),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<CatalogIndex> {
+        &self.index
+    }
+
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, SearchError> {
+        let query = request.query.trim();
+        if query.is_empty() {
+            return Err(SearchError::InvalidQuery("the query is empty".into()));
+        }
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(SearchError::InvalidQuery(format!(
+                "the query is longer than {MAX_QUERY_CHARS} characters"
+            )));
+        }
+        let page_size = match request.page_size {
+            0 => 10,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(SearchError::InvalidQuery(format!(
+                    "page_size {n} is over the limit of {MAX_PAGE_SIZE}"
+                )))
+            }
+            n => n,
+        };
+        let fingerprint = fingerprint(query, &request.categories);
+        let offset = parse_page_token(&request.page_token, fingerprint)?;
+
+        let searcher = self.index.searcher();
+        let vocabulary = self.vocabulary(&searcher)?;
+        let words = self.resegment(analyze(query), &vocabulary);
+        let intent = self.carriers.interpret_words(words);
+        let interpreted_query = match &intent.category {
+            Some(category) => format!("{} (prefers {category})", intent.words.join(" ")),
+            None => intent.words.join(" "),
+        };
+        let (text_query, matched) = self.text_query(&intent, &vocabulary);
+        let query = self.with_filter(text_query, &request.categories);
+
+        let preferred = intent.category.as_deref().map(category_hash);
+        // One extra hit tells whether a next page exists.
+        let collector = TopDocs::with_limit(page_size + 1)
+            .and_offset(offset)
+            .tweak_score(move |segment: &SegmentReader| {
+                let popularity = segment
+                    .fast_fields()
+                    .f64(schema::POPULARITY)
+                    .ok()
+                    .map(|c| c.first_or_default_col(0.0));
+                let category = segment
+                    .fast_fields()
+                    .u64(schema::CATEGORY_HASH)
+                    .ok()
+                    .map(|c| c.first_or_default_col(0));
+                move |doc: DocId, score: Score| {
+                    let prior = popularity
+                        .as_ref()
+                        .map_or(0.0, |c| popularity_prior(c.get_val(doc)));
+                    let intent = match (&category, preferred) {
+                        (Some(c), Some(p)) if c.get_val(doc) == p => INTENT_BOOST,
+                        _ => 1.0,
+                    };
+                    score * (1.0 + POPULARITY_WEIGHT * prior) * intent
+                }
+            });
+        let top = searcher.search(&query, &collector)?;
+        let next_page_token = if top.len() > page_size {
+            format!("{}.{fingerprint:016x}", offset + page_size)
+        } else {
+            String::new()
+        };
+        let hits = top
+            .into_iter()
+            .take(page_size)
+            .map(|(score, address)| {
+                let source = self.index.source(&searcher, address)?;
+                let text = |key: &str| {
+                    source
+                        .get(key)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                Ok(SearchHit {
+                    id: text("id"),
+                    title: text("title"),
+                    category: text("category"),
+                    score,
+                    snippet: snippet(&text("body"), &matched),
+                    source,
+                })
+            })
+            .collect::<Result<_, SearchError>>()?;
+        Ok(SearchResults {
+            hits,
+            next_page_token,
+            interpreted_query,
+        })
+    }
+
+    /// The text part of the query, and the catalog words it can match (for highlighting).
+    fn text_query(
+        &self,
+        intent: &Intent,
+        vocabulary: &Vocabulary,
+    ) -> (Box<dyn Query>, BTreeSet<String>) {
+        let f = self.index.fields();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut matched = BTreeSet::new();
+        let mut exact = |field: Field, word: &str, boost: f32| {
+            let query = TermQuery::new(
+                Term::from_field_text(field, word),
+                IndexRecordOption::WithFreqs,
+            );
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(Box::new(query), boost)),
+            ));
+        };
+        let words = &intent.words;
+        for word in words {
+            matched.insert(word.clone());
+            exact(f.title, word, TITLE_BOOST);
+            exact(f.body, word, BODY_BOOST);
+            for &field in &f.attributes {
+                exact(field, word, ATTRIBUTE_BOOST);
+            }
+            if STOP_WORDS.contains(&word.as_str()) {
+                continue;
+            }
+            exact(f.joined, word, JOINED_BOOST);
+            for code in phonetic_codes(word) {
+                exact(f.phonetic, &code, PHONETIC_BOOST);
+            }
+            for (similar, fields, edits) in vocabulary.similar(word) {
+                matched.insert(similar.clone());
+                for field in fields {
+                    let boost = if field == f.title {
+                        TITLE_BOOST
+                    } else {
+                        ATTRIBUTE_BOOST
+                    };
+                    exact(field, &similar, boost * fuzzy_weight(edits, similar.len()));
+                }
+            }
+        }
+        // Words the recognizer split: "kala mazoo" -> "kalamazoo".
+        for pair in words.windows(2) {
+            let merged = pair.concat();
+            let exact_match = vocabulary
+                .words
+                .get(&merged)
+                .map(|fields| (merged.clone(), fields.clone(), 0));
+            for (similar, fields, edits) in
+                exact_match.into_iter().chain(vocabulary.similar(&merged))
+            {
+                matched.insert(similar.clone());
+                for field in fields {
+                    let boost = if field == f.title {
+                        TITLE_BOOST
+                    } else {
+                        ATTRIBUTE_BOOST
+                    };
+                    exact(
+                        field,
+                        &similar,
+                        boost * SPLIT_WORD_FACTOR * fuzzy_weight(edits, similar.len()),
+                    );
+                }
+            }
+        }
+        (Box::new(BooleanQuery::new(clauses)), matched)
+    }
+
+    /// Mends word boundaries the recognizer got wrong, against the words the catalog and
+    /// the carrier phrases know: two pieces of one word are joined ("springfi eld" ->
+    /// "springfield", "wat ch" -> "watch"), and an unknown word that is two known ones is
+    /// split ("meslumdog" -> "me slumdog", "metwelve" -> "me 12").
+    fn resegment(&self, words: Vec<String>, vocabulary: &Vocabulary) -> Vec<String> {
+        let known_word = |w: &str| {
+            vocabulary.words.contains_key(w)
+                || self.carrier_words.contains(w)
+                || STOP_WORDS.contains(&w)
+        };
+        // Spelled numbers are known as the digits the analysis turns them into.
+        let known = |w: &str| analyze(w).iter().all(|a| known_word(a));
+        let mut joined: Vec<String> = Vec::with_capacity(words.len());
+        for word in words {
+            if let Some(previous) = joined.last_mut() {
+                let merged = format!("{previous}{word}");
+                if (!known(previous) || !known(&word)) && known_word(&merged) {
+                    *previous = merged;
+                    continue;
+                }
+            }
+            joined.push(word);
+        }
+        let mut out = Vec::with_capacity(joined.len());
+        for word in joined {
+            if known(&word) || word.len() < 5 {
+                out.push(word);
+                continue;
+            }
+            // The split with the longest shorter half is the likeliest.
+            let split = (2..word.len() - 1)
+                .filter(|&at| word.is_char_boundary(at))
+                .filter(|&at| known(&word[..at]) && known(&word[at..]))
+                .max_by_key(|&at| at.min(word.len() - at));
+            match split {
+                Some(at) => {
+                    out.push(word[..at].to_string());
+                    out.push(word[at..].to_string());
+                }
+                None => out.push(word),
+            }
+        }
+        analyze(&out.join(" "))
+    }
+
+    fn with_filter(&self, text: Box<dyn Query>, categories: &[String]) -> Box<dyn Query> {
+        if categories.is_empty() {
+            return text;
+        }
+        let field = self.index.fields().category;
+        let allowed: Vec<(Occur, Box<dyn Query>)> = categories
+            .iter()
+            .map(|c| {
+                let term = Term::from_field_text(field, &c.to_lowercase());
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, text),
+            (Occur::Must, Box::new(BooleanQuery::new(allowed))),
+        ]))
+    }
+
+    fn vocabulary(&self, searcher: &Searcher) -> Result<Arc<Vocabulary>, SearchError> {
+        let generation = searcher.generation().generation_id();
+        let mut cached = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, vocabulary)) = cached.as_ref() {
+            if *g == generation {
+                return Ok(vocabulary.clone());
+            }
+        }
+        let f = self.index.fields();
+        let mut words: HashMap<String, Vec<Field>> = HashMap::new();
+        for segment in searcher.segment_readers() {
+            for &field in std::iter::once(&f.title).chain(&f.attributes) {
+                let inverted = segment.inverted_index(field)?;
+                let mut stream = inverted
+                    .terms()
+                    .stream()
+                    .map_err(|e| SearchError::Index(e.to_string()))?;
+                while stream.advance() {
+                    if let Ok(word) = std::str::from_utf8(stream.key()) {
+                        let fields = words.entry(word.to_string()).or_default();
+                        if !fields.contains(&field) {
+                            fields.push(field);
+                        }
+                    }
+                }
+            }
+        }
+        let vocabulary = Arc::new(Vocabulary { words });
+        *cached = Some((generation, vocabulary.clone()));
+        Ok(vocabulary)
+    }
+}
+
+impl Vocabulary {
+    /// Catalog words within the fuzzy distance of `word` (not `word` itself), with the
+    /// fields they occur in and their distance.
+    fn similar(&self, word: &str) -> Vec<(String, Vec<Field>, u8)> {
+        let limit = fuzzy_distance(word);
+        if limit == 0 {
+            return Vec::new();
+        }
+        self.words
+            .iter()
+            .filter(|(candidate, _)| candidate.as_str() != word)
+            .filter_map(|(candidate, fields)| {
+                let edits = edit_distance(word, candidate, limit)?;
+                // The candidate must be long enough to deserve that many edits too.
+                (fuzzy_distance(candidate) >= edits)
+                    .then(|| (candidate.clone(), fields.clone(), edits))
+            })
+            .collect()
+    }
+}
+
+fn popularity_prior(popularity: f64) -> f32 {
+    ((1.0 + popularity.max(0.0)).ln() / (1.0 + POPULARITY_FULL).ln()).min(1.0) as f32
+}
+
+/// Ties a page token to the query it was issued for.
+fn fingerprint(query: &str, categories: &[String]) -> u64 {
+    let mut text = query.to_string();
+    for c in categories {
+        text.push('\u{1f}');
+        text.push_str(c);
+    }
+    category_hash(&text)
+}
+
+fn parse_page_token(token: &str, fingerprint: u64) -> Result<usize, SearchError> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let invalid = || {
+        SearchError::InvalidQuery(format!(
+            "page_token {token:?} was not issued for this query and filters; start from an empty token"
+        ))
+    };
+    let (offset, print) = token.split_once('.').ok_or_else(invalid)?;
+    if u64::from_str_radix(print, 16).ok() != Some(fingerprint) {
+        return Err(invalid());
+    }
+    offset.parse().map_err(|_| invalid())
+}
+
+/// A short passage of `body` around the first matched word, matches in `<b></b>`.
+fn snippet(body: &str, matched: &BTreeSet<String>) -> String {
+    const WORDS_BEFORE: usize = 8;
+    const WORDS_TOTAL: usize = 30;
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let is_match = |w: &str| analyze(w).iter().any(|a| matched.contains(a));
+    let first = words.iter().position(|w| is_match(w)).unwrap_or(0);
+    let start = first.saturating_sub(WORDS_BEFORE);
+    let end = (start + WORDS_TOTAL).min(words.len());
+    let mut out: Vec<String> = words[start..end]
+        .iter()
+        .map(|w| {
+            let escaped = w
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            if is_match(w) {
+                format!("<b>{escaped}</b>")
+            } else {
+                escaped
+            }
+        })
+        .collect();
+    if start > 0 {
+        out.insert(0, "…".into());
+    }
+    if end < words.len() {
+        out.push("…".into());
+    }
+    out.join(" ")
+}

@@ -1,0 +1,295 @@
+//! Text analysis shared by documents and queries, so both sides meet in one form: ASCII
+//! folded, lowercase, punctuation gone, apostrophes dropped ("Schindler's" = schindlers),
+//! and numbers written as digits whether they were spelled ("part two", "nineteen eighty
+//! four") or written as Roman numerals ("Part II").
+
+use rphonetic::DoubleMetaphone;
+
+/// Words of a text in the shared form.
+pub fn analyze(text: &str) -> Vec<String> {
+    let folded = deunicode::deunicode(text).to_lowercase();
+    let mut words = Vec::new();
+    let mut current = String::new();
+    for c in folded.chars() {
+        if c.is_ascii_alphanumeric() {
+            current.push(c);
+        } else if c == '\'' || c == '`' {
+            // Apostrophes join: "what's" -> "whats", "o'mine" -> "omine".
+        } else if !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    numbers_to_digits(words)
+}
+
+/// The analyzed words joined by spaces: what the index stores for its text fields.
+pub fn normalized(text: &str) -> String {
+    analyze(text).join(" ")
+}
+
+fn unit(word: &str) -> Option<u64> {
+    Some(match word {
+        "zero" | "oh" => 0,
+        "one" => 1,
+        "two" => 2,
+        "three" => 3,
+        "four" => 4,
+        "five" => 5,
+        "six" => 6,
+        "seven" => 7,
+        "eight" => 8,
+        "nine" => 9,
+        "ten" => 10,
+        "eleven" => 11,
+        "twelve" => 12,
+        "thirteen" => 13,
+        "fourteen" => 14,
+        "fifteen" => 15,
+        "sixteen" => 16,
+        "seventeen" => 17,
+        "eighteen" => 18,
+        "nineteen" => 19,
+        _ => return None,
+    })
+}
+
+fn tens(word: &str) -> Option<u64> {
+    Some(match word {
+        "twenty" => 20,
+        "thirty" => 30,
+        "forty" => 40,
+        "fifty" => 50,
+        "sixty" => 60,
+        "seventy" => 70,
+        "eighty" => 80,
+        "ninety" => 90,
+        _ => return None,
+    })
+}
+
+/// Roman numerals from 2 to 39 ("I", "V" and "X" alone are too often letters).
+fn roman(word: &str) -> Option<u64> {
+    if word.len() < 2 || !word.chars().all(|c| matches!(c, 'i' | 'v' | 'x')) {
+        return None;
+    }
+    let value = |c| match c {
+        'i' => 1,
+        'v' => 5,
+        _ => 10,
+    };
+    let chars: Vec<u64> = word.chars().map(value).collect();
+    let mut total = 0i64;
+    for (i, &v) in chars.iter().enumerate() {
+        if chars.get(i + 1).is_some_and(|&next| next > v) {
+            total -= v as i64;
+        } else {
+            total += v as i64;
+        }
+    }
+    let total = total as u64;
+    // Only canonical spellings: "iix" or "vv" are not numerals.
+    (to_roman(total) == word).then_some(total)
+}
+
+fn to_roman(mut n: u64) -> String {
+    let mut out = String::new();
+    for (value, digits) in [(10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")] {
+        while n >= value {
+            out.push_str(digits);
+            n -= value;
+        }
+    }
+    out
+}
+
+/// A number below 100 spelled in one or two words ("seven", "twenty one"), and how many
+/// words it took.
+fn small_number(words: &[String]) -> Option<(u64, usize)> {
+    let first = words.first()?;
+    if let Some(t) = tens(first) {
+        if let Some(u) = words
+            .get(1)
+            .and_then(|w| unit(w))
+            .filter(|&u| (1..10).contains(&u))
+        {
+            return Some((t + u, 2));
+        }
+        return Some((t, 1));
+    }
+    // "oh" is a digit only inside a number ("nineteen oh five").
+    unit(first).filter(|_| first != "oh").map(|u| (u, 1))
+}
+
+/// A spelled number starting at `words[0]`: its value and word count.
+fn spelled_number(words: &[String]) -> Option<(u64, usize)> {
+    let (first, mut used) = small_number(words)?;
+    // Year style: "nineteen eighty four", "nineteen oh five".
+    if (10..100).contains(&first) {
+        let rest = &words[used..];
+        if rest.first().map(String::as_str) == Some("oh") {
+            if let Some(u) = rest.get(1).and_then(|w| unit(w)).filter(|&u| u < 10) {
+                return Some((first * 100 + u, used + 2));
+            }
+        }
+        if let Some((second, n)) = small_number(rest).filter(|&(v, _)| v >= 10) {
+            return Some((first * 100 + second, used + n));
+        }
+    }
+    let mut total = 0;
+    let mut current = first;
+    loop {
+        match words.get(used).map(String::as_str) {
+            Some("hundred") if current < 100 => {
+                current *= 100;
+                used += 1;
+            }
+            Some("thousand") => {
+                total += current.max(1) * 1000;
+                current = 0;
+                used += 1;
+            }
+            _ => break,
+        }
+        let skip_and = usize::from(words.get(used).map(String::as_str) == Some("and"));
+        match small_number(&words[(used + skip_and).min(words.len())..]) {
+            Some((v, n)) => {
+                current += v;
+                used += skip_and + n;
+            }
+            None => break,
+        }
+    }
+    Some((total + current, used))
+}
+
+fn numbers_to_digits(words: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        if let Some((value, used)) = spelled_number(&words[i..]) {
+            out.push(value.to_string());
+            i += used;
+        } else if let Some(value) = roman(&words[i]) {
+            out.push(value.to_string());
+            i += 1;
+        } else {
+            out.push(words[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Sound-alike codes of a word (Double Metaphone, primary and alternate), so that
+/// "chaikovsky" meets "tchaikovsky". Digits have no sound code.
+pub fn phonetic_codes(word: &str) -> Vec<String> {
+    if word.len() < 3 || word.chars().any(|c| c.is_ascii_digit()) {
+        return Vec::new();
+    }
+    let encoder = DoubleMetaphone::new(Some(8));
+    let result = encoder.double_metaphone(word);
+    let mut codes = vec![result.primary()];
+    if result.alternate() != result.primary() {
+        codes.push(result.alternate());
+    }
+    codes.retain(|c| !c.is_empty());
+    codes
+}
+
+/// The primary sound-alike code only, for one-to-one uses.
+pub fn phonetic_key(word: &str) -> String {
+    phonetic_codes(word).into_iter().next().unwrap_or_default()
+}
+
+/// Edits allowed when matching a word of this length fuzzily: none for short words,
+/// where one edit makes another word, one from 5 letters, two from 8.
+pub fn fuzzy_distance(word: &str) -> u8 {
+    match word.len() {
+        0..=4 => 0,
+        5..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// Levenshtein distance with adjacent transpositions, giving up above `limit`.
+pub fn edit_distance(a: &str, b: &str, limit: u8) -> Option<u8> {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let limit = limit as usize;
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let mut previous2: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut current = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(previous2[j - 2] + 1);
+            }
+        }
+        if current.iter().min().copied().unwrap_or(0) > limit {
+            return None;
+        }
+        previous2 = std::mem::replace(&mut previous, current);
+    }
+    let distance = previous[b.len()];
+    (distance <= limit).then_some(distance as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(text: &str) -> String {
+        normalized(text)
+    }
+
+    #[test]
+    fn folding_and_punctuation() {
+        assert_eq!(n("Reykjavík"), "reykjavik");
+        assert_eq!(n("Schindler's List"), "schindlers list");
+        assert_eq!(n("AC/DC"), "ac dc");
+        assert_eq!(n("Düsseldorf, Germany"), "dusseldorf germany");
+    }
+
+    #[test]
+    fn numbers_meet_as_digits() {
+        assert_eq!(n("the godfather part two"), "the godfather part 2");
+        assert_eq!(n("The Godfather Part II"), "the godfather part 2");
+        assert_eq!(n("nineteen eighty four"), "1984");
+        assert_eq!(n("nineteen oh five"), "1905");
+        assert_eq!(n("apollo thirteen"), "apollo 13");
+        assert_eq!(n("twenty one pilots"), "21 pilots");
+        assert_eq!(n("one hundred and one dalmatians"), "101 dalmatians");
+        assert_eq!(
+            n("two thousand and one a space odyssey"),
+            "2001 a space odyssey"
+        );
+        assert_eq!(n("Rocky IV"), "rocky 4");
+        assert_eq!(n("malcolm x"), "malcolm x");
+        assert_eq!(n("oh brother"), "oh brother");
+    }
+
+    #[test]
+    fn sound_alikes_share_a_code() {
+        assert_eq!(phonetic_key("chaikovsky"), phonetic_key("tchaikovsky"));
+        assert!(phonetic_codes("worchester")
+            .iter()
+            .any(|c| phonetic_codes("worcester").contains(c)));
+    }
+
+    #[test]
+    fn edit_distance_is_bounded() {
+        assert_eq!(edit_distance("reykyavik", "reykjavik", 2), Some(1));
+        assert_eq!(edit_distance("teh", "the", 1), Some(1));
+        assert_eq!(edit_distance("abc", "xyz", 2), None);
+        assert_eq!(edit_distance("kitten", "sitting", 3), Some(3));
+    }
+}
