@@ -190,10 +190,13 @@ fn import_catalog(index: &CatalogIndex, file: &Path, batch_size: usize) -> anyho
         BufReader::new(text.as_bytes()),
         batch_size,
         |event| match event {
-            ImportEvent::Rejected { line, error } => bar.println(format!("line {line}: {error}")),
+            ImportEvent::Rejected { line, error } => {
+                bar.suspend(|| eprintln!("line {line}: {error}"))
+            }
             ImportEvent::Committed { line, .. } => {
                 bar.set_position(line as u64);
-                bar.println(format!("committed through line {line}"));
+                // On stdout, one line per commit: what a caller may rely on after a crash.
+                bar.suspend(|| println!("committed through line {line}"));
             }
         },
     )?;

@@ -2,4 +2,5 @@
 
 mod audio;
 mod common;
+mod search;
 mod server;

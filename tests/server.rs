@@ -16,12 +16,17 @@ use voice_search::service::ServeError;
 /// A server running in this process until dropped or shut down.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Holds the server's index folder until the server is gone.
+    _index: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl TestServer {
+    /// Starts a server with `config`, its index in a fresh temporary folder.
     pub async fn start(mut config: ServeConfig) -> Self {
+        let index = tempfile::tempdir().unwrap();
+        config.index = index.path().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
@@ -34,6 +39,7 @@ impl TestServer {
         });
         Self {
             addr,
+            _index: index,
             stop: Some(stop),
             task,
         }

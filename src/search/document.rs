@@ -34,6 +34,9 @@ impl CatalogDocument {
         };
         let id = match source.get("id") {
             Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+            Some(Value::String(_)) => {
+                return Err(SearchError::InvalidDocument("`id` is empty".into()))
+            }
             Some(Value::Number(n)) => n.to_string(),
             Some(_) => {
                 return Err(SearchError::InvalidDocument(

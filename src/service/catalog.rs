@@ -1,52 +1,187 @@
-//! `voicesearch.v1.Catalog`: writes to and reads of the catalog index.
+//! `voicesearch.v1.Catalog`: writes to and reads of the catalog index. Every write returns
+//! only after its commit.
 
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use serde_json::Value;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::not_yet;
+use super::convert::{document_to_json, json_to_document};
+use super::status::blocking;
 use crate::proto::catalog_server::Catalog;
 use crate::proto::{
-    CatalogStats, DeleteDocumentRequest, DeleteDocumentResponse, Document, GetDocumentRequest,
+    self, CatalogStats, DeleteDocumentRequest, DeleteDocumentResponse, GetDocumentRequest,
     GetStatsRequest, UpsertDocumentsRequest, UpsertDocumentsResponse,
 };
+use crate::search::schema::SCHEMA_VERSION;
+use crate::search::{CatalogDocument, CatalogIndex};
+
+/// Most documents in one `UpsertDocuments` call, and per commit of a bulk load.
+pub const MAX_BATCH: usize = 10_000;
 
 /// Serves the catalog RPCs.
-#[derive(Debug, Default)]
-pub struct CatalogService;
+pub struct CatalogService {
+    index: Arc<CatalogIndex>,
+}
+
+impl CatalogService {
+    pub fn new(index: Arc<CatalogIndex>) -> Self {
+        Self { index }
+    }
+}
+
+/// Validates wire documents; the error names the first bad one by position and id.
+fn validate(
+    documents: Vec<proto::Document>,
+    context: &str,
+) -> Result<Vec<CatalogDocument>, Status> {
+    documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, document)| {
+            CatalogDocument::from_json(Value::Object(document_to_json(document)))
+                .map_err(|e| Status::invalid_argument(format!("{context}document {i}: {e}")))
+        })
+        .collect()
+}
+
+fn commit(
+    index: Arc<CatalogIndex>,
+    documents: Vec<CatalogDocument>,
+) -> impl FnOnce() -> Result<UpsertDocumentsResponse, Status> {
+    move || {
+        let counts = index.upsert(&documents)?;
+        Ok(UpsertDocumentsResponse {
+            added: counts.added,
+            replaced: counts.replaced,
+        })
+    }
+}
+
+impl CatalogService {
+    /// Commits what a bulk load has gathered and adds it to the totals.
+    async fn flush(
+        &self,
+        pending: &mut Vec<CatalogDocument>,
+        total: &mut UpsertDocumentsResponse,
+    ) -> Result<(), Status> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let done = blocking(commit(self.index.clone(), std::mem::take(pending))).await?;
+        total.added += done.added;
+        total.replaced += done.replaced;
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl Catalog for CatalogService {
     async fn upsert_documents(
         &self,
-        _request: Request<UpsertDocumentsRequest>,
+        request: Request<UpsertDocumentsRequest>,
     ) -> Result<Response<UpsertDocumentsResponse>, Status> {
-        Err(not_yet("UpsertDocuments", 4))
+        let documents = request.into_inner().documents;
+        if documents.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} documents in one call; the limit is {MAX_BATCH}: use BulkUpsertDocuments",
+                documents.len()
+            )));
+        }
+        let documents = validate(documents, "")?;
+        Ok(Response::new(
+            blocking(commit(self.index.clone(), documents)).await?,
+        ))
     }
 
     async fn bulk_upsert_documents(
         &self,
-        _request: Request<Streaming<UpsertDocumentsRequest>>,
+        request: Request<Streaming<UpsertDocumentsRequest>>,
     ) -> Result<Response<UpsertDocumentsResponse>, Status> {
-        Err(not_yet("BulkUpsertDocuments", 4))
+        let mut stream = request.into_inner();
+        let mut total = UpsertDocumentsResponse::default();
+        let mut pending = Vec::new();
+        let mut message = 0usize;
+        loop {
+            let next = match stream.message().await {
+                Ok(next) => next,
+                Err(status) => {
+                    // The client went away or sent garbage: keep what it sent validly.
+                    self.flush(&mut pending, &mut total).await?;
+                    return Err(status);
+                }
+            };
+            let Some(request) = next else { break };
+            match validate(request.documents, &format!("message {message}, ")) {
+                Ok(documents) => pending.extend(documents),
+                Err(status) => {
+                    self.flush(&mut pending, &mut total).await?;
+                    return Err(Status::invalid_argument(format!(
+                        "{}; the {} documents before it were committed ({} added, {} replaced)",
+                        status.message(),
+                        total.added + total.replaced,
+                        total.added,
+                        total.replaced
+                    )));
+                }
+            }
+            message += 1;
+            if pending.len() >= MAX_BATCH {
+                self.flush(&mut pending, &mut total).await?;
+            }
+        }
+        self.flush(&mut pending, &mut total).await?;
+        Ok(Response::new(total))
     }
 
     async fn delete_document(
         &self,
-        _request: Request<DeleteDocumentRequest>,
+        request: Request<DeleteDocumentRequest>,
     ) -> Result<Response<DeleteDocumentResponse>, Status> {
-        Err(not_yet("DeleteDocument", 4))
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id is empty"));
+        }
+        let index = self.index.clone();
+        let deleted = blocking(move || Ok(index.delete(&id)?)).await?;
+        Ok(Response::new(DeleteDocumentResponse { deleted }))
     }
 
     async fn get_document(
         &self,
-        _request: Request<GetDocumentRequest>,
-    ) -> Result<Response<Document>, Status> {
-        Err(not_yet("GetDocument", 4))
+        request: Request<GetDocumentRequest>,
+    ) -> Result<Response<proto::Document>, Status> {
+        let id = request.into_inner().id;
+        let index = self.index.clone();
+        let found = blocking({
+            let id = id.clone();
+            move || Ok(index.get(&id)?)
+        })
+        .await?;
+        match found {
+            Some(source) => Ok(Response::new(json_to_document(&source))),
+            None => Err(Status::not_found(format!("no document has id {id:?}"))),
+        }
     }
 
     async fn get_stats(
         &self,
         _request: Request<GetStatsRequest>,
     ) -> Result<Response<CatalogStats>, Status> {
-        Err(not_yet("GetStats", 4))
+        let index = self.index.clone();
+        let stats = blocking(move || Ok(index.stats()?)).await?;
+        Ok(Response::new(CatalogStats {
+            document_count: stats.document_count,
+            index_size_bytes: stats.size_bytes,
+            last_commit_time: stats.last_commit.map(|at| {
+                let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                prost_types::Timestamp {
+                    seconds: since.as_secs() as i64,
+                    nanos: since.subsec_nanos() as i32,
+                }
+            }),
+            schema_version: SCHEMA_VERSION,
+        }))
     }
 }

@@ -3,6 +3,7 @@
 //! speech logic lives here.
 
 mod catalog;
+mod convert;
 mod search;
 mod status;
 mod voice;
@@ -20,6 +21,7 @@ use crate::proto::catalog_server::CatalogServer;
 use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
 
 pub use catalog::CatalogService;
 pub use search::SearchService;
@@ -32,6 +34,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("catalog index: {0}")]
+    Index(#[from] SearchError),
 }
 
 /// Serves every service on `listener` until `shutdown` resolves; then stops accepting
@@ -42,6 +46,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_bytes = config.max_message_bytes;
+    let index = Arc::new(CatalogIndex::open(&config.index)?);
+    tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
+    let engine = Arc::new(QueryEngine::new(index.clone(), CarrierPhrases::default()));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -88,12 +95,12 @@ pub async fn serve(
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            SearchServer::new(SearchService)
+            SearchServer::new(SearchService::new(engine))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            CatalogServer::new(CatalogService)
+            CatalogServer::new(CatalogService::new(index))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )

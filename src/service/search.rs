@@ -1,21 +1,65 @@
 //! `voicesearch.v1.Search`: text queries over the catalog.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
-use super::status::not_yet;
+use super::convert::json_to_document;
+use super::status::blocking;
 use crate::proto::search_server::Search;
-use crate::proto::{SearchRequest, SearchResponse};
+use crate::proto::{self, SearchRequest, SearchResponse};
+use crate::search::{self, QueryEngine, SearchResults};
 
 /// Serves the text search RPC.
-#[derive(Debug, Default)]
-pub struct SearchService;
+pub struct SearchService {
+    engine: Arc<QueryEngine>,
+}
+
+impl SearchService {
+    pub fn new(engine: Arc<QueryEngine>) -> Self {
+        Self { engine }
+    }
+}
+
+/// Library hits as wire hits.
+pub fn to_proto_hits(results: SearchResults) -> Vec<proto::Hit> {
+    results
+        .hits
+        .into_iter()
+        .map(|hit| proto::Hit {
+            document: Some(json_to_document(&hit.source)),
+            id: hit.id,
+            title: hit.title,
+            score: hit.score,
+            snippet: hit.snippet,
+            category: hit.category,
+        })
+        .collect()
+}
 
 #[tonic::async_trait]
 impl Search for SearchService {
     async fn search(
         &self,
-        _request: Request<SearchRequest>,
+        request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        Err(not_yet("Search", 4))
+        let request = request.into_inner();
+        let engine = self.engine.clone();
+        let results = blocking(move || {
+            Ok(engine.search(&search::SearchRequest {
+                query: request.query,
+                categories: request.filters.map(|f| f.categories).unwrap_or_default(),
+                page_size: request.page_size as usize,
+                page_token: request.page_token,
+            })?)
+        })
+        .await?;
+        let next_page_token = results.next_page_token.clone();
+        let interpreted_query = results.interpreted_query.clone();
+        Ok(Response::new(SearchResponse {
+            hits: to_proto_hits(results),
+            next_page_token,
+            interpreted_query,
+        }))
     }
 }

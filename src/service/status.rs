@@ -3,6 +3,7 @@
 use tonic::Status;
 
 use crate::audio::AudioError;
+use crate::search::SearchError;
 
 impl From<AudioError> for Status {
     fn from(error: AudioError) -> Self {
@@ -14,9 +15,32 @@ impl From<AudioError> for Status {
     }
 }
 
+impl From<SearchError> for Status {
+    fn from(error: SearchError) -> Self {
+        match error {
+            SearchError::InvalidDocument(_) | SearchError::InvalidQuery(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+            SearchError::IncompatibleVersion { .. } | SearchError::Locked(_) => {
+                Status::failed_precondition(error.to_string())
+            }
+            SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
+        }
+    }
+}
+
 /// The answer of an RPC whose implementation has not landed yet.
 pub fn not_yet(what: &str, issue: u32) -> Status {
     Status::unimplemented(format!(
         "{what} is not implemented yet (tracked in issue #{issue})"
     ))
+}
+
+/// Runs blocking library work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
 }
