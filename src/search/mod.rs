@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub use document::CatalogDocument;
 pub use index::{CatalogIndex, IndexStats, UpsertCounts};
 pub use intent::{CarrierPhrases, Intent};
-pub use query::{QueryEngine, SearchHit, SearchRequest, SearchResults};
+pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
 
 /// Everything that can go wrong in search and catalog maintenance.
 #[derive(Debug, thiserror::Error)]

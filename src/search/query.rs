@@ -7,10 +7,10 @@
 //! phrase asked for (a preference, never a filter).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocId, Score, Searcher, SegmentReader, Term};
 
@@ -86,10 +86,30 @@ pub struct SearchResults {
     pub interpreted_query: String,
 }
 
-/// Catalog words (titles and attributes) for fuzzy lookup, cached per index generation.
-struct Vocabulary {
-    /// Word -> the fields it occurs in.
-    words: HashMap<String, Vec<Field>>,
+/// Which approximate matching a search adds to exact BM25 matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matching {
+    /// Catalog words within 1 or 2 edits, merged and split words.
+    pub fuzzy: bool,
+    /// Double Metaphone sound-alikes.
+    pub phonetic: bool,
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Self {
+            fuzzy: true,
+            phonetic: true,
+        }
+    }
+}
+
+/// The catalog's words (titles and attributes) as the term dictionaries of one searcher
+/// hold them: exact lookups, and fuzzy ones through a Levenshtein automaton run over the
+/// dictionary, so that a lookup costs microseconds however large the catalog.
+struct Lexicon<'a> {
+    searcher: &'a Searcher,
+    fields: Vec<Field>,
 }
 
 /// Searches a [`CatalogIndex`].
@@ -98,7 +118,7 @@ pub struct QueryEngine {
     carriers: CarrierPhrases,
     /// Every word of the carrier phrases, for splitting merged words.
     carrier_words: HashSet<String>,
-    vocabulary: Mutex<Option<(u64, Arc<Vocabulary>)>>,
+    matching: Matching,
 }
 
 impl QueryEngine {
@@ -108,8 +128,13 @@ impl QueryEngine {
             index,
             carriers,
             carrier_words,
-            vocabulary: Mutex::new(None),
+            matching: Matching::default(),
         }
+    }
+
+    /// The same engine with other approximate matching (benchmarks compare them).
+    pub fn with_matching(self, matching: Matching) -> Self {
+        Self { matching, ..self }
     }
 
     pub fn index(&self) -> &Arc<CatalogIndex> {
@@ -139,14 +164,24 @@ impl QueryEngine {
         let offset = parse_page_token(&request.page_token, fingerprint)?;
 
         let searcher = self.index.searcher();
-        let vocabulary = self.vocabulary(&searcher)?;
-        let words = self.resegment(analyze(query), &vocabulary);
+        let f = self.index.fields();
+        let lexicon = Lexicon {
+            searcher: &searcher,
+            fields: std::iter::once(f.title)
+                .chain(f.attributes.iter().copied())
+                .collect(),
+        };
+        let words = if self.matching.fuzzy {
+            self.resegment(analyze(query), &lexicon)
+        } else {
+            analyze(query)
+        };
         let intent = self.carriers.interpret_words(words);
         let interpreted_query = match &intent.category {
             Some(category) => format!("{} (prefers {category})", intent.words.join(" ")),
             None => intent.words.join(" "),
         };
-        let (text_query, matched) = self.text_query(&intent, &vocabulary);
+        let (text_query, matched) = self.text_query(&intent, &lexicon);
         let query = self.with_filter(text_query, &request.categories);
 
         let preferred = intent.category.as_deref().map(category_hash);
@@ -211,11 +246,7 @@ impl QueryEngine {
     }
 
     /// The text part of the query, and the catalog words it can match (for highlighting).
-    fn text_query(
-        &self,
-        intent: &Intent,
-        vocabulary: &Vocabulary,
-    ) -> (Box<dyn Query>, BTreeSet<String>) {
+    fn text_query(&self, intent: &Intent, lexicon: &Lexicon) -> (Box<dyn Query>, BTreeSet<String>) {
         let f = self.index.fields();
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut matched = BTreeSet::new();
@@ -240,11 +271,16 @@ impl QueryEngine {
             if STOP_WORDS.contains(&word.as_str()) {
                 continue;
             }
-            exact(f.joined, word, JOINED_BOOST);
-            for code in phonetic_codes(word) {
-                exact(f.phonetic, &code, PHONETIC_BOOST);
+            if self.matching.phonetic {
+                for code in phonetic_codes(word) {
+                    exact(f.phonetic, &code, PHONETIC_BOOST);
+                }
             }
-            for (similar, fields, edits) in vocabulary.similar(word) {
+            if !self.matching.fuzzy {
+                continue;
+            }
+            exact(f.joined, word, JOINED_BOOST);
+            for (similar, fields, edits) in lexicon.similar(word) {
                 matched.insert(similar.clone());
                 for field in fields {
                     let boost = if field == f.title {
@@ -257,14 +293,11 @@ impl QueryEngine {
             }
         }
         // Words the recognizer split: "kala mazoo" -> "kalamazoo".
-        for pair in words.windows(2) {
+        for pair in words.windows(2).filter(|_| self.matching.fuzzy) {
             let merged = pair.concat();
-            let exact_match = vocabulary
-                .words
-                .get(&merged)
-                .map(|fields| (merged.clone(), fields.clone(), 0));
-            for (similar, fields, edits) in
-                exact_match.into_iter().chain(vocabulary.similar(&merged))
+            let fields = lexicon.fields_of(&merged);
+            let exact_match = (!fields.is_empty()).then(|| (merged.clone(), fields, 0));
+            for (similar, fields, edits) in exact_match.into_iter().chain(lexicon.similar(&merged))
             {
                 matched.insert(similar.clone());
                 for field in fields {
@@ -288,9 +321,9 @@ impl QueryEngine {
     /// the carrier phrases know: two pieces of one word are joined ("springfi eld" ->
     /// "springfield", "wat ch" -> "watch"), and an unknown word that is two known ones is
     /// split ("meslumdog" -> "me slumdog", "metwelve" -> "me 12").
-    fn resegment(&self, words: Vec<String>, vocabulary: &Vocabulary) -> Vec<String> {
+    fn resegment(&self, words: Vec<String>, lexicon: &Lexicon) -> Vec<String> {
         let known_word = |w: &str| {
-            vocabulary.words.contains_key(w)
+            !lexicon.fields_of(w).is_empty()
                 || self.carrier_words.contains(w)
                 || STOP_WORDS.contains(&w)
         };
@@ -349,41 +382,26 @@ impl QueryEngine {
             (Occur::Must, Box::new(BooleanQuery::new(allowed))),
         ]))
     }
-
-    fn vocabulary(&self, searcher: &Searcher) -> Result<Arc<Vocabulary>, SearchError> {
-        let generation = searcher.generation().generation_id();
-        let mut cached = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, vocabulary)) = cached.as_ref() {
-            if *g == generation {
-                return Ok(vocabulary.clone());
-            }
-        }
-        let f = self.index.fields();
-        let mut words: HashMap<String, Vec<Field>> = HashMap::new();
-        for segment in searcher.segment_readers() {
-            for &field in std::iter::once(&f.title).chain(&f.attributes) {
-                let inverted = segment.inverted_index(field)?;
-                let mut stream = inverted
-                    .terms()
-                    .stream()
-                    .map_err(|e| SearchError::Index(e.to_string()))?;
-                while stream.advance() {
-                    if let Ok(word) = std::str::from_utf8(stream.key()) {
-                        let fields = words.entry(word.to_string()).or_default();
-                        if !fields.contains(&field) {
-                            fields.push(field);
-                        }
-                    }
-                }
-            }
-        }
-        let vocabulary = Arc::new(Vocabulary { words });
-        *cached = Some((generation, vocabulary.clone()));
-        Ok(vocabulary)
-    }
 }
 
-impl Vocabulary {
+impl Lexicon<'_> {
+    /// The fields where `word` occurs.
+    fn fields_of(&self, word: &str) -> Vec<Field> {
+        self.fields
+            .iter()
+            .copied()
+            .filter(|&field| {
+                self.searcher.segment_readers().iter().any(|segment| {
+                    segment
+                        .inverted_index(field)
+                        .ok()
+                        .and_then(|inverted| inverted.terms().get(word.as_bytes()).ok()?)
+                        .is_some()
+                })
+            })
+            .collect()
+    }
+
     /// Catalog words within the fuzzy distance of `word` (not `word` itself), with the
     /// fields they occur in and their distance.
     fn similar(&self, word: &str) -> Vec<(String, Vec<Field>, u8)> {
@@ -391,14 +409,35 @@ impl Vocabulary {
         if limit == 0 {
             return Vec::new();
         }
-        self.words
-            .iter()
-            .filter(|(candidate, _)| candidate.as_str() != word)
+        let mut found: HashMap<String, Vec<Field>> = HashMap::new();
+        for &field in &self.fields {
+            let query = FuzzyTermQuery::new(Term::from_field_text(field, word), limit, true);
+            for segment in self.searcher.segment_readers() {
+                let (Ok(automaton), Ok(inverted)) =
+                    (query.automaton(), segment.inverted_index(field))
+                else {
+                    continue;
+                };
+                let Ok(mut stream) = inverted.terms().search(automaton).into_stream() else {
+                    continue;
+                };
+                while stream.advance() {
+                    if let Ok(candidate) = std::str::from_utf8(stream.key()) {
+                        let fields = found.entry(candidate.to_string()).or_default();
+                        if !fields.contains(&field) {
+                            fields.push(field);
+                        }
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .filter(|(candidate, _)| candidate != word)
             .filter_map(|(candidate, fields)| {
-                let edits = edit_distance(word, candidate, limit)?;
+                let edits = edit_distance(word, &candidate, limit)?;
                 // The candidate must be long enough to deserve that many edits too.
-                (fuzzy_distance(candidate) >= edits)
-                    .then(|| (candidate.clone(), fields.clone(), edits))
+                (fuzzy_distance(&candidate) >= edits).then_some((candidate, fields, edits))
             })
             .collect()
     }

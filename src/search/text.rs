@@ -214,34 +214,46 @@ pub fn fuzzy_distance(word: &str) -> u8 {
     }
 }
 
-/// Levenshtein distance with adjacent transpositions, giving up above `limit`.
+/// Levenshtein distance with adjacent transpositions, giving up above `limit`. Runs on
+/// every catalog word of a similar length per query word, so it keeps three rows on the
+/// stack for words up to [`MAX_FUZZY_LEN`] letters and stops as soon as a row exceeds
+/// the limit.
 pub fn edit_distance(a: &str, b: &str, limit: u8) -> Option<u8> {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let limit = limit as usize;
-    if a.len().abs_diff(b.len()) > limit {
-        return None;
+    if a.len().abs_diff(b.len()) > limit || b.len() >= MAX_FUZZY_LEN {
+        return (a == b).then_some(0);
     }
-    let mut previous2: Vec<usize> = Vec::new();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut rows = [[0usize; MAX_FUZZY_LEN]; 3];
+    for (j, cell) in rows[1].iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
     for i in 1..=a.len() {
-        let mut current = vec![i; b.len() + 1];
+        let [before, previous, current] = &mut rows;
+        current[0] = i;
+        let mut row_min = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            current[j] = (previous[j] + 1)
+            let mut value = (previous[j] + 1)
                 .min(current[j - 1] + 1)
                 .min(previous[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                current[j] = current[j].min(previous2[j - 2] + 1);
+                value = value.min(before[j - 2] + 1);
             }
+            current[j] = value;
+            row_min = row_min.min(value);
         }
-        if current.iter().min().copied().unwrap_or(0) > limit {
+        if row_min > limit {
             return None;
         }
-        previous2 = std::mem::replace(&mut previous, current);
+        rows.rotate_left(1);
     }
-    let distance = previous[b.len()];
+    let distance = rows[1][b.len()];
     (distance <= limit).then_some(distance as u8)
 }
+
+/// Longest word compared fuzzily; longer ones match only exactly.
+const MAX_FUZZY_LEN: usize = 40;
 
 #[cfg(test)]
 mod tests {
