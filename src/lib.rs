@@ -4,9 +4,11 @@
 //! transcript feeds the catalog search; [`service`] exposes them over gRPC and knows
 //! nothing the library does not.
 
+pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod eval;
+pub mod pipeline;
 pub mod proto;
 pub mod search;
 pub mod service;

@@ -10,13 +10,18 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
+use voice_search::asr::{TranscribeOptions, Whisper};
+use voice_search::audio::{self, AudioFormat, Encoding};
 use voice_search::config::ServeConfig;
 use voice_search::eval::{self, ClipResult, Report};
+use voice_search::pipeline::{HitOptions, Pipeline};
 use voice_search::search::import::{self, ImportEvent};
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchRequest};
 
 /// Where the catalog index lives unless told otherwise.
 const DEFAULT_INDEX: &str = "data/index";
+/// Where the default Whisper model lives unless told otherwise.
+const DEFAULT_MODEL: &str = "models/whisper-tiny.en";
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +45,57 @@ enum Command {
     Search(SearchArgs),
     /// Measure accuracy and speed over an evaluation manifest.
     Eval(EvalArgs),
+    /// Transcribe audio files (WAV) and print their transcripts.
+    Transcribe(TranscribeArgs),
+    /// Manage Whisper models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Convert a CTranslate2 Whisper folder (faster-whisper's format) into a Hugging Face
+    /// folder that `--model` accepts.
+    Import { from: PathBuf, to: PathBuf },
+}
+
+#[derive(Args)]
+struct TranscribeArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[arg(long, env = "VOICE_SEARCH_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+}
+
+/// How Whisper decodes.
+#[derive(Args, Clone)]
+struct DecodingArgs {
+    /// Language code; default: English for English-only models, detected otherwise.
+    #[arg(long)]
+    language: Option<String>,
+    /// Beam size; 1 decodes greedily.
+    #[arg(long, default_value_t = 1)]
+    beam_size: usize,
+    /// Print segment timestamps.
+    #[arg(long)]
+    timestamps: bool,
+    /// Words or names to make likelier (repeatable).
+    #[arg(long = "hint")]
+    hints: Vec<String>,
+}
+
+impl DecodingArgs {
+    fn options(&self) -> TranscribeOptions {
+        TranscribeOptions {
+            language: self.language.clone(),
+            beam_size: self.beam_size.max(1),
+            timestamps: self.timestamps,
+            phrase_hints: self.hints.clone(),
+            ..TranscribeOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -91,6 +147,10 @@ struct EvalArgs {
     /// Import this catalog first when the index is empty.
     #[arg(long)]
     catalog: Option<PathBuf>,
+    #[arg(long, env = "VOICE_SEARCH_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    #[command(flatten)]
+    decoding: DecodingArgs,
 }
 
 /// Flags override environment variables, which override the config file, which overrides
@@ -166,7 +226,63 @@ fn main() -> anyhow::Result<()> {
         Command::Index(IndexCommand::Stats { index }) => index_stats(&index),
         Command::Search(args) => search(args),
         Command::Eval(args) => evaluate(args),
+        Command::Transcribe(args) => transcribe(args),
+        Command::Model(ModelCommand::Import { from, to }) => {
+            voice_search::asr::ct2::import(&from, &to)?;
+            println!("imported {} into {}", from.display(), to.display());
+            Ok(())
+        }
     }
+}
+
+fn load_model(path: &Path) -> anyhow::Result<Whisper> {
+    Whisper::load(path).with_context(|| {
+        format!(
+            "loading the Whisper model at {} (models/fetch.sh tiny.en fetches the default)",
+            path.display()
+        )
+    })
+}
+
+fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
+    let whisper = load_model(&args.model)?;
+    let options = args.decoding.options();
+    let bar = progress_bar(args.files.len() as u64, "files");
+    if args.files.len() == 1 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let format = AudioFormat {
+        encoding: Encoding::Wav,
+        sample_rate: None,
+        channels: None,
+    };
+    for file in &args.files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let prepared =
+            audio::prepare(&bytes, &format).with_context(|| file.display().to_string())?;
+        let transcript = if prepared.info.voice.speech {
+            whisper.transcribe(&prepared.samples, &options)?
+        } else {
+            voice_search::asr::Transcript::silent()
+        };
+        bar.suspend(|| {
+            println!("{}\t{}", file.display(), transcript.text);
+            if args.decoding.timestamps {
+                let shift = prepared.info.voice.start_seconds as f32;
+                for segment in &transcript.segments {
+                    println!(
+                        "  [{:6.2} -> {:6.2}] {}",
+                        segment.start_seconds + shift,
+                        segment.end_seconds + shift,
+                        segment.text
+                    );
+                }
+            }
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -256,9 +372,6 @@ fn search(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
-    if !args.text_queries {
-        bail!("evaluation from audio needs the Whisper model, which is not in this build yet; use --text-queries");
-    }
     let entries = eval::read_manifest(&args.manifest)?;
     let index = Arc::new(CatalogIndex::open(&args.index)?);
     if index.stats()?.document_count == 0 {
@@ -270,37 +383,56 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    let engine = QueryEngine::new(index, CarrierPhrases::default());
+    let mut pipeline = Pipeline {
+        whisper: None,
+        search: Some(Arc::new(QueryEngine::new(index, CarrierPhrases::default()))),
+    };
+    if !args.text_queries {
+        pipeline.whisper = Some(Arc::new(load_model(&args.model)?));
+    }
+    let options = args.decoding.options();
+    let hit_options = HitOptions {
+        max_hits: 5,
+        categories: Vec::new(),
+    };
+    let format = AudioFormat {
+        encoding: Encoding::Wav,
+        sample_rate: None,
+        channels: None,
+    };
+    // One untimed utterance first, so that no clip pays for warming caches.
+    if let (false, Some(first)) = (args.text_queries, entries.first()) {
+        pipeline.run(&std::fs::read(&first.audio)?, &format, &options, None)?;
+    }
     let bar = progress_bar(entries.len() as u64, "clips");
     let mut clips = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let query = match args.corrupt_seed {
-            Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
-            None => entry.text.clone(),
-        };
         let started = Instant::now();
-        let hits = if query.trim().is_empty() {
-            Vec::new()
+        let (hypothesis, hits) = if args.text_queries {
+            let query = match args.corrupt_seed {
+                Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
+                None => entry.text.clone(),
+            };
+            let hits = if query.trim().is_empty() {
+                Vec::new()
+            } else {
+                pipeline.search_text(&query, &hit_options)?
+            };
+            (query, hits)
         } else {
-            engine
-                .search(&SearchRequest {
-                    query: query.clone(),
-                    page_size: 5,
-                    ..Default::default()
-                })?
-                .hits
-                .into_iter()
-                .map(|h| h.id)
-                .collect()
+            let bytes = std::fs::read(&entry.audio)
+                .with_context(|| format!("reading {}", entry.audio.display()))?;
+            let outcome = pipeline.run(&bytes, &format, &options, Some(&hit_options))?;
+            (outcome.transcript.text, outcome.hits)
         };
         clips.push(ClipResult {
             id: entry.id.clone(),
             condition: entry.condition.clone(),
             kind: entry.kind.clone(),
             reference: entry.text.clone(),
-            hypothesis: query,
+            hypothesis,
             expected_doc: entry.expected_doc.clone(),
-            hits,
+            hits: hits.into_iter().map(|h| h.id).collect(),
             audio_seconds: entry.duration_s,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             error: None,

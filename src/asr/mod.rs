@@ -1,0 +1,488 @@
+//! Speech recognition with Whisper in candle.
+//!
+//! [`Whisper::load`] reads a Hugging Face Whisper folder once; [`Whisper::transcribe`]
+//! turns 16 kHz mono samples into a [`Transcript`]. The model is shared: every call keeps
+//! its decoding state on its own stack, so any number of workers can use one model.
+//! [`ct2`] imports CTranslate2 folders, [`mel`] computes features, [`model`] holds the
+//! network and [`decode`] the decoding loop.
+
+pub mod ct2;
+pub mod decode;
+pub mod mel;
+pub mod model;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use decode::{compression_ratio, DecodeRequest, DecodeResult};
+use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
+use model::{WhisperConfig, WhisperModel};
+use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
+
+/// Everything that can go wrong loading a model or transcribing.
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model folder {0}: {1}")]
+    Folder(PathBuf, String),
+    #[error("model weights: {0}")]
+    Weights(String),
+    #[error("the model has no tensor {0}")]
+    MissingTensor(String),
+    #[error("tensor {name} has shape {found}, expected {expected}")]
+    BadShape {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("import: {0}")]
+    Import(String),
+    #[error("language {0:?} is not supported by this model: {1}")]
+    Language(String, String),
+    #[error("the audio is {seconds:.1} s long; the limit is {limit:.1} s")]
+    TooLong { seconds: f64, limit: f64 },
+    #[error("inference: {0}")]
+    Inference(#[from] candle_core::Error),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// How to transcribe.
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    /// ISO 639-1 code; `None` is English for English-only models and detected otherwise.
+    pub language: Option<String>,
+    /// 1 decodes greedily; more uses beam search at temperature 0.
+    pub beam_size: usize,
+    /// Produce segment timestamps (always on for audio longer than one window).
+    pub timestamps: bool,
+    /// Words or names to make likelier, passed as the decoder's previous text.
+    pub phrase_hints: Vec<String>,
+    /// Tried in turn while a result looks like a failure (openai-whisper's fallback).
+    pub temperatures: Vec<f32>,
+    /// Above this compression ratio a result is a repetition loop.
+    pub compression_ratio_threshold: f32,
+    /// Below this average log-probability a result is unreliable.
+    pub logprob_threshold: f32,
+    /// Above this no-speech probability (with an unreliable result) nothing was said.
+    pub no_speech_threshold: f32,
+    /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
+    pub max_seconds: f64,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            beam_size: 1,
+            timestamps: false,
+            phrase_hints: Vec::new(),
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: 2.4,
+            logprob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            max_seconds: 600.0,
+        }
+    }
+}
+
+/// A piece of the transcript with its times, in seconds from the start of the audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start_seconds: f32,
+    pub end_seconds: f32,
+    pub text: String,
+}
+
+/// What was said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// Empty when nothing was said.
+    pub text: String,
+    pub segments: Vec<Segment>,
+    pub language: String,
+    /// Probability that the (first) window held no speech.
+    pub no_speech_prob: f32,
+    /// Mean log-probability per token.
+    pub avg_logprob: f32,
+    /// Mean probability of the transcript's tokens, 0..1.
+    pub confidence: f32,
+}
+
+impl Transcript {
+    /// The transcript of audio in which nobody spoke.
+    pub fn silent() -> Self {
+        Self {
+            text: String::new(),
+            segments: Vec::new(),
+            language: String::new(),
+            no_speech_prob: 1.0,
+            avg_logprob: 0.0,
+            confidence: 0.0,
+        }
+    }
+}
+
+/// A loaded Whisper model and its tokenizer.
+pub struct Whisper {
+    model: WhisperModel,
+    tokenizer: Tokenizer,
+    special: SpecialTokens,
+    device: Device,
+    name: String,
+}
+
+impl Whisper {
+    /// Loads a Hugging Face Whisper folder: `config.json`, `tokenizer.json`,
+    /// `model.safetensors`.
+    pub fn load(dir: &Path) -> Result<Self, AsrError> {
+        let file = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(AsrError::Folder(
+                    dir.to_owned(),
+                    format!("{name} is missing (a Hugging Face Whisper folder has config.json, tokenizer.json and model.safetensors)"),
+                ))
+            }
+        };
+        let config_text =
+            std::fs::read_to_string(file("config.json")?).map_err(|source| AsrError::Io {
+                path: dir.join("config.json"),
+                source,
+            })?;
+        let mut config: WhisperConfig = serde_json::from_str(&config_text)
+            .map_err(|e| AsrError::Folder(dir.to_owned(), format!("config.json: {e}")))?;
+        if config.suppress_tokens.is_empty() {
+            // Hub folders often keep these in generation_config.json instead.
+            if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
+                if let Ok(generation) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let ids = |key: &str| -> Vec<u32> {
+                        generation[key].as_array().map_or(Vec::new(), |a| {
+                            a.iter()
+                                .filter_map(|v| v.as_u64().map(|v| v as u32))
+                                .collect()
+                        })
+                    };
+                    config.suppress_tokens = ids("suppress_tokens");
+                    config.begin_suppress_tokens = ids("begin_suppress_tokens");
+                }
+            }
+        }
+        let tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
+            .map_err(|e| AsrError::Tokenizer(e.to_string()))?;
+        let special = SpecialTokens::from_tokenizer(&tokenizer)?;
+        let device = Device::Cpu;
+        // SAFETY: the weights file is memory-mapped read-only; the loader copies every
+        // tensor into f32 buffers before it returns.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[file("model.safetensors")?], DType::F32, &device)
+        }
+        .map_err(|e| AsrError::Weights(e.to_string()))?;
+        let model = WhisperModel::load(vb, config)?;
+        let name = dir
+            .file_name()
+            .map_or_else(|| "whisper".into(), |n| n.to_string_lossy().into_owned());
+        Ok(Self {
+            model,
+            tokenizer,
+            special,
+            device,
+            name,
+        })
+    }
+
+    /// The model's name (its folder's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the model knows languages other than English.
+    pub fn is_multilingual(&self) -> bool {
+        self.special.languages.len() > 1 && self.model.config.vocab_size > 51_864
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, AsrError> {
+        let seconds = samples.len() as f64 / SAMPLE_RATE as f64;
+        if seconds > options.max_seconds {
+            return Err(AsrError::TooLong {
+                seconds,
+                limit: options.max_seconds,
+            });
+        }
+        let mel = MelExtractor::shared(self.model.config.num_mel_bins);
+        let mut prompt = self.encode_hints(&options.phrase_hints)?;
+        let long_form = samples.len() > N_SAMPLES;
+        let timestamps = options.timestamps || long_form;
+
+        let mut seek = 0usize;
+        let mut language = None;
+        let mut segments = Vec::new();
+        let mut first_no_speech = None;
+        let (mut logprob_sum, mut token_count, mut prob_sum) = (0f32, 0usize, 0f32);
+        while seek < samples.len() {
+            let window = &samples[seek..samples.len().min(seek + N_SAMPLES)];
+            // A sliver left at the end holds nothing to decode.
+            if window.len() < SAMPLE_RATE / 10 && seek > 0 {
+                break;
+            }
+            let features = Tensor::from_vec(
+                mel.log_mel(window),
+                (1, mel.n_mels(), N_FRAMES),
+                &self.device,
+            )?;
+            let audio = self.model.encoder.forward(&features)?;
+            let language_token = match language {
+                Some(token) => token,
+                None => {
+                    let token = self.language_token(options.language.as_deref(), &audio)?;
+                    language = Some(token);
+                    token
+                }
+            };
+            let result =
+                self.decode_with_fallback(&audio, &prompt, language_token, timestamps, options)?;
+            first_no_speech.get_or_insert(result.no_speech_prob);
+            let silent = result.no_speech_prob > options.no_speech_threshold
+                && result.avg_logprob < options.logprob_threshold;
+            let window_seconds = window.len() as f32 / SAMPLE_RATE as f32;
+            let offset = seek as f32 / SAMPLE_RATE as f32;
+            let mut advance = window.len();
+            if !silent {
+                let (window_segments, unfinished) =
+                    self.segments(&result.tokens, timestamps, offset, window_seconds)?;
+                segments.extend(window_segments);
+                let more_audio = seek + window.len() < samples.len();
+                match unfinished {
+                    // Decode the cut-off segment again at the start of the next window.
+                    Some(segment) if more_audio && segment.start_seconds > offset => {
+                        let resume =
+                            ((segment.start_seconds - offset) * SAMPLE_RATE as f32) as usize;
+                        advance = resume.clamp(SAMPLE_RATE, window.len());
+                    }
+                    Some(segment) => segments.push(segment),
+                    None => {}
+                }
+                logprob_sum += result.sum_logprob;
+                token_count += result.token_probs.len();
+                prob_sum += result.token_probs.iter().sum::<f32>();
+                prompt.extend(
+                    result
+                        .tokens
+                        .iter()
+                        .filter(|&&t| t < self.special.end_of_text),
+                );
+            }
+            seek += advance;
+        }
+        let text = segments
+            .iter()
+            .map(|s| s.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let language = self
+            .special
+            .languages
+            .iter()
+            .find(|(_, id)| Some(*id) == language)
+            .map_or_else(|| "en".to_string(), |(code, _)| code.clone());
+        Ok(Transcript {
+            text,
+            segments,
+            language,
+            no_speech_prob: first_no_speech.unwrap_or(1.0),
+            avg_logprob: if token_count > 0 {
+                logprob_sum / token_count as f32
+            } else {
+                0.0
+            },
+            confidence: if token_count > 0 {
+                prob_sum / token_count as f32
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// Decodes at rising temperatures while the result looks like a failure: a
+    /// repetition loop (compression ratio) or an unlikely text (average log-probability),
+    /// unless the model says nobody spoke.
+    fn decode_with_fallback(
+        &self,
+        audio: &Tensor,
+        prompt: &[u32],
+        language: u32,
+        timestamps: bool,
+        options: &TranscribeOptions,
+    ) -> Result<DecodeResult, AsrError> {
+        let mut last = None;
+        for (i, &temperature) in options.temperatures.iter().enumerate() {
+            let request = DecodeRequest {
+                prompt,
+                language: self.is_multilingual().then_some(language),
+                timestamps,
+                temperature,
+                beam_size: options.beam_size,
+                seed: 0x5EED + i as u64,
+            };
+            let result = decode::decode(&self.model, &self.special, audio, &request)?;
+            let text = self.text(&result.tokens)?;
+            let too_repetitive = compression_ratio(&text) > options.compression_ratio_threshold;
+            let too_unlikely = result.avg_logprob < options.logprob_threshold;
+            let nobody_spoke = result.no_speech_prob > options.no_speech_threshold;
+            if nobody_spoke || !(too_repetitive || too_unlikely) {
+                return Ok(result);
+            }
+            last = Some(result);
+        }
+        last.ok_or_else(|| {
+            AsrError::Inference(candle_core::Error::Msg(
+                "no temperatures to decode with".into(),
+            ))
+        })
+    }
+
+    /// The language token to decode with: the requested one (checked), English for
+    /// English-only models, or the most likely one for multilingual models.
+    fn language_token(&self, requested: Option<&str>, audio: &Tensor) -> Result<u32, AsrError> {
+        let english = self
+            .special
+            .language("en")
+            .unwrap_or(self.special.start_of_transcript);
+        if !self.is_multilingual() {
+            return match requested {
+                None | Some("") | Some("en") => Ok(english),
+                Some(other) => Err(AsrError::Language(
+                    other.to_string(),
+                    format!("{} is an English-only model; load a multilingual one (for example whisper-base)", self.name),
+                )),
+            };
+        }
+        if let Some(code) = requested.filter(|c| !c.is_empty()) {
+            return self.special.language(code).ok_or_else(|| {
+                AsrError::Language(
+                    code.to_string(),
+                    "use an ISO 639-1 code Whisper knows, such as en, de or fr".into(),
+                )
+            });
+        }
+        let mut cache = self.model.decoder.cache(audio)?;
+        let input = Tensor::new(&[[self.special.start_of_transcript]], &self.device)?;
+        let hidden = self.model.decoder.forward(&input, &mut cache)?;
+        let logits: Vec<f32> = self
+            .model
+            .decoder
+            .logits(&hidden.squeeze(1)?)?
+            .squeeze(0)?
+            .to_vec1()?;
+        Ok(self
+            .special
+            .languages
+            .iter()
+            .map(|&(_, id)| id)
+            .max_by(|&a, &b| logits[a as usize].total_cmp(&logits[b as usize]))
+            .unwrap_or(english))
+    }
+
+    /// Splits a window's tokens into segments (times offset by `offset` seconds), and
+    /// returns the unfinished last segment apart: text after an opening timestamp that
+    /// was never closed, which the next window decodes again.
+    fn segments(
+        &self,
+        tokens: &[u32],
+        timestamps: bool,
+        offset: f32,
+        window_seconds: f32,
+    ) -> Result<(Vec<Segment>, Option<Segment>), AsrError> {
+        let whole = |text: String| Segment {
+            start_seconds: offset,
+            end_seconds: offset + window_seconds,
+            text: text.trim().to_string(),
+        };
+        if !timestamps {
+            let text = self.text(tokens)?;
+            return Ok((
+                if text.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    vec![whole(text)]
+                },
+                None,
+            ));
+        }
+        let begin = self.special.timestamp_begin;
+        let time = |t: u32| offset + (t - begin) as f32 * TIMESTAMP_SECONDS;
+        let mut segments = Vec::new();
+        let mut start: Option<u32> = None;
+        let mut text_tokens = Vec::new();
+        for &token in tokens {
+            if token < begin {
+                text_tokens.push(token);
+                continue;
+            }
+            match start {
+                Some(opening) if !text_tokens.is_empty() => {
+                    segments.push(Segment {
+                        start_seconds: time(opening),
+                        end_seconds: time(token),
+                        text: self.text(&text_tokens)?.trim().to_string(),
+                    });
+                    text_tokens.clear();
+                    start = None;
+                }
+                _ => start = Some(token),
+            }
+        }
+        let rest = self.text(&text_tokens)?;
+        let unfinished = (!rest.trim().is_empty()).then(|| Segment {
+            start_seconds: start.map_or(offset, time),
+            end_seconds: offset + window_seconds,
+            text: rest.trim().to_string(),
+        });
+        Ok((segments, unfinished))
+    }
+
+    fn text(&self, tokens: &[u32]) -> Result<String, AsrError> {
+        let text_tokens: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|&t| t < self.special.end_of_text)
+            .collect();
+        self.tokenizer
+            .decode(&text_tokens, true)
+            .map_err(|e| AsrError::Tokenizer(e.to_string()))
+    }
+
+    /// Phrase hints as previous-text tokens.
+    fn encode_hints(&self, hints: &[String]) -> Result<Vec<u32>, AsrError> {
+        let joined = hints
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if joined.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoding = self
+            .tokenizer
+            .encode(format!(" {joined}"), false)
+            .map_err(|e| AsrError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}

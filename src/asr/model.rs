@@ -1,0 +1,376 @@
+//! Whisper's encoder and decoder as plain candle-nn layers over the Hugging Face weights.
+//!
+//! The decoder is written here rather than taken from candle-transformers because that
+//! one caches only the cross-attention keys and values: here the self-attention keys and
+//! values are cached too, so each new token costs one position, not the whole prefix.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{
+    conv1d, embedding, layer_norm, linear, linear_no_bias, Conv1d, Conv1dConfig, Embedding,
+    LayerNorm, Linear, VarBuilder,
+};
+use serde::Deserialize;
+
+use super::AsrError;
+
+/// Layer norm epsilon Whisper was trained with.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// The architecture, as `config.json` of a Hugging Face Whisper folder gives it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhisperConfig {
+    pub d_model: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub encoder_attention_heads: usize,
+    pub decoder_attention_heads: usize,
+    pub num_mel_bins: usize,
+    pub vocab_size: usize,
+    /// Encoder positions: 1500 for 30 s.
+    pub max_source_positions: usize,
+    /// Decoder context: 448 tokens.
+    pub max_target_positions: usize,
+    #[serde(default)]
+    pub suppress_tokens: Vec<u32>,
+    #[serde(default)]
+    pub begin_suppress_tokens: Vec<u32>,
+}
+
+/// Multi-head attention.
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, d_model: usize, heads: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            query: linear(d_model, d_model, vb.pp("q_proj"))?,
+            key: linear_no_bias(d_model, d_model, vb.pp("k_proj"))?,
+            value: linear(d_model, d_model, vb.pp("v_proj"))?,
+            out: linear(d_model, d_model, vb.pp("out_proj"))?,
+            heads,
+        })
+    }
+
+    /// [batch, time, d_model] -> [batch, heads, time, head_dim].
+    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, time, d_model) = x.dims3()?;
+        x.reshape((batch, time, self.heads, d_model / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Keys and values of `x`, split into heads.
+    fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(&self.key.forward(x)?)?,
+            self.split_heads(&self.value.forward(x)?)?,
+        ))
+    }
+
+    /// Attends from `x` to the given keys and values.
+    fn attend(
+        &self,
+        x: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (batch, time, d_model) = x.dims3()?;
+        let head_dim = d_model / self.heads;
+        let query = (self.split_heads(&self.query.forward(x)?)? * (head_dim as f64).powf(-0.5))?;
+        let mut scores = query.matmul(&keys.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attended = weights
+            .matmul(values)?
+            .transpose(1, 2)?
+            .reshape((batch, time, d_model))?;
+        self.out.forward(&attended)
+    }
+}
+
+/// The MLP of a block: d_model -> 4 d_model -> d_model with exact GELU.
+struct FeedForward {
+    norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+}
+
+impl FeedForward {
+    fn load(vb: VarBuilder, d_model: usize) -> candle_core::Result<Self> {
+        let hidden = vb.pp("fc1").get_unchecked("weight")?.dim(0)?;
+        Ok(Self {
+            norm: layer_norm(d_model, LAYER_NORM_EPS, vb.pp("final_layer_norm"))?,
+            up: linear(d_model, hidden, vb.pp("fc1"))?,
+            down: linear(hidden, d_model, vb.pp("fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x + self
+            .down
+            .forward(&self.up.forward(&self.norm.forward(x)?)?.gelu_erf()?)?
+    }
+}
+
+struct EncoderBlock {
+    norm: LayerNorm,
+    attention: Attention,
+    feed_forward: FeedForward,
+}
+
+/// The audio encoder: two convolutions, sinusoidal positions, pre-norm blocks.
+pub struct Encoder {
+    conv1: Conv1d,
+    conv2: Conv1d,
+    positions: Tensor,
+    blocks: Vec<EncoderBlock>,
+    norm: LayerNorm,
+}
+
+impl Encoder {
+    fn load(vb: VarBuilder, config: &WhisperConfig) -> candle_core::Result<Self> {
+        let d = config.d_model;
+        let conv = |stride| Conv1dConfig {
+            padding: 1,
+            stride,
+            ..Default::default()
+        };
+        let blocks = (0..config.encoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(EncoderBlock {
+                    norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("self_attn_layer_norm"))?,
+                    attention: Attention::load(
+                        vb.pp("self_attn"),
+                        d,
+                        config.encoder_attention_heads,
+                    )?,
+                    feed_forward: FeedForward::load(vb, d)?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            conv1: conv1d(config.num_mel_bins, d, 3, conv(1), vb.pp("conv1"))?,
+            conv2: conv1d(d, d, 3, conv(2), vb.pp("conv2"))?,
+            positions: vb.get((config.max_source_positions, d), "embed_positions.weight")?,
+            blocks,
+            norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+        })
+    }
+
+    /// Mel features [batch, n_mels, 3000] -> audio states [batch, 1500, d_model].
+    pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.conv1.forward(mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?.transpose(1, 2)?;
+        let time = x.dim(1)?;
+        let mut x = x.broadcast_add(&self.positions.narrow(0, 0, time)?)?;
+        for block in &self.blocks {
+            let normed = block.norm.forward(&x)?;
+            let (keys, values) = block.attention.keys_values(&normed)?;
+            x = (&x + block.attention.attend(&normed, &keys, &values, None)?)?;
+            x = block.feed_forward.forward(&x)?;
+        }
+        self.norm.forward(&x)
+    }
+}
+
+struct DecoderBlock {
+    self_norm: LayerNorm,
+    self_attention: Attention,
+    cross_norm: LayerNorm,
+    cross_attention: Attention,
+    feed_forward: FeedForward,
+}
+
+/// Keys and values one decoding pass keeps: per block, the self-attention history and
+/// the cross-attention projections of the audio states (computed once).
+#[derive(Clone)]
+pub struct DecoderCache {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+}
+
+impl DecoderCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.self_kv
+            .first()
+            .and_then(|kv| kv.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the batch rows `rows` (in that order): beam search reorders hypotheses.
+    pub fn select(&self, rows: &Tensor) -> candle_core::Result<Self> {
+        let pick = |t: &Tensor| t.index_select(rows, 0);
+        Ok(Self {
+            self_kv: self
+                .self_kv
+                .iter()
+                .map(|kv| {
+                    kv.as_ref()
+                        .map(|(k, v)| Ok::<_, candle_core::Error>((pick(k)?, pick(v)?)))
+                        .transpose()
+                })
+                .collect::<candle_core::Result<_>>()?,
+            cross_kv: self
+                .cross_kv
+                .iter()
+                .map(|(k, v)| Ok((pick(k)?, pick(v)?)))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+}
+
+/// The text decoder.
+pub struct Decoder {
+    tokens: Embedding,
+    positions: Tensor,
+    blocks: Vec<DecoderBlock>,
+    norm: LayerNorm,
+}
+
+impl Decoder {
+    fn load(vb: VarBuilder, config: &WhisperConfig) -> candle_core::Result<Self> {
+        let d = config.d_model;
+        let blocks = (0..config.decoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(DecoderBlock {
+                    self_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("self_attn_layer_norm"))?,
+                    self_attention: Attention::load(
+                        vb.pp("self_attn"),
+                        d,
+                        config.decoder_attention_heads,
+                    )?,
+                    cross_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("encoder_attn_layer_norm"))?,
+                    cross_attention: Attention::load(
+                        vb.pp("encoder_attn"),
+                        d,
+                        config.decoder_attention_heads,
+                    )?,
+                    feed_forward: FeedForward::load(vb, d)?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            tokens: embedding(config.vocab_size, d, vb.pp("embed_tokens"))?,
+            positions: vb.get((config.max_target_positions, d), "embed_positions.weight")?,
+            blocks,
+            norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+        })
+    }
+
+    /// A fresh cache for these audio states ([batch, 1500, d_model]).
+    pub fn cache(&self, audio: &Tensor) -> candle_core::Result<DecoderCache> {
+        Ok(DecoderCache {
+            self_kv: vec![None; self.blocks.len()],
+            cross_kv: self
+                .blocks
+                .iter()
+                .map(|b| b.cross_attention.keys_values(audio))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+
+    /// Runs new tokens [batch, time] after those in `cache`; returns the final hidden
+    /// states [batch, time, d_model] (see [`Decoder::logits`]).
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+    ) -> candle_core::Result<Tensor> {
+        let (_, time) = tokens.dims2()?;
+        let offset = cache.len();
+        let mut x = self
+            .tokens
+            .forward(tokens)?
+            .broadcast_add(&self.positions.narrow(0, offset, time)?)?;
+        let mask = causal_mask(time, offset, x.device())?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let normed = block.self_norm.forward(&x)?;
+            let (keys, values) = block.self_attention.keys_values(&normed)?;
+            let (keys, values) = match cache.self_kv[i].take() {
+                Some((k, v)) => (
+                    Tensor::cat(&[&k, &keys], 2)?,
+                    Tensor::cat(&[&v, &values], 2)?,
+                ),
+                None => (keys, values),
+            };
+            x = (&x
+                + block
+                    .self_attention
+                    .attend(&normed, &keys, &values, mask.as_ref())?)?;
+            cache.self_kv[i] = Some((keys, values));
+            let normed = block.cross_norm.forward(&x)?;
+            let (ck, cv) = &cache.cross_kv[i];
+            x = (&x + block.cross_attention.attend(&normed, ck, cv, None)?)?;
+            x = block.feed_forward.forward(&x)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits over the vocabulary of hidden states [batch, d_model] -> [batch, vocab]; the
+    /// output projection shares the token embedding matrix. Only the positions decoding
+    /// needs go through it: a 51,864-wide projection is the costliest step per token.
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        hidden.matmul(&self.tokens.embeddings().t()?)
+    }
+}
+
+/// -inf above the diagonal for a block of `time` new tokens after `offset` cached ones;
+/// none for a single token, which may see everything.
+fn causal_mask(time: usize, offset: usize, device: &Device) -> candle_core::Result<Option<Tensor>> {
+    if time == 1 {
+        return Ok(None);
+    }
+    let values: Vec<f32> = (0..time)
+        .flat_map(|i| {
+            (0..offset + time).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(values, (time, offset + time), device).map(Some)
+}
+
+/// Whisper with its weights loaded.
+pub struct WhisperModel {
+    pub config: WhisperConfig,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+}
+
+impl WhisperModel {
+    /// Builds the model from a VarBuilder over Hugging Face weights; a missing or
+    /// mis-shaped tensor is named in the error.
+    pub fn load(vb: VarBuilder, config: WhisperConfig) -> Result<Self, AsrError> {
+        let weights = |e: candle_core::Error| AsrError::Weights(e.to_string());
+        let encoder = Encoder::load(vb.pp("model.encoder"), &config).map_err(weights)?;
+        let decoder = Decoder::load(vb.pp("model.decoder"), &config).map_err(weights)?;
+        Ok(Self {
+            config,
+            encoder,
+            decoder,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+}
