@@ -8,7 +8,7 @@ use std::io::Write;
 
 use candle_core::{Device, Tensor};
 
-use super::model::WhisperModel;
+use super::model::{DecoderCache, WhisperModel};
 use super::tokens::SpecialTokens;
 use super::AsrError;
 
@@ -32,6 +32,8 @@ pub struct DecodeRequest<'a> {
     pub beam_size: usize,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Most tokens to sample (further capped by the context).
+    pub max_tokens: usize,
 }
 
 /// The decoded tokens of one window and the figures about them.
@@ -55,11 +57,12 @@ struct Hypothesis {
     sum_logprob: f32,
 }
 
-/// Decodes a window whose audio states are `audio` ([1, 1500, d_model]).
+/// Decodes a window, starting from `fresh`: the cache holding the window's
+/// cross-attention keys and values and no tokens yet (shared by every fallback pass).
 pub fn decode(
     model: &WhisperModel,
     special: &SpecialTokens,
-    audio: &Tensor,
+    fresh: &DecoderCache,
     request: &DecodeRequest,
 ) -> Result<DecodeResult, AsrError> {
     let decoder = &model.decoder;
@@ -79,24 +82,24 @@ pub fn decode(
         initial.push(special.no_timestamps);
     }
 
-    let device = audio.device();
-    let mut cache = decoder.cache(audio)?;
+    let device = &Device::Cpu;
+    let mut cache = fresh.clone();
     let prompt = Tensor::new(initial.as_slice(), device)?.unsqueeze(0)?;
     let hidden = decoder.forward(&prompt, &mut cache)?;
     // The no-speech probability is read where the model predicts what follows
     // start-of-transcript.
     let positions = Tensor::new(&[sot_index as u32, (initial.len() - 1) as u32], device)?;
-    let logits: Vec<Vec<f32>> = decoder
-        .logits(&hidden.squeeze(0)?.index_select(&positions, 0)?)?
-        .to_vec2()?;
+    let logits = decoder.logits(&hidden.squeeze(0)?.index_select(&positions, 0)?)?;
     let no_speech_prob = softmax(&logits[0])[special.no_speech as usize];
 
     let filters = Filters::new(model, special, request.timestamps);
-    let max_tokens = MAX_SAMPLED_TOKENS.min(model.config.max_target_positions - initial.len());
+    let max_tokens = request
+        .max_tokens
+        .min(MAX_SAMPLED_TOKENS)
+        .min(model.config.max_target_positions - initial.len());
     let best = if request.beam_size > 1 && request.temperature == 0.0 {
         beam_search(
             model,
-            device,
             &filters,
             &mut cache,
             logits[1].clone(),
@@ -107,7 +110,6 @@ pub fn decode(
         let mut rng = Rng(request.seed.max(1));
         sample(
             model,
-            device,
             &filters,
             &mut cache,
             logits[1].clone(),
@@ -129,9 +131,8 @@ pub fn decode(
 /// Greedy (temperature 0) or sampled decoding of one hypothesis.
 fn sample(
     model: &WhisperModel,
-    device: &Device,
     filters: &Filters,
-    cache: &mut super::model::DecoderCache,
+    cache: &mut DecoderCache,
     mut logits: Vec<f32>,
     temperature: f32,
     max_tokens: usize,
@@ -157,13 +158,9 @@ fn sample(
             break;
         }
         hypothesis.tokens.push(token);
-        let input = Tensor::new(&[[token]], device)?;
+        let input = Tensor::new(&[[token]], &Device::Cpu)?;
         let hidden = model.decoder.forward(&input, cache)?;
-        logits = model
-            .decoder
-            .logits(&hidden.squeeze(1)?)?
-            .squeeze(0)?
-            .to_vec1()?;
+        logits = model.decoder.logits(&hidden.squeeze(1)?)?.swap_remove(0);
     }
     Ok(hypothesis)
 }
@@ -172,9 +169,8 @@ fn sample(
 /// hypothesis with the best length-normalized log-probability wins.
 fn beam_search(
     model: &WhisperModel,
-    device: &Device,
     filters: &Filters,
-    cache: &mut super::model::DecoderCache,
+    cache: &mut DecoderCache,
     first_logits: Vec<f32>,
     beam_size: usize,
     max_tokens: usize,
@@ -220,14 +216,14 @@ fn beam_search(
         if finished.len() >= beam_size || next.is_empty() {
             break;
         }
-        beam_cache = beam_cache.select(&Tensor::new(rows.as_slice(), device)?)?;
+        beam_cache = beam_cache.select(&Tensor::new(rows.as_slice(), &Device::Cpu)?)?;
         let tokens: Vec<u32> = next
             .iter()
             .map(|h| *h.tokens.last().expect("pushed above"))
             .collect();
-        let input = Tensor::new(tokens.as_slice(), device)?.unsqueeze(1)?;
+        let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
         let hidden = model.decoder.forward(&input, &mut beam_cache)?;
-        beam_logits = model.decoder.logits(&hidden.squeeze(1)?)?.to_vec2()?;
+        beam_logits = model.decoder.logits(&hidden.squeeze(1)?)?;
         beams = next;
     }
     if finished.is_empty() {

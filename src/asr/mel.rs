@@ -72,7 +72,8 @@ impl MelExtractor {
         // window, then zeros (Whisper pads the audio with 30 s of silence first).
         let pad = N_FFT / 2;
         let sample = |i: usize| -> f32 {
-            let i = if i < pad { pad - i } else { i - pad };
+            // Below `pad` the index reflects around the first sample; above, it shifts.
+            let i = pad.abs_diff(i);
             samples.get(i).copied().unwrap_or(0.0)
         };
         // Frames whose window reaches a real sample; the rest are silent.

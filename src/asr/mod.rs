@@ -8,6 +8,7 @@
 
 pub mod ct2;
 pub mod decode;
+mod kernels;
 pub mod mel;
 pub mod model;
 pub mod tokens;
@@ -20,7 +21,7 @@ use tokenizers::Tokenizer;
 
 use decode::{compression_ratio, DecodeRequest, DecodeResult};
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
-use model::{WhisperConfig, WhisperModel};
+use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
 
 /// Everything that can go wrong loading a model or transcribing.
@@ -76,6 +77,15 @@ pub struct TranscribeOptions {
     pub no_speech_threshold: f32,
     /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
     pub max_seconds: f64,
+}
+
+/// Tokens allowed per window: a base plus a rate no speech reaches (about 4 tokens per
+/// second is fast speech), so that a repetition loop stops early instead of running to
+/// the context limit.
+fn token_budget(window_seconds: f32) -> usize {
+    const BASE_TOKENS: f32 = 16.0;
+    const TOKENS_PER_SECOND: f32 = 10.0;
+    (BASE_TOKENS + TOKENS_PER_SECOND * window_seconds).ceil() as usize
 }
 
 impl Default for TranscribeOptions {
@@ -246,16 +256,25 @@ impl Whisper {
                 &self.device,
             )?;
             let audio = self.model.encoder.forward(&features)?;
+            // Cross-attention keys and values: once per window, for every decoding pass.
+            let fresh = self.model.decoder.cache(&audio)?;
             let language_token = match language {
                 Some(token) => token,
                 None => {
-                    let token = self.language_token(options.language.as_deref(), &audio)?;
+                    let token = self.language_token(options.language.as_deref(), &fresh)?;
                     language = Some(token);
                     token
                 }
             };
-            let result =
-                self.decode_with_fallback(&audio, &prompt, language_token, timestamps, options)?;
+            let budget = token_budget(window.len() as f32 / SAMPLE_RATE as f32);
+            let result = self.decode_with_fallback(
+                &fresh,
+                &prompt,
+                language_token,
+                timestamps,
+                budget,
+                options,
+            )?;
             first_no_speech.get_or_insert(result.no_speech_prob);
             let silent = result.no_speech_prob > options.no_speech_threshold
                 && result.avg_logprob < options.logprob_threshold;
@@ -324,10 +343,11 @@ impl Whisper {
     /// unless the model says nobody spoke.
     fn decode_with_fallback(
         &self,
-        audio: &Tensor,
+        fresh: &DecoderCache,
         prompt: &[u32],
         language: u32,
         timestamps: bool,
+        max_tokens: usize,
         options: &TranscribeOptions,
     ) -> Result<DecodeResult, AsrError> {
         let mut last = None;
@@ -339,8 +359,9 @@ impl Whisper {
                 temperature,
                 beam_size: options.beam_size,
                 seed: 0x5EED + i as u64,
+                max_tokens,
             };
-            let result = decode::decode(&self.model, &self.special, audio, &request)?;
+            let result = decode::decode(&self.model, &self.special, fresh, &request)?;
             let text = self.text(&result.tokens)?;
             let too_repetitive = compression_ratio(&text) > options.compression_ratio_threshold;
             let too_unlikely = result.avg_logprob < options.logprob_threshold;
@@ -359,7 +380,11 @@ impl Whisper {
 
     /// The language token to decode with: the requested one (checked), English for
     /// English-only models, or the most likely one for multilingual models.
-    fn language_token(&self, requested: Option<&str>, audio: &Tensor) -> Result<u32, AsrError> {
+    fn language_token(
+        &self,
+        requested: Option<&str>,
+        fresh: &DecoderCache,
+    ) -> Result<u32, AsrError> {
         let english = self
             .special
             .language("en")
@@ -381,15 +406,14 @@ impl Whisper {
                 )
             });
         }
-        let mut cache = self.model.decoder.cache(audio)?;
+        let mut cache = fresh.clone();
         let input = Tensor::new(&[[self.special.start_of_transcript]], &self.device)?;
         let hidden = self.model.decoder.forward(&input, &mut cache)?;
-        let logits: Vec<f32> = self
+        let logits = self
             .model
             .decoder
             .logits(&hidden.squeeze(1)?)?
-            .squeeze(0)?
-            .to_vec1()?;
+            .swap_remove(0);
         Ok(self
             .special
             .languages

@@ -11,7 +11,7 @@ use candle_nn::{
 };
 use serde::Deserialize;
 
-use super::AsrError;
+use super::{kernels, AsrError};
 
 /// Layer norm epsilon Whisper was trained with.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -72,6 +72,18 @@ impl Attention {
         ))
     }
 
+    /// Self-attention over a long unmasked sequence (the encoder's 1500 positions),
+    /// through the blocked CPU kernel.
+    fn self_attend_long(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, time, d_model) = x.dims3()?;
+        let head_dim = d_model / self.heads;
+        let query = self.split_heads(&self.query.forward(x)?)?;
+        let (keys, values) = self.keys_values(x)?;
+        let attended = kernels::attention(&query, &keys, &values, (head_dim as f32).powf(-0.5))?;
+        self.out
+            .forward(&attended.transpose(1, 2)?.reshape((batch, time, d_model))?)
+    }
+
     /// Attends from `x` to the given keys and values.
     fn attend(
         &self,
@@ -116,7 +128,7 @@ impl FeedForward {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x + self
             .down
-            .forward(&self.up.forward(&self.norm.forward(x)?)?.gelu_erf()?)?
+            .forward(&kernels::gelu(&self.up.forward(&self.norm.forward(x)?)?)?)?
     }
 }
 
@@ -168,14 +180,12 @@ impl Encoder {
 
     /// Mel features [batch, n_mels, 3000] -> audio states [batch, 1500, d_model].
     pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?.transpose(1, 2)?;
+        let x = kernels::gelu(&self.conv1.forward(mel)?)?;
+        let x = kernels::gelu(&self.conv2.forward(&x)?)?.transpose(1, 2)?;
         let time = x.dim(1)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, time)?)?;
         for block in &self.blocks {
-            let normed = block.norm.forward(&x)?;
-            let (keys, values) = block.attention.keys_values(&normed)?;
-            x = (&x + block.attention.attend(&normed, &keys, &values, None)?)?;
+            x = (&x + block.attention.self_attend_long(&block.norm.forward(&x)?)?)?;
             x = block.feed_forward.forward(&x)?;
         }
         self.norm.forward(&x)
@@ -236,6 +246,8 @@ impl DecoderCache {
 /// The text decoder.
 pub struct Decoder {
     tokens: Embedding,
+    /// The token embeddings again, in half precision, as the output projection.
+    output: kernels::HalfMatrix,
     positions: Tensor,
     blocks: Vec<DecoderBlock>,
     norm: LayerNorm,
@@ -264,8 +276,10 @@ impl Decoder {
                 })
             })
             .collect::<candle_core::Result<_>>()?;
+        let tokens = embedding(config.vocab_size, d, vb.pp("embed_tokens"))?;
         Ok(Self {
-            tokens: embedding(config.vocab_size, d, vb.pp("embed_tokens"))?,
+            output: kernels::HalfMatrix::new(tokens.embeddings())?,
+            tokens,
             positions: vb.get((config.max_target_positions, d), "embed_positions.weight")?,
             blocks,
             norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
@@ -321,11 +335,15 @@ impl Decoder {
         self.norm.forward(&x)
     }
 
-    /// Logits over the vocabulary of hidden states [batch, d_model] -> [batch, vocab]; the
+    /// Logits over the vocabulary of hidden states [rows, d_model], one vector per row; the
     /// output projection shares the token embedding matrix. Only the positions decoding
     /// needs go through it: a 51,864-wide projection is the costliest step per token.
-    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        hidden.matmul(&self.tokens.embeddings().t()?)
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+        Ok(hidden
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|row| self.output.mul_vec(row))
+            .collect())
     }
 }
 
