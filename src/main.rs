@@ -408,6 +408,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let mut clips = Vec::with_capacity(entries.len());
     for entry in &entries {
         let started = Instant::now();
+        let mut scores = None;
         let (hypothesis, hits) = if args.text_queries {
             let query = match args.corrupt_seed {
                 Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
@@ -423,6 +424,10 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
             let bytes = std::fs::read(&entry.audio)
                 .with_context(|| format!("reading {}", entry.audio.display()))?;
             let outcome = pipeline.run(&bytes, &format, &options, Some(&hit_options))?;
+            scores = Some((
+                outcome.transcript.no_speech_prob,
+                outcome.transcript.avg_logprob,
+            ));
             (outcome.transcript.text, outcome.hits)
         };
         clips.push(ClipResult {
@@ -435,6 +440,8 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
             hits: hits.into_iter().map(|h| h.id).collect(),
             audio_seconds: entry.duration_s,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            no_speech_prob: scores.map(|s| s.0),
+            avg_logprob: scores.map(|s| s.1),
             error: None,
         });
         bar.inc(1);

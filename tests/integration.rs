@@ -1,5 +1,6 @@
 //! One test binary for every area, so that the crate links once (as meilisearch does).
 
+mod asr;
 mod audio;
 mod common;
 mod search;

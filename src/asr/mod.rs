@@ -75,6 +75,10 @@ pub struct TranscribeOptions {
     pub logprob_threshold: f32,
     /// Above this no-speech probability (with an unreliable result) nothing was said.
     pub no_speech_threshold: f32,
+    /// Above this no-speech probability nothing was said, however confident the text:
+    /// Whisper writes a fluent "you" over digital silence. On the dev set speech never
+    /// scored above 0.5.
+    pub no_speech_certain: f32,
     /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
     pub max_seconds: f64,
 }
@@ -84,7 +88,7 @@ pub struct TranscribeOptions {
 /// the context limit.
 fn token_budget(window_seconds: f32) -> usize {
     const BASE_TOKENS: f32 = 16.0;
-    const TOKENS_PER_SECOND: f32 = 10.0;
+    const TOKENS_PER_SECOND: f32 = 6.0;
     (BASE_TOKENS + TOKENS_PER_SECOND * window_seconds).ceil() as usize
 }
 
@@ -99,6 +103,7 @@ impl Default for TranscribeOptions {
             compression_ratio_threshold: 2.4,
             logprob_threshold: -1.0,
             no_speech_threshold: 0.6,
+            no_speech_certain: 0.85,
             max_seconds: 600.0,
         }
     }
@@ -139,6 +144,17 @@ impl Transcript {
             confidence: 0.0,
         }
     }
+}
+
+/// The segments of one window.
+struct WindowSegments {
+    /// Segments closed by a timestamp (or the whole window without timestamps).
+    complete: Vec<Segment>,
+    /// Text after the last timestamp that no timestamp closed.
+    unfinished: Option<Segment>,
+    /// Where, in seconds from the window's start, the next window should begin when
+    /// the model did not transcribe the window to its end.
+    resume_seconds: Option<f32>,
 }
 
 /// A loaded Whisper model and its tokenizer.
@@ -276,25 +292,24 @@ impl Whisper {
                 options,
             )?;
             first_no_speech.get_or_insert(result.no_speech_prob);
-            let silent = result.no_speech_prob > options.no_speech_threshold
-                && result.avg_logprob < options.logprob_threshold;
+            let silent = result.no_speech_prob > options.no_speech_certain
+                || (result.no_speech_prob > options.no_speech_threshold
+                    && result.avg_logprob < options.logprob_threshold);
             let window_seconds = window.len() as f32 / SAMPLE_RATE as f32;
             let offset = seek as f32 / SAMPLE_RATE as f32;
             let mut advance = window.len();
             if !silent {
-                let (window_segments, unfinished) =
+                let window_segments =
                     self.segments(&result.tokens, timestamps, offset, window_seconds)?;
-                segments.extend(window_segments);
+                segments.extend(window_segments.complete);
                 let more_audio = seek + window.len() < samples.len();
-                match unfinished {
-                    // Decode the cut-off segment again at the start of the next window.
-                    Some(segment) if more_audio && segment.start_seconds > offset => {
-                        let resume =
-                            ((segment.start_seconds - offset) * SAMPLE_RATE as f32) as usize;
-                        advance = resume.clamp(SAMPLE_RATE, window.len());
+                match window_segments.resume_seconds {
+                    // Decode what follows the last complete segment again, in the next window.
+                    Some(resume) if more_audio => {
+                        advance = ((resume * SAMPLE_RATE as f32) as usize)
+                            .clamp(SAMPLE_RATE, window.len());
                     }
-                    Some(segment) => segments.push(segment),
-                    None => {}
+                    _ => segments.extend(window_segments.unfinished),
                 }
                 logprob_sum += result.sum_logprob;
                 token_count += result.token_probs.len();
@@ -350,7 +365,8 @@ impl Whisper {
         max_tokens: usize,
         options: &TranscribeOptions,
     ) -> Result<DecodeResult, AsrError> {
-        let mut last = None;
+        // (result, whether its compression ratio passed)
+        let mut tried: Vec<(DecodeResult, bool)> = Vec::new();
         for (i, &temperature) in options.temperatures.iter().enumerate() {
             let request = DecodeRequest {
                 prompt,
@@ -369,13 +385,21 @@ impl Whisper {
             if nobody_spoke || !(too_repetitive || too_unlikely) {
                 return Ok(result);
             }
-            last = Some(result);
+            tried.push((result, !too_repetitive));
         }
-        last.ok_or_else(|| {
-            AsrError::Inference(candle_core::Error::Msg(
-                "no temperatures to decode with".into(),
-            ))
-        })
+        // Every pass failed: keep the likeliest one that is not a repetition loop (as
+        // faster-whisper does) rather than the last, hottest sample.
+        let any_passed = tried.iter().any(|(_, passed)| *passed);
+        tried
+            .into_iter()
+            .filter(|(_, passed)| *passed || !any_passed)
+            .map(|(result, _)| result)
+            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+            .ok_or_else(|| {
+                AsrError::Inference(candle_core::Error::Msg(
+                    "no temperatures to decode with".into(),
+                ))
+            })
     }
 
     /// The language token to decode with: the requested one (checked), English for
@@ -423,16 +447,14 @@ impl Whisper {
             .unwrap_or(english))
     }
 
-    /// Splits a window's tokens into segments (times offset by `offset` seconds), and
-    /// returns the unfinished last segment apart: text after an opening timestamp that
-    /// was never closed, which the next window decodes again.
+    /// Splits a window's tokens into segments (times offset by `offset` seconds).
     fn segments(
         &self,
         tokens: &[u32],
         timestamps: bool,
         offset: f32,
         window_seconds: f32,
-    ) -> Result<(Vec<Segment>, Option<Segment>), AsrError> {
+    ) -> Result<WindowSegments, AsrError> {
         let whole = |text: String| Segment {
             start_seconds: offset,
             end_seconds: offset + window_seconds,
@@ -440,19 +462,22 @@ impl Whisper {
         };
         if !timestamps {
             let text = self.text(tokens)?;
-            return Ok((
-                if text.trim().is_empty() {
-                    Vec::new()
-                } else {
-                    vec![whole(text)]
-                },
-                None,
-            ));
+            let complete = if text.trim().is_empty() {
+                Vec::new()
+            } else {
+                vec![whole(text)]
+            };
+            return Ok(WindowSegments {
+                complete,
+                unfinished: None,
+                resume_seconds: None,
+            });
         }
         let begin = self.special.timestamp_begin;
-        let time = |t: u32| offset + (t - begin) as f32 * TIMESTAMP_SECONDS;
-        let mut segments = Vec::new();
+        let time = |t: u32| (t - begin) as f32 * TIMESTAMP_SECONDS;
+        let mut complete = Vec::new();
         let mut start: Option<u32> = None;
+        let mut last_end = None;
         let mut text_tokens = Vec::new();
         for &token in tokens {
             if token < begin {
@@ -461,24 +486,40 @@ impl Whisper {
             }
             match start {
                 Some(opening) if !text_tokens.is_empty() => {
-                    segments.push(Segment {
-                        start_seconds: time(opening),
-                        end_seconds: time(token),
+                    complete.push(Segment {
+                        start_seconds: offset + time(opening),
+                        end_seconds: offset + time(token),
                         text: self.text(&text_tokens)?.trim().to_string(),
                     });
                     text_tokens.clear();
                     start = None;
+                    last_end = Some(time(token));
                 }
                 _ => start = Some(token),
             }
         }
         let rest = self.text(&text_tokens)?;
         let unfinished = (!rest.trim().is_empty()).then(|| Segment {
-            start_seconds: start.map_or(offset, time),
+            start_seconds: offset + start.map_or(0.0, time),
             end_seconds: offset + window_seconds,
             text: rest.trim().to_string(),
         });
-        Ok((segments, unfinished))
+        // As openai-whisper seeks: a window whose tokens end with text and one timestamp
+        // was heard to its end; otherwise the model stopped early (or cut a segment off),
+        // and the next window starts where the last complete segment ended.
+        let single_timestamp_ending = tokens.len() >= 2
+            && tokens[tokens.len() - 1] >= begin
+            && tokens[tokens.len() - 2] < begin;
+        let resume_seconds = if single_timestamp_ending {
+            None
+        } else {
+            last_end
+        };
+        Ok(WindowSegments {
+            complete,
+            unfinished,
+            resume_seconds,
+        })
     }
 
     fn text(&self, tokens: &[u32]) -> Result<String, AsrError> {

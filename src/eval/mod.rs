@@ -79,6 +79,12 @@ pub struct ClipResult {
     pub hits: Vec<String>,
     pub audio_seconds: f64,
     pub latency_ms: f64,
+    /// The model's no-speech probability and mean token log-probability, when audio was
+    /// transcribed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_speech_prob: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg_logprob: Option<f32>,
     /// The gRPC status code name when the request failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
