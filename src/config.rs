@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// How long in-flight calls may run on after SIGINT/SIGTERM, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// Longest utterance accepted, in seconds; longer ones get OUT_OF_RANGE.
+    pub max_utterance_seconds: f64,
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
@@ -38,6 +40,7 @@ impl Default for ServeConfig {
             metrics_listen: "127.0.0.1:9464".parse().expect("valid literal address"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace_seconds: 10,
+            max_utterance_seconds: 30.0,
         }
     }
 }

@@ -175,6 +175,9 @@ struct ServeArgs {
     /// Largest gRPC message in bytes [default: 16 MiB].
     #[arg(long, env = "VOICE_SEARCH_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
+    /// Longest utterance in seconds; longer ones get OUT_OF_RANGE [default: 30].
+    #[arg(long, env = "VOICE_SEARCH_MAX_UTTERANCE_SECONDS")]
+    max_utterance_seconds: Option<f64>,
     /// Seconds in-flight calls may run on after SIGINT/SIGTERM [default: 10].
     #[arg(long, env = "VOICE_SEARCH_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: Option<u64>,
@@ -200,6 +203,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_bytes {
             config.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_utterance_seconds {
+            config.max_utterance_seconds = v;
         }
         if let Some(v) = self.shutdown_grace_seconds {
             config.shutdown_grace_seconds = v;

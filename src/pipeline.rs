@@ -18,7 +18,9 @@ pub enum PipelineError {
     Asr(#[from] AsrError),
     #[error(transparent)]
     Search(#[from] SearchError),
-    #[error("the server runs without a speech model")]
+    #[error(
+        "the server runs without a speech model: fetch one with models/fetch.sh and pass --model"
+    )]
     NoModel,
     #[error("the server runs without a catalog index")]
     NoIndex,
@@ -67,6 +69,13 @@ impl Pipeline {
         let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
         let started = Instant::now();
         let prepared = audio::prepare(bytes, format)?;
+        if prepared.info.duration_seconds > options.max_seconds {
+            return Err(AudioError::TooLong {
+                seconds: prepared.info.duration_seconds,
+                limit: options.max_seconds,
+            }
+            .into());
+        }
         let front_end = started.elapsed();
 
         let started = Instant::now();

@@ -5,3 +5,4 @@ mod audio;
 mod common;
 mod search;
 mod server;
+mod voice;

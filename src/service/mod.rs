@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::asr::Whisper;
 use crate::config::ServeConfig;
+use crate::pipeline::Pipeline;
 use crate::proto::catalog_server::CatalogServer;
 use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
@@ -49,6 +51,21 @@ pub async fn serve(
     let index = Arc::new(CatalogIndex::open(&config.index)?);
     tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
     let engine = Arc::new(QueryEngine::new(index.clone(), CarrierPhrases::default()));
+    let whisper = match Whisper::load(&config.model) {
+        Ok(whisper) => {
+            tracing::info!(model = %config.model.display(), "speech model loaded");
+            Some(Arc::new(whisper))
+        }
+        // Search and the catalog work without a model; the voice RPCs say what is missing.
+        Err(error) => {
+            tracing::warn!(model = %config.model.display(), %error, "no speech model: voice RPCs answer FAILED_PRECONDITION");
+            None
+        }
+    };
+    let pipeline = Pipeline {
+        whisper,
+        search: Some(engine.clone()),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -90,9 +107,12 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            VoiceSearchServer::new(VoiceSearchService)
-                .max_decoding_message_size(max_bytes)
-                .max_encoding_message_size(max_bytes),
+            VoiceSearchServer::new(VoiceSearchService::new(
+                pipeline,
+                config.max_utterance_seconds,
+            ))
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(max_bytes),
         )
         .add_service(
             SearchServer::new(SearchService::new(engine))

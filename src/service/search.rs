@@ -8,7 +8,7 @@ use super::convert::json_to_document;
 use super::status::blocking;
 use crate::proto::search_server::Search;
 use crate::proto::{self, SearchRequest, SearchResponse};
-use crate::search::{self, QueryEngine, SearchResults};
+use crate::search::{self, QueryEngine, SearchHit};
 
 /// Serves the text search RPC.
 pub struct SearchService {
@@ -22,10 +22,8 @@ impl SearchService {
 }
 
 /// Library hits as wire hits.
-pub fn to_proto_hits(results: SearchResults) -> Vec<proto::Hit> {
-    results
-        .hits
-        .into_iter()
+pub fn to_proto_hits(hits: Vec<SearchHit>) -> Vec<proto::Hit> {
+    hits.into_iter()
         .map(|hit| proto::Hit {
             document: Some(json_to_document(&hit.source)),
             id: hit.id,
@@ -57,7 +55,7 @@ impl Search for SearchService {
         let next_page_token = results.next_page_token.clone();
         let interpreted_query = results.interpreted_query.clone();
         Ok(Response::new(SearchResponse {
-            hits: to_proto_hits(results),
+            hits: to_proto_hits(results.hits),
             next_page_token,
             interpreted_query,
         }))

@@ -2,7 +2,9 @@
 
 use tonic::Status;
 
+use crate::asr::AsrError;
 use crate::audio::AudioError;
+use crate::pipeline::PipelineError;
 use crate::search::SearchError;
 
 impl From<AudioError> for Status {
@@ -25,6 +27,29 @@ impl From<SearchError> for Status {
                 Status::failed_precondition(error.to_string())
             }
             SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<AsrError> for Status {
+    fn from(error: AsrError) -> Self {
+        match error {
+            AsrError::Language(..) => Status::invalid_argument(error.to_string()),
+            AsrError::TooLong { .. } => Status::out_of_range(error.to_string()),
+            _ => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<PipelineError> for Status {
+    fn from(error: PipelineError) -> Self {
+        match error {
+            PipelineError::Audio(e) => e.into(),
+            PipelineError::Asr(e) => e.into(),
+            PipelineError::Search(e) => e.into(),
+            PipelineError::NoModel | PipelineError::NoIndex => {
+                Status::failed_precondition(error.to_string())
+            }
         }
     }
 }
