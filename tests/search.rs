@@ -483,7 +483,7 @@ async fn catalog_and_search_over_grpc() {
         .into_inner();
     assert_eq!(response.hits[0].id, "c3");
     assert!(
-        response.hits[0].snippet.contains("<b>Toledo.</b>"),
+        response.hits[0].snippet.contains("<b>Toledo</b>."),
         "{}",
         response.hits[0].snippet
     );

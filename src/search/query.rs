@@ -485,15 +485,25 @@ fn snippet(body: &str, matched: &BTreeSet<String>) -> String {
     let mut out: Vec<String> = words[start..end]
         .iter()
         .map(|w| {
-            let escaped = w
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;");
-            if is_match(w) {
-                format!("<b>{escaped}</b>")
-            } else {
-                escaped
+            let escape = |s: &str| {
+                s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            };
+            if !is_match(w) {
+                return escape(w);
             }
+            // Bold the word itself, not the punctuation around it ("<b>Illinois</b>,").
+            let core_start = w.find(char::is_alphanumeric).unwrap_or(0);
+            let core_end = w.rfind(char::is_alphanumeric).map_or(w.len(), |i| {
+                i + w[i..].chars().next().map_or(1, char::len_utf8)
+            });
+            format!(
+                "{}<b>{}</b>{}",
+                escape(&w[..core_start]),
+                escape(&w[core_start..core_end]),
+                escape(&w[core_end..])
+            )
         })
         .collect();
     if start > 0 {
