@@ -220,6 +220,36 @@ impl Converter {
         Ok(())
     }
 
+    /// A block's self-attention: its norm, the fused q/k/v and the output projection.
+    fn self_attention(&mut self, from: &str, to: &str) -> Result<(), AsrError> {
+        self.attention_common(
+            &format!("{from}/self_attention"),
+            &format!("{to}.self_attn"),
+        )?;
+        self.split(
+            &format!("{from}/self_attention/linear_0"),
+            &[
+                (&format!("{to}.self_attn.q_proj"), true),
+                (&format!("{to}.self_attn.k_proj"), false),
+                (&format!("{to}.self_attn.v_proj"), true),
+            ],
+        )?;
+        self.linear(
+            &format!("{from}/self_attention/linear_1"),
+            &format!("{to}.self_attn.out_proj"),
+        )
+    }
+
+    /// A block's MLP and its norm.
+    fn feed_forward(&mut self, from: &str, to: &str) -> Result<(), AsrError> {
+        self.layer_norm(
+            &format!("{from}/ffn/layer_norm"),
+            &format!("{to}.final_layer_norm"),
+        )?;
+        self.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
+        self.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))
+    }
+
     fn attention_common(&mut self, from: &str, to: &str) -> Result<(), AsrError> {
         self.layer_norm(&format!("{from}/layer_norm"), &format!("{to}_layer_norm"))
     }
@@ -276,28 +306,8 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
             format!("encoder/layer_{i}"),
             format!("model.encoder.layers.{i}"),
         );
-        c.attention_common(
-            &format!("{from}/self_attention"),
-            &format!("{to}.self_attn"),
-        )?;
-        c.split(
-            &format!("{from}/self_attention/linear_0"),
-            &[
-                (&format!("{to}.self_attn.q_proj"), true),
-                (&format!("{to}.self_attn.k_proj"), false),
-                (&format!("{to}.self_attn.v_proj"), true),
-            ],
-        )?;
-        c.linear(
-            &format!("{from}/self_attention/linear_1"),
-            &format!("{to}.self_attn.out_proj"),
-        )?;
-        c.layer_norm(
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.final_layer_norm"),
-        )?;
-        c.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
-        c.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
+        c.self_attention(&from, &to)?;
+        c.feed_forward(&from, &to)?;
     }
     c.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
 
@@ -314,22 +324,7 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
             format!("decoder/layer_{i}"),
             format!("model.decoder.layers.{i}"),
         );
-        c.attention_common(
-            &format!("{from}/self_attention"),
-            &format!("{to}.self_attn"),
-        )?;
-        c.split(
-            &format!("{from}/self_attention/linear_0"),
-            &[
-                (&format!("{to}.self_attn.q_proj"), true),
-                (&format!("{to}.self_attn.k_proj"), false),
-                (&format!("{to}.self_attn.v_proj"), true),
-            ],
-        )?;
-        c.linear(
-            &format!("{from}/self_attention/linear_1"),
-            &format!("{to}.self_attn.out_proj"),
-        )?;
+        c.self_attention(&from, &to)?;
         c.attention_common(&format!("{from}/attention"), &format!("{to}.encoder_attn"))?;
         c.linear(
             &format!("{from}/attention/linear_0"),
@@ -346,12 +341,7 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
             &format!("{from}/attention/linear_2"),
             &format!("{to}.encoder_attn.out_proj"),
         )?;
-        c.layer_norm(
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.final_layer_norm"),
-        )?;
-        c.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
-        c.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
+        c.feed_forward(&from, &to)?;
     }
     c.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
 

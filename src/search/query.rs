@@ -283,11 +283,7 @@ impl QueryEngine {
             for (similar, fields, edits) in lexicon.similar(word) {
                 matched.insert(similar.clone());
                 for field in fields {
-                    let boost = if field == f.title {
-                        TITLE_BOOST
-                    } else {
-                        ATTRIBUTE_BOOST
-                    };
+                    let boost = field_boost(f, field);
                     exact(field, &similar, boost * fuzzy_weight(edits, similar.len()));
                 }
             }
@@ -301,11 +297,7 @@ impl QueryEngine {
             {
                 matched.insert(similar.clone());
                 for field in fields {
-                    let boost = if field == f.title {
-                        TITLE_BOOST
-                    } else {
-                        ATTRIBUTE_BOOST
-                    };
+                    let boost = field_boost(f, field);
                     exact(
                         field,
                         &similar,
@@ -440,6 +432,15 @@ impl Lexicon<'_> {
                 (fuzzy_distance(&candidate) >= edits).then_some((candidate, fields, edits))
             })
             .collect()
+    }
+}
+
+/// The exact-match weight of a title or attribute field.
+fn field_boost(fields: &super::schema::Fields, field: Field) -> f32 {
+    if field == fields.title {
+        TITLE_BOOST
+    } else {
+        ATTRIBUTE_BOOST
     }
 }
 
