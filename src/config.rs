@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub shutdown_grace_seconds: u64,
     /// Longest utterance accepted, in seconds; longer ones get OUT_OF_RANGE.
     pub max_utterance_seconds: f64,
+    /// TOML file replacing the built-in carrier phrases.
+    pub carrier_phrases: Option<PathBuf>,
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
@@ -41,6 +43,7 @@ impl Default for ServeConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace_seconds: 10,
             max_utterance_seconds: 30.0,
+            carrier_phrases: None,
         }
     }
 }

@@ -126,6 +126,9 @@ struct SearchArgs {
     category: Vec<String>,
     #[arg(long, default_value_t = 5)]
     limit: usize,
+    /// TOML file replacing the built-in carrier phrases.
+    #[arg(long, env = "VOICE_SEARCH_CARRIER_PHRASES")]
+    carrier_phrases: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -147,6 +150,9 @@ struct EvalArgs {
     /// Import this catalog first when the index is empty.
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// TOML file replacing the built-in carrier phrases.
+    #[arg(long, env = "VOICE_SEARCH_CARRIER_PHRASES")]
+    carrier_phrases: Option<PathBuf>,
     #[arg(long, env = "VOICE_SEARCH_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
     #[command(flatten)]
@@ -175,6 +181,9 @@ struct ServeArgs {
     /// Largest gRPC message in bytes [default: 16 MiB].
     #[arg(long, env = "VOICE_SEARCH_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
+    /// TOML file replacing the built-in carrier phrases (see src/search/intent.rs).
+    #[arg(long, env = "VOICE_SEARCH_CARRIER_PHRASES")]
+    carrier_phrases: Option<PathBuf>,
     /// Longest utterance in seconds; longer ones get OUT_OF_RANGE [default: 30].
     #[arg(long, env = "VOICE_SEARCH_MAX_UTTERANCE_SECONDS")]
     max_utterance_seconds: Option<f64>,
@@ -203,6 +212,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_bytes {
             config.max_message_bytes = v;
+        }
+        if let Some(v) = self.carrier_phrases {
+            config.carrier_phrases = Some(v);
         }
         if let Some(v) = self.max_utterance_seconds {
             config.max_utterance_seconds = v;
@@ -355,7 +367,7 @@ fn index_stats(path: &Path) -> anyhow::Result<()> {
 fn search(args: SearchArgs) -> anyhow::Result<()> {
     let engine = QueryEngine::new(
         Arc::new(CatalogIndex::open(&args.index)?),
-        CarrierPhrases::default(),
+        CarrierPhrases::load(args.carrier_phrases.as_deref())?,
     );
     let results = engine.search(&SearchRequest {
         query: args.query,
@@ -391,7 +403,10 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     }
     let mut pipeline = Pipeline {
         whisper: None,
-        search: Some(Arc::new(QueryEngine::new(index, CarrierPhrases::default()))),
+        search: Some(Arc::new(QueryEngine::new(
+            index,
+            CarrierPhrases::load(args.carrier_phrases.as_deref())?,
+        ))),
     };
     if !args.text_queries {
         pipeline.whisper = Some(Arc::new(load_model(&args.model)?));

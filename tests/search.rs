@@ -590,3 +590,27 @@ async fn bad_catalog_input_gets_invalid_argument_naming_it() {
     assert_eq!(ok.into_inner().hits[0].id, "k1");
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn carrier_phrases_can_be_replaced_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("carriers.toml");
+    std::fs::write(
+        &path,
+        "prefixes = [{ phrase = \"spiele\", category = \"song\" }]\nsuffixes = []\n",
+    )
+    .unwrap();
+    let carriers = CarrierPhrases::load(Some(&path)).unwrap();
+    let intent = carriers.interpret("spiele kashmir");
+    assert_eq!(
+        (intent.words.join(" "), intent.category.as_deref()),
+        ("kashmir".into(), Some("song"))
+    );
+    assert_eq!(
+        carriers.interpret("play kashmir").words.len(),
+        2,
+        "the built-in list is replaced"
+    );
+    std::fs::write(&path, "prefixes = 3").unwrap();
+    assert!(CarrierPhrases::load(Some(&path)).is_err());
+}

@@ -1,11 +1,23 @@
 //! What a spoken query asks for, once its carrier phrase is taken off: "play kashmir by
 //! led zeppelin" is a *song* named "kashmir by led zeppelin", "directions to springfield
 //! illinois" a *city*. The phrase list is data ([`CarrierPhrases`]): the built-in one
-//! covers voice commands in general, and a deployment can replace it from a TOML file.
+//! covers voice commands in general, and a deployment can replace it with a TOML file
+//! (`--carrier-phrases FILE`) of the same shape:
+//!
+//! ```toml
+//! [[prefixes]]
+//! phrase = "play"
+//! category = "song"
+//!
+//! [[suffixes]]
+//! phrase = "on the map"
+//! category = "city"
+//! ```
 
 use serde::Deserialize;
 
 use super::text::{analyze, edit_distance, fuzzy_distance};
+use super::SearchError;
 
 /// One carrier phrase and the kind of thing it asks for, if any.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -187,6 +199,20 @@ fn analyzed(list: &[CarrierPhrase]) -> Vec<Analyzed<'_>> {
 }
 
 impl CarrierPhrases {
+    /// The built-in list, or the one in a TOML file when a path is given.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, SearchError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| SearchError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            SearchError::InvalidQuery(format!("carrier phrases in {}: {e}", path.display()))
+        })
+    }
+
     /// Every word that occurs in some carrier phrase.
     pub fn words(&self) -> impl Iterator<Item = String> + '_ {
         self.prefixes

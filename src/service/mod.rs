@@ -50,7 +50,8 @@ pub async fn serve(
     let max_bytes = config.max_message_bytes;
     let index = Arc::new(CatalogIndex::open(&config.index)?);
     tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
-    let engine = Arc::new(QueryEngine::new(index.clone(), CarrierPhrases::default()));
+    let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
+    let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
     let whisper = match Whisper::load(&config.model) {
         Ok(whisper) => {
             tracing::info!(model = %config.model.display(), "speech model loaded");
