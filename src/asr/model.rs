@@ -6,8 +6,7 @@
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{
-    conv1d, embedding, layer_norm, linear, linear_no_bias, Conv1d, Conv1dConfig, Embedding,
-    LayerNorm, Linear, VarBuilder,
+    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
 use serde::Deserialize;
 
@@ -140,8 +139,8 @@ struct EncoderBlock {
 
 /// The audio encoder: two convolutions, sinusoidal positions, pre-norm blocks.
 pub struct Encoder {
-    conv1: Conv1d,
-    conv2: Conv1d,
+    conv1: kernels::Conv3,
+    conv2: kernels::Conv3,
     positions: Tensor,
     blocks: Vec<EncoderBlock>,
     norm: LayerNorm,
@@ -150,10 +149,13 @@ pub struct Encoder {
 impl Encoder {
     fn load(vb: VarBuilder, config: &WhisperConfig) -> candle_core::Result<Self> {
         let d = config.d_model;
-        let conv = |stride| Conv1dConfig {
-            padding: 1,
-            stride,
-            ..Default::default()
+        let conv = |name: &str, inputs: usize, stride: usize| {
+            let vb = vb.pp(name);
+            kernels::Conv3::new(
+                &vb.get((d, inputs, 3), "weight")?,
+                &vb.get(d, "bias")?,
+                stride,
+            )
         };
         let blocks = (0..config.encoder_layers)
             .map(|i| {
@@ -170,8 +172,8 @@ impl Encoder {
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(Self {
-            conv1: conv1d(config.num_mel_bins, d, 3, conv(1), vb.pp("conv1"))?,
-            conv2: conv1d(d, d, 3, conv(2), vb.pp("conv2"))?,
+            conv1: conv("conv1", config.num_mel_bins, 1)?,
+            conv2: conv("conv2", d, 2)?,
             positions: vb.get((config.max_source_positions, d), "embed_positions.weight")?,
             blocks,
             norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
@@ -180,8 +182,8 @@ impl Encoder {
 
     /// Mel features [batch, n_mels, 3000] -> audio states [batch, 1500, d_model].
     pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
-        let x = kernels::gelu(&self.conv1.forward(mel)?)?;
-        let x = kernels::gelu(&self.conv2.forward(&x)?)?.transpose(1, 2)?;
+        let x = self.conv1.forward(mel, true)?;
+        let x = self.conv2.forward_time_major(&x, true)?;
         let time = x.dim(1)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, time)?)?;
         for block in &self.blocks {
