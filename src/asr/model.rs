@@ -35,22 +35,74 @@ pub struct WhisperConfig {
     pub begin_suppress_tokens: Vec<u32>,
 }
 
+/// A linear layer that serves both shapes Whisper needs: many rows at once (the encoder,
+/// a prompt) through candle's matrix product, and one token's row through a
+/// half-precision matrix-vector product, which skips the weight packing that dominates a
+/// one-row product.
+struct Projection {
+    linear: Linear,
+    half: kernels::HalfMatrix,
+}
+
+/// Rows up to which the matrix-vector path is taken.
+const VECTOR_ROWS: usize = 4;
+
+impl Projection {
+    fn new(linear: Linear) -> candle_core::Result<Self> {
+        let half = kernels::HalfMatrix::new(linear.weight())?;
+        Ok(Self { linear, half })
+    }
+
+    fn load(
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        Self::new(if bias {
+            linear(inputs, outputs, vb)?
+        } else {
+            linear_no_bias(inputs, outputs, vb)?
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inputs = *dims.last().expect("a projection input has dimensions");
+        let rows = x.elem_count() / inputs;
+        if rows > VECTOR_ROWS {
+            return self.linear.forward(x);
+        }
+        let mut out = Vec::with_capacity(rows * self.half.rows());
+        for row in x.reshape((rows, inputs))?.to_vec2::<f32>()? {
+            out.extend(self.half.mul_vec(&row));
+        }
+        let mut shape = dims;
+        *shape.last_mut().expect("non-empty") = self.half.rows();
+        let out = Tensor::from_vec(out, shape, x.device())?;
+        match self.linear.bias() {
+            Some(bias) => out.broadcast_add(bias),
+            None => Ok(out),
+        }
+    }
+}
+
 /// Multi-head attention.
 struct Attention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    out: Linear,
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    out: Projection,
     heads: usize,
 }
 
 impl Attention {
     fn load(vb: VarBuilder, d_model: usize, heads: usize) -> candle_core::Result<Self> {
         Ok(Self {
-            query: linear(d_model, d_model, vb.pp("q_proj"))?,
-            key: linear_no_bias(d_model, d_model, vb.pp("k_proj"))?,
-            value: linear(d_model, d_model, vb.pp("v_proj"))?,
-            out: linear(d_model, d_model, vb.pp("out_proj"))?,
+            query: Projection::load(d_model, d_model, true, vb.pp("q_proj"))?,
+            key: Projection::load(d_model, d_model, false, vb.pp("k_proj"))?,
+            value: Projection::load(d_model, d_model, true, vb.pp("v_proj"))?,
+            out: Projection::load(d_model, d_model, true, vb.pp("out_proj"))?,
             heads,
         })
     }
@@ -93,16 +145,19 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (batch, time, d_model) = x.dims3()?;
         let head_dim = d_model / self.heads;
-        let query = (self.split_heads(&self.query.forward(x)?)? * (head_dim as f64).powf(-0.5))?;
-        let mut scores = query.matmul(&keys.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let attended = weights
-            .matmul(values)?
-            .transpose(1, 2)?
-            .reshape((batch, time, d_model))?;
+        let scale = (head_dim as f64).powf(-0.5);
+        let query = self.split_heads(&self.query.forward(x)?)?;
+        let attended = if time == 1 {
+            // A decoding step: one query, no mask needed.
+            kernels::attend_one(&query, keys, values, scale as f32)?
+        } else {
+            let mut scores = (query * scale)?.matmul(&keys.t()?)?;
+            if let Some(mask) = mask {
+                scores = scores.broadcast_add(mask)?;
+            }
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(values)?
+        };
+        let attended = attended.transpose(1, 2)?.reshape((batch, time, d_model))?;
         self.out.forward(&attended)
     }
 }
@@ -110,8 +165,8 @@ impl Attention {
 /// The MLP of a block: d_model -> 4 d_model -> d_model with exact GELU.
 struct FeedForward {
     norm: LayerNorm,
-    up: Linear,
-    down: Linear,
+    up: Projection,
+    down: Projection,
 }
 
 impl FeedForward {
@@ -119,8 +174,8 @@ impl FeedForward {
         let hidden = vb.pp("fc1").get_unchecked("weight")?.dim(0)?;
         Ok(Self {
             norm: layer_norm(d_model, LAYER_NORM_EPS, vb.pp("final_layer_norm"))?,
-            up: linear(d_model, hidden, vb.pp("fc1"))?,
-            down: linear(hidden, d_model, vb.pp("fc2"))?,
+            up: Projection::load(d_model, hidden, true, vb.pp("fc1"))?,
+            down: Projection::load(hidden, d_model, true, vb.pp("fc2"))?,
         })
     }
 
