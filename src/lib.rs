@@ -1,8 +1,9 @@
 //! voice-search: a spoken query from a phone in, catalog search results out.
 //!
-//! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds the recognizer, whose
-//! transcript feeds the catalog search; [`service`] exposes them over gRPC and knows
-//! nothing the library does not.
+//! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds [`asr`] (Whisper), whose
+//! transcript feeds [`search`] (the catalog); [`pipeline`] composes the three for the
+//! server and for [`eval`]; [`service`] exposes them over gRPC and knows nothing the
+//! library does not.
 
 pub mod asr;
 pub mod audio;

@@ -227,11 +227,6 @@ impl Whisper {
         })
     }
 
-    /// The model's name (its folder's).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Whether the model knows languages other than English.
     pub fn is_multilingual(&self) -> bool {
         self.special.languages.len() > 1 && self.model.config.vocab_size > 51_864

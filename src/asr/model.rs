@@ -444,8 +444,4 @@ impl WhisperModel {
             decoder,
         })
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
 }

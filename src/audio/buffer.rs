@@ -79,14 +79,6 @@ impl UtteranceBuffer {
         self.bytes.is_empty()
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    pub fn format(&self) -> &AudioFormat {
-        &self.format
-    }
-
     /// Hands over the bytes and starts a new utterance.
     pub fn take(&mut self) -> Vec<u8> {
         if self.format.encoding == Encoding::Wav {

@@ -25,11 +25,6 @@ pub fn analyze(text: &str) -> Vec<String> {
     numbers_to_digits(words)
 }
 
-/// The analyzed words joined by spaces: what the index stores for its text fields.
-pub fn normalized(text: &str) -> String {
-    analyze(text).join(" ")
-}
-
 fn unit(word: &str) -> Option<u64> {
     Some(match word {
         "zero" | "oh" => 0,
@@ -199,11 +194,6 @@ pub fn phonetic_codes(word: &str) -> Vec<String> {
     codes
 }
 
-/// The primary sound-alike code only, for one-to-one uses.
-pub fn phonetic_key(word: &str) -> String {
-    phonetic_codes(word).into_iter().next().unwrap_or_default()
-}
-
 /// Edits allowed when matching a word of this length fuzzily: none for short words,
 /// where one edit makes another word, one from 5 letters, two from 8.
 pub fn fuzzy_distance(word: &str) -> u8 {
@@ -260,7 +250,11 @@ mod tests {
     use super::*;
 
     fn n(text: &str) -> String {
-        normalized(text)
+        analyze(text).join(" ")
+    }
+
+    fn phonetic_key(word: &str) -> String {
+        phonetic_codes(word).into_iter().next().unwrap_or_default()
     }
 
     #[test]
