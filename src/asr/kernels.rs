@@ -368,22 +368,35 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> candle_core:
 /// SIMD for reductions it must otherwise do one element at a time.
 const LANES: usize = 8;
 
-/// Softmax of one row, with AVX2 and FMA when the processor has them (the generic build
-/// targets plain x86-64, whose SSE code runs this loop at a third of the speed).
-fn softmax_in_place(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { softmax_avx2(row) };
-    }
-    softmax_portable(row)
+/// Defines `$name(&mut [f32])`, running `$portable` compiled for AVX2 and FMA when the
+/// processor has them: the generic build targets plain x86-64, whose SSE code runs these
+/// loops at a third of the speed.
+macro_rules! vectorized {
+    ($(#[$doc:meta])* $name:ident, $avx2:ident, $portable:ident) => {
+        $(#[$doc])*
+        fn $name(values: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the features the function is compiled for were just detected.
+                return unsafe { $avx2(values) };
+            }
+            $portable(values)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2(values: &mut [f32]) {
+            $portable(values)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_portable(row)
-}
+vectorized!(
+    /// Softmax of one row, in place.
+    softmax_in_place,
+    softmax_avx2,
+    softmax_portable
+);
 
 #[inline(always)]
 fn softmax_portable(row: &mut [f32]) {
@@ -446,20 +459,12 @@ impl CustomOp1 for Gelu {
     }
 }
 
-fn gelu_in_place(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { gelu_avx2(values) };
-    }
-    gelu_portable(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(values: &mut [f32]) {
-    gelu_portable(values)
-}
+vectorized!(
+    /// x · Φ(x) of every value, in place.
+    gelu_in_place,
+    gelu_avx2,
+    gelu_portable
+);
 
 #[inline(always)]
 fn gelu_portable(values: &mut [f32]) {
