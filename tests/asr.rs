@@ -13,6 +13,9 @@ use voice_search::eval::{wer_words, word_edits};
 
 use crate::common::{fixture_bytes, fixture_path, whisper, MODEL_DIR};
 
+/// The reference transcript of the human fixture q0004.
+const Q0004_TEXT: &str = "You will now be placed into the conference.";
+
 fn wav() -> AudioFormat {
     AudioFormat {
         encoding: Encoding::Wav,
@@ -274,10 +277,7 @@ fn importer_converts_the_real_tiny_en() {
         .transcribe(&prepared("q0004.wav"), &TranscribeOptions::default())
         .unwrap();
     assert_eq!(
-        wer(
-            "You will now be placed into the conference.",
-            &transcript.text
-        ),
+        wer(Q0004_TEXT, &transcript.text),
         0.0,
         "{}",
         transcript.text
@@ -367,10 +367,7 @@ fn human_speech_transcribes_to_its_reference() {
         .transcribe(&prepared("q0004.wav"), &TranscribeOptions::default())
         .unwrap();
     assert_eq!(
-        wer(
-            "You will now be placed into the conference.",
-            &transcript.text
-        ),
+        wer(Q0004_TEXT, &transcript.text),
         0.0,
         "{}",
         transcript.text
@@ -489,10 +486,7 @@ fn timestamps_and_beam_search() {
     };
     let transcript = whisper().transcribe(&samples, &options).unwrap();
     assert_eq!(
-        wer(
-            "You will now be placed into the conference.",
-            &transcript.text
-        ),
+        wer(Q0004_TEXT, &transcript.text),
         0.0,
         "{}",
         transcript.text

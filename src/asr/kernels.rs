@@ -218,21 +218,11 @@ impl CustomOp3 for AttendOne {
         v: &CpuStorage,
         v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let slice = |storage: &'_ CpuStorage, layout: &Layout| -> candle_core::Result<Vec<usize>> {
-            match (storage, layout.contiguous_offsets()) {
-                (CpuStorage::F32(_), Some((start, end))) => Ok(vec![start, end]),
-                _ => candle_core::bail!("attend-one needs contiguous f32 tensors"),
-            }
-        };
-        let (qs, ks, vs) = (
-            slice(q, q_layout)?,
-            slice(k, k_layout)?,
-            slice(v, v_layout)?,
+        let (q, k, v) = (
+            f32_slice(q, q_layout)?,
+            f32_slice(k, k_layout)?,
+            f32_slice(v, v_layout)?,
         );
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (q, k, v) else {
-            candle_core::bail!("attend-one needs f32 tensors")
-        };
-        let (q, k, v) = (&q[qs[0]..qs[1]], &k[ks[0]..ks[1]], &v[vs[0]..vs[1]]);
         let (batch, heads, queries, head_dim) = q_layout.shape().dims4()?;
         let keys = k_layout.shape().dims4()?.2;
         if queries != 1 {
@@ -263,6 +253,14 @@ impl CustomOp3 for AttendOne {
     }
 }
 
+/// The values of a contiguous f32 tensor, read in place.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("the CPU kernels need contiguous f32 tensors"),
+    }
+}
+
 /// Dot product with independent lane sums, so that it vectorizes.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
@@ -287,12 +285,59 @@ const QUERY_BLOCK: usize = 128;
 /// Scaled dot-product attention for contiguous q, k, v of shape [batch, heads, time,
 /// head_dim], without a mask.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
-    let (batch, heads, queries, head_dim) = q.dims4()?;
-    let keys = k.dim(2)?;
-    let q = q.flatten_all()?.to_vec1::<f32>()?;
-    let k = k.flatten_all()?.to_vec1::<f32>()?;
-    let v = v.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; batch * heads * queries * head_dim];
+    q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &BlockedAttention { scale },
+    )
+}
+
+struct BlockedAttention {
+    scale: f32,
+}
+
+impl CustomOp3 for BlockedAttention {
+    fn name(&self) -> &'static str {
+        "blocked-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            f32_slice(q, q_layout)?,
+            f32_slice(k, k_layout)?,
+            f32_slice(v, v_layout)?,
+        );
+        let (batch, heads, queries, head_dim) = q_layout.shape().dims4()?;
+        let keys = k_layout.shape().dims4()?.2;
+        let out = blocked_attention(
+            q,
+            k,
+            v,
+            (batch * heads, queries, keys, head_dim),
+            self.scale,
+        );
+        Ok((CpuStorage::F32(out), q_layout.shape().clone()))
+    }
+}
+
+/// The attention itself over contiguous [heads, time, head_dim] slices; `shape` is
+/// (batch × heads, queries, keys, head_dim).
+fn blocked_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (heads, queries, keys, head_dim): (usize, usize, usize, usize),
+    scale: f32,
+) -> Vec<f32> {
+    let mut out = vec![0f32; heads * queries * head_dim];
     out.par_chunks_mut(queries * head_dim)
         .enumerate()
         .for_each(|(head, out)| {
@@ -357,11 +402,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> candle_core:
                 }
             }
         });
-    Tensor::from_vec(
-        out,
-        (batch, heads, queries, head_dim),
-        &candle_core::Device::Cpu,
-    )
+    out
 }
 
 /// Lanes of the partial sums and maxima: independent accumulators let the compiler use
@@ -447,13 +488,7 @@ impl CustomOp1 for Gelu {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu-erf runs on f32 tensors")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf needs a contiguous tensor")
-        };
-        let mut output = data[start..end].to_vec();
+        let mut output = f32_slice(storage, layout)?.to_vec();
         output.par_chunks_mut(16_384).for_each(gelu_in_place);
         Ok((CpuStorage::F32(output), layout.shape().clone()))
     }
@@ -509,6 +544,26 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn largest_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// softmax(q kᵀ · scale) v, with candle's own operations.
+    fn plain_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+        candle_nn::ops::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(v)
+            .unwrap()
+    }
+
     #[test]
     fn fast_exp_and_erf_are_accurate() {
         for i in -800..=800 {
@@ -534,19 +589,8 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (1, 3, 90, 16), &device).unwrap();
         let scale = 0.25;
         let fast = attention(&q, &k, &v, scale).unwrap();
-        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale as f64).unwrap();
-        let plain = candle_nn::ops::softmax_last_dim(&scores)
-            .unwrap()
-            .matmul(&v)
-            .unwrap();
-        let difference: f32 = (fast - plain)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let plain = plain_attention(&q, &k, &v, scale as f64);
+        let difference = largest_difference(&fast, &plain);
         assert!(difference < 1e-5, "{difference}");
     }
 
@@ -578,19 +622,8 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
         let v = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
         let fast = attend_one(&q, &k, &v, 0.25).unwrap();
-        let scores = (q.matmul(&k.t().unwrap()).unwrap() * 0.25).unwrap();
-        let plain = candle_nn::ops::softmax_last_dim(&scores)
-            .unwrap()
-            .matmul(&v)
-            .unwrap();
-        let difference: f32 = (fast - plain)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let plain = plain_attention(&q, &k, &v, 0.25);
+        let difference = largest_difference(&fast, &plain);
         assert!(difference < 1e-5, "{difference}");
     }
 
@@ -609,14 +642,7 @@ mod tests {
                 .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
                 .unwrap();
             assert_eq!(fast.dims(), plain.dims());
-            let difference: f32 = (fast - plain)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let difference = largest_difference(&fast, &plain);
             assert!(difference < 1e-4, "stride {stride}: {difference}");
         }
     }
@@ -624,14 +650,7 @@ mod tests {
     #[test]
     fn gelu_matches_the_exact_form() {
         let x = Tensor::randn(0f32, 3.0, (4, 1000), &Device::Cpu).unwrap();
-        let difference: f32 = (gelu(&x).unwrap() - x.gelu_erf().unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let difference = largest_difference(&gelu(&x).unwrap(), &x.gelu_erf().unwrap());
         assert!(difference < 1e-5, "{difference}");
     }
 }

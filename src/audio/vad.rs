@@ -46,14 +46,15 @@ pub struct VoiceActivity {
 pub fn detect(samples: &[f32], sample_rate: u32) -> VoiceActivity {
     let duration = samples.len() as f64 / sample_rate as f64;
     let levels = frame_levels_db(samples, sample_rate);
+    let floor = percentile(&levels, 0.10);
     let whole = VoiceActivity {
         speech: false,
         start_seconds: 0.0,
         end_seconds: duration,
         voiced_level_db: rms_db(samples),
-        noise_floor_db: percentile(&levels, 0.10).unwrap_or(SILENCE_DB),
+        noise_floor_db: floor.unwrap_or(SILENCE_DB),
     };
-    let Some(floor) = percentile(&levels, 0.10) else {
+    let Some(floor) = floor else {
         return whole;
     };
     // The level is measured on floor-relative frames only, so that it scales exactly with

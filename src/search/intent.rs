@@ -28,11 +28,46 @@ pub struct CarrierPhrase {
     pub category: Option<String>,
 }
 
-/// The phrases stripped from the start and the end of a query.
+/// The phrase list as a file gives it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct CarrierPhrases {
+pub struct CarrierPhraseList {
     pub prefixes: Vec<CarrierPhrase>,
     pub suffixes: Vec<CarrierPhrase>,
+}
+
+/// The phrases stripped from the start and the end of a query, analyzed once when the
+/// list is built rather than for every query.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(from = "CarrierPhraseList")]
+pub struct CarrierPhrases {
+    prefixes: Vec<Analyzed>,
+    suffixes: Vec<Analyzed>,
+}
+
+/// A carrier phrase in analyzed form.
+#[derive(Debug, Clone, PartialEq)]
+struct Analyzed {
+    words: Vec<String>,
+    category: Option<String>,
+}
+
+impl From<CarrierPhraseList> for CarrierPhrases {
+    fn from(list: CarrierPhraseList) -> Self {
+        let analyzed = |phrases: Vec<CarrierPhrase>| {
+            phrases
+                .into_iter()
+                .map(|p| Analyzed {
+                    words: analyze(&p.phrase),
+                    category: p.category,
+                })
+                .filter(|p| !p.words.is_empty())
+                .collect()
+        };
+        Self {
+            prefixes: analyzed(list.prefixes),
+            suffixes: analyzed(list.suffixes),
+        }
+    }
 }
 
 /// A query with its carrier phrases taken off.
@@ -175,27 +210,12 @@ impl Default for CarrierPhrases {
                 })
                 .collect()
         };
-        Self {
+        CarrierPhraseList {
             prefixes: build(PREFIXES),
             suffixes: build(SUFFIXES),
         }
+        .into()
     }
-}
-
-/// A carrier phrase in analyzed form.
-struct Analyzed<'a> {
-    words: Vec<String>,
-    category: Option<&'a str>,
-}
-
-fn analyzed(list: &[CarrierPhrase]) -> Vec<Analyzed<'_>> {
-    list.iter()
-        .map(|p| Analyzed {
-            words: analyze(&p.phrase),
-            category: p.category.as_deref(),
-        })
-        .filter(|p| !p.words.is_empty())
-        .collect()
 }
 
 impl CarrierPhrases {
@@ -218,7 +238,7 @@ impl CarrierPhrases {
         self.prefixes
             .iter()
             .chain(&self.suffixes)
-            .flat_map(|p| analyze(&p.phrase))
+            .flat_map(|p| p.words.iter().cloned())
     }
 
     /// Interprets a query given as text.
@@ -231,17 +251,17 @@ impl CarrierPhrases {
     /// Long phrase words match within the fuzzy distance ("waether in" = "weather in"),
     /// since the recognizer misspells them too.
     pub fn interpret_words(&self, mut words: Vec<String>) -> Intent {
-        let mut category = None;
-        let prefixes = analyzed(&self.prefixes);
-        let suffixes = analyzed(&self.suffixes);
+        let mut category: Option<&str> = None;
         loop {
-            let prefix = prefixes
+            let prefix = self
+                .prefixes
                 .iter()
                 .filter(|p| {
                     p.words.len() < words.len() && same_words(&words[..p.words.len()], &p.words)
                 })
                 .max_by_key(|p| p.words.len());
-            let suffix = suffixes
+            let suffix = self
+                .suffixes
                 .iter()
                 .filter(|p| {
                     p.words.len() < words.len()
@@ -251,11 +271,11 @@ impl CarrierPhrases {
             match (prefix, suffix) {
                 (Some(p), _) => {
                     words.drain(..p.words.len());
-                    category = p.category.or(category);
+                    category = p.category.as_deref().or(category);
                 }
                 (None, Some(s)) => {
                     words.truncate(words.len() - s.words.len());
-                    category = category.or(s.category);
+                    category = category.or(s.category.as_deref());
                 }
                 (None, None) => break,
             }
