@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::session::SessionLimits;
+use crate::workers::PoolSize;
+
 /// Everything `voice-search serve` can be told. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +30,18 @@ pub struct ServeConfig {
     pub max_utterance_seconds: f64,
     /// TOML file replacing the built-in carrier phrases.
     pub carrier_phrases: Option<PathBuf>,
+    /// Transcription worker threads (default: one per core).
+    pub workers: usize,
+    /// Utterances that may wait for a worker; beyond that, RESOURCE_EXHAUSTED.
+    pub queue_depth: usize,
+    /// Audio one stream may carry in all, in seconds; beyond that, OUT_OF_RANGE.
+    pub max_stream_seconds: f64,
+    /// A stream with no message for this long is closed with DEADLINE_EXCEEDED.
+    pub idle_timeout_seconds: f64,
+    /// Streams open at once; beyond that, RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Load the built-in demo catalog when the index is empty at start.
+    pub demo_catalog: bool,
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
@@ -44,6 +59,12 @@ impl Default for ServeConfig {
             shutdown_grace_seconds: 10,
             max_utterance_seconds: 30.0,
             carrier_phrases: None,
+            workers: PoolSize::default().workers,
+            queue_depth: PoolSize::default().queue_depth,
+            max_stream_seconds: 300.0,
+            idle_timeout_seconds: 10.0,
+            max_streams: 64,
+            demo_catalog: true,
         }
     }
 }
@@ -78,6 +99,24 @@ impl ServeConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_seconds)
+    }
+
+    pub fn pool_size(&self) -> PoolSize {
+        PoolSize {
+            workers: self.workers,
+            queue_depth: self.queue_depth,
+        }
+    }
+
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_utterance_seconds: self.max_utterance_seconds,
+            max_stream_seconds: self.max_stream_seconds,
+        }
     }
 }
 

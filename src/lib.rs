@@ -13,3 +13,5 @@ pub mod pipeline;
 pub mod proto;
 pub mod search;
 pub mod service;
+pub mod session;
+pub mod workers;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::asr::{AsrError, Segment, TranscribeOptions, Transcript, Whisper};
-use crate::audio::{self, AudioError, AudioFormat, AudioInfo};
+use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
 use crate::search::{QueryEngine, SearchError, SearchHit, SearchRequest};
 
 /// Why an utterance could not be processed.
@@ -66,9 +66,34 @@ impl Pipeline {
         options: &TranscribeOptions,
         hits: Option<&HitOptions>,
     ) -> Result<UtteranceOutcome, PipelineError> {
-        let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
         let started = Instant::now();
-        let prepared = audio::prepare(bytes, format)?;
+        let decoded = audio::decode(bytes, format)?;
+        self.run_decoded(decoded, started, options, hits)
+    }
+
+    /// Like [`Pipeline::run`] for the part of an utterance heard so far (an interim
+    /// result): audio cut short by a chunk boundary is read up to its last whole frame.
+    pub fn run_prefix(
+        &self,
+        bytes: &[u8],
+        format: &AudioFormat,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let started = Instant::now();
+        let decoded = audio::decode_prefix(bytes, format)?;
+        self.run_decoded(decoded, started, options, hits)
+    }
+
+    fn run_decoded(
+        &self,
+        decoded: Decoded,
+        started: Instant,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
+        let prepared = audio::prepare_decoded(decoded)?;
         if prepared.info.duration_seconds > options.max_seconds {
             return Err(AudioError::TooLong {
                 seconds: prepared.info.duration_seconds,

@@ -5,4 +5,5 @@ mod audio;
 mod common;
 mod search;
 mod server;
+mod streaming;
 mod voice;

@@ -14,7 +14,7 @@ use voice_search::search::{
     CarrierPhrases, CatalogDocument, CatalogIndex, QueryEngine, SearchError, SearchRequest,
 };
 
-use crate::server::TestServer;
+use crate::server::{test_config, TestServer};
 
 fn doc(value: Value) -> CatalogDocument {
     CatalogDocument::from_json(value).unwrap()
@@ -424,7 +424,7 @@ fn wire_doc(id: &str, title: &str) -> proto::Document {
 
 #[tokio::test]
 async fn catalog_and_search_over_grpc() {
-    let server = TestServer::start(Default::default()).await;
+    let server = TestServer::start(test_config()).await;
     let mut catalog = CatalogClient::new(server.channel().await);
     let mut search = SearchClient::new(server.channel().await);
 
@@ -504,7 +504,7 @@ async fn catalog_and_search_over_grpc() {
 
 #[tokio::test]
 async fn bad_catalog_input_gets_invalid_argument_naming_it() {
-    let server = TestServer::start(Default::default()).await;
+    let server = TestServer::start(test_config()).await;
     let mut catalog = CatalogClient::new(server.channel().await);
     let mut search = SearchClient::new(server.channel().await);
 

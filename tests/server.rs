@@ -22,6 +22,14 @@ pub struct TestServer {
     task: JoinHandle<Result<(), ServeError>>,
 }
 
+/// The server settings tests start from: the index starts empty (no demo catalog).
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        demo_catalog: false,
+        ..ServeConfig::default()
+    }
+}
+
 impl TestServer {
     /// Starts a server with `config`, its index in a fresh temporary folder.
     pub async fn start(mut config: ServeConfig) -> Self {
@@ -72,7 +80,7 @@ async fn health_status(channel: Channel, service: &str) -> ServingStatus {
 
 #[tokio::test]
 async fn health_answers_serving_for_every_service() {
-    let server = TestServer::start(ServeConfig::default()).await;
+    let server = TestServer::start(test_config()).await;
     for service in [
         "",
         "voicesearch.v1.VoiceSearch",
@@ -98,7 +106,7 @@ async fn health_answers_serving_for_every_service() {
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_services() {
     use tonic_reflection::pb::{v1, v1alpha};
-    let server = TestServer::start(ServeConfig::default()).await;
+    let server = TestServer::start(test_config()).await;
 
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -160,7 +168,7 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
 async fn shutdown_stops_the_server_cleanly() {
     let config = ServeConfig {
         shutdown_grace_seconds: 1,
-        ..ServeConfig::default()
+        ..test_config()
     };
     let server = TestServer::start(config).await;
     let addr = server.addr;
@@ -173,4 +181,29 @@ async fn shutdown_stops_the_server_cleanly() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+#[tokio::test]
+async fn an_empty_index_gets_the_demo_catalog_on_first_start() {
+    use voice_search::proto::search_client::SearchClient;
+    use voice_search::proto::{catalog_client::CatalogClient, GetStatsRequest, SearchRequest};
+    let server = TestServer::start(ServeConfig::default()).await;
+    let stats = CatalogClient::new(server.channel().await)
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let expected = voice_search::search::import::DEMO_CATALOG.lines().count() as u64;
+    assert_eq!(stats.document_count, expected);
+    let hits = SearchClient::new(server.channel().await)
+        .search(SearchRequest {
+            query: "watch the shawshank redemption".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits[0].title, "The Shawshank Redemption");
+    server.shutdown().await.unwrap();
 }

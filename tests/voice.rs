@@ -10,7 +10,7 @@ use voice_search::proto::{
 };
 
 use crate::common::fixture_bytes;
-use crate::server::TestServer;
+use crate::server::{test_config, TestServer};
 
 fn config(encoding: AudioEncoding, rate: u32) -> RecognitionConfig {
     RecognitionConfig {
@@ -44,7 +44,7 @@ async fn transcribe(
 
 #[tokio::test]
 async fn transcribe_and_voice_search_over_grpc() {
-    let server = TestServer::start(Default::default()).await;
+    let server = TestServer::start(test_config()).await;
     let mut voice = VoiceSearchClient::new(server.channel().await);
     let response = transcribe(&mut voice, wav_config(), fixture_bytes("q0004.wav"))
         .await
@@ -115,7 +115,7 @@ async fn transcribe_and_voice_search_over_grpc() {
 
 #[tokio::test]
 async fn bad_audio_gets_a_precise_status_and_the_server_goes_on() {
-    let server = TestServer::start(Default::default()).await;
+    let server = TestServer::start(test_config()).await;
     let mut voice = VoiceSearchClient::new(server.channel().await);
     let good = fixture_bytes("q0004.wav");
     let nan: Vec<u8> = [0.1f32, f32::NAN]

@@ -75,6 +75,11 @@ impl UtteranceBuffer {
         self.byte_rate.map_or(0.0, |rate| payload as f64 / rate)
     }
 
+    /// The bytes received so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }

@@ -68,17 +68,46 @@ impl Decoded {
 
 /// Decodes one whole utterance.
 pub fn decode(bytes: &[u8], format: &AudioFormat) -> Result<Decoded, AudioError> {
+    decode_with(bytes, format, Completeness::Whole)
+}
+
+/// Decodes the start of an utterance that is still arriving: a WAV data chunk shorter
+/// than its header declares, or a last frame cut by a chunk boundary, is not an error
+/// here; the audio is read up to the last whole frame.
+pub fn decode_prefix(bytes: &[u8], format: &AudioFormat) -> Result<Decoded, AudioError> {
+    decode_with(bytes, format, Completeness::Prefix)
+}
+
+/// Whether the bytes must hold the whole utterance.
+#[derive(Clone, Copy, PartialEq)]
+enum Completeness {
+    Whole,
+    Prefix,
+}
+
+fn decode_with(
+    bytes: &[u8],
+    format: &AudioFormat,
+    completeness: Completeness,
+) -> Result<Decoded, AudioError> {
     format.validate()?;
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
     let decoded = match format.encoding {
-        Encoding::Wav => decode_wav(bytes, format)?,
+        Encoding::Wav => decode_wav(bytes, format, completeness)?,
         raw => {
             let sample_rate = format
                 .sample_rate
                 .ok_or(AudioError::MissingSampleRate(raw))?;
             let channels = format.channels.unwrap_or(1);
+            let bytes = match completeness {
+                Completeness::Whole => bytes,
+                Completeness::Prefix => {
+                    let frame = raw_sample_bytes(raw) * channels as usize;
+                    &bytes[..bytes.len() / frame * frame]
+                }
+            };
             let samples = decode_raw(bytes, raw, channels)?;
             Decoded {
                 samples,
@@ -146,7 +175,11 @@ fn mulaw_to_linear(byte: u8) -> i16 {
     }
 }
 
-fn decode_wav(bytes: &[u8], format: &AudioFormat) -> Result<Decoded, AudioError> {
+fn decode_wav(
+    bytes: &[u8],
+    format: &AudioFormat,
+    completeness: Completeness,
+) -> Result<Decoded, AudioError> {
     let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(wav_error)?;
     let spec = reader.spec();
     check_rate(spec.sample_rate)?;
@@ -166,8 +199,11 @@ fn decode_wav(bytes: &[u8], format: &AudioFormat) -> Result<Decoded, AudioError>
         });
     }
     let declared_samples = reader.len() as usize;
-    let samples = read_wav_samples(reader, spec, bytes.len())?;
-    if samples.len() < declared_samples {
+    let mut samples = read_wav_samples(reader, spec, bytes.len())?;
+    if completeness == Completeness::Prefix {
+        samples.truncate(samples.len() / spec.channels as usize * spec.channels as usize);
+    }
+    if samples.len() < declared_samples && completeness == Completeness::Whole {
         return Err(AudioError::TruncatedWav {
             declared: declared_samples,
             present: samples.len(),

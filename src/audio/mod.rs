@@ -13,7 +13,7 @@ pub mod resample;
 pub mod vad;
 
 pub use buffer::UtteranceBuffer;
-pub use decode::{decode, AudioFormat, Decoded, Encoding};
+pub use decode::{decode, decode_prefix, AudioFormat, Decoded, Encoding};
 pub use resample::TARGET_SAMPLE_RATE;
 pub use vad::VoiceActivity;
 

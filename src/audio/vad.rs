@@ -24,6 +24,8 @@ const MIN_SPEECH_SECONDS: f64 = 0.150;
 /// trailing consonants survive the trim.
 const LEAD_PAD_SECONDS: f64 = 0.20;
 const TRAIL_PAD_SECONDS: f64 = 0.30;
+/// A pause this long between active stretches separates two utterances in a recording.
+const UTTERANCE_GAP_SECONDS: f64 = 0.8;
 /// Energy of an all-zero frame, to keep logarithms finite.
 const SILENCE_DB: f32 = -120.0;
 
@@ -82,6 +84,41 @@ pub fn detect(samples: &[f32], sample_rate: u32) -> VoiceActivity {
         voiced_level_db: power_to_db(mean_power),
         noise_floor_db: floor,
     }
+}
+
+/// Cuts a recording that may hold several utterances where the speaker paused at least
+/// 0.8 s, as a phone's VAD would; each cut lies in the middle of its pause, so the spans
+/// cover the whole recording. Returns `(start, end)` in seconds, one span when there is
+/// no pause (or no speech).
+pub fn split_utterances(samples: &[f32], sample_rate: u32) -> Vec<(f64, f64)> {
+    let duration = samples.len() as f64 / sample_rate as f64;
+    let levels = frame_levels_db(samples, sample_rate);
+    let Some(floor) = percentile(&levels, 0.10) else {
+        return vec![(0.0, duration)];
+    };
+    let active: Vec<usize> = (0..levels.len())
+        .filter(|&i| levels[i] > floor + ABOVE_FLOOR_DB && levels[i] > ABSOLUTE_FLOOR_DB)
+        .collect();
+    let gap_frames = (UTTERANCE_GAP_SECONDS / HOP_SECONDS) as usize;
+    let mut cuts = Vec::new();
+    let mut stretch_frames = 0;
+    for pair in active.windows(2) {
+        stretch_frames += 1;
+        if pair[1] - pair[0] > gap_frames
+            && stretch_frames as f64 * HOP_SECONDS >= MIN_SPEECH_SECONDS
+        {
+            cuts.push((pair[0] + pair[1]) as f64 / 2.0 * HOP_SECONDS);
+            stretch_frames = 0;
+        }
+    }
+    // A last stretch too short to be speech stays with the utterance before it.
+    if (stretch_frames + 1) as f64 * HOP_SECONDS < MIN_SPEECH_SECONDS {
+        cuts.pop();
+    }
+    let mut bounds = vec![0.0];
+    bounds.extend(cuts);
+    bounds.push(duration);
+    bounds.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 /// Level of each frame, in dBFS.

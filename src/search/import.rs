@@ -6,6 +6,10 @@ use std::io::BufRead;
 
 use super::{CatalogDocument, CatalogIndex, SearchError, UpsertCounts};
 
+/// The demo catalog compiled into the binary (see `demo/README.md`): what the server
+/// loads into an empty index on its first start.
+pub const DEMO_CATALOG: &str = include_str!("../../demo/catalog.jsonl");
+
 /// Documents per commit unless told otherwise.
 pub const DEFAULT_BATCH: usize = 1000;
 

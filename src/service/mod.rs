@@ -23,7 +23,8 @@ use crate::proto::catalog_server::CatalogServer;
 use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
+use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
+use crate::workers::WorkerPool;
 
 pub use catalog::CatalogService;
 pub use search::SearchService;
@@ -49,6 +50,18 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let max_bytes = config.max_message_bytes;
     let index = Arc::new(CatalogIndex::open(&config.index)?);
+    if config.demo_catalog && index.stats()?.document_count == 0 {
+        let summary = import::import_jsonl(
+            &index,
+            import::DEMO_CATALOG.as_bytes(),
+            import::DEFAULT_BATCH,
+            |_| {},
+        )?;
+        tracing::info!(
+            documents = summary.added,
+            "empty index: loaded the built-in demo catalog"
+        );
+    }
     tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
     let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
     let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
@@ -67,6 +80,12 @@ pub async fn serve(
         whisper,
         search: Some(engine.clone()),
     };
+    let pool = WorkerPool::new(config.pool_size());
+    tracing::info!(
+        workers = pool.size().workers,
+        queue_depth = pool.size().queue_depth,
+        "transcription pool started"
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -108,12 +127,9 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            VoiceSearchServer::new(VoiceSearchService::new(
-                pipeline,
-                config.max_utterance_seconds,
-            ))
-            .max_decoding_message_size(max_bytes)
-            .max_encoding_message_size(max_bytes),
+            VoiceSearchServer::new(VoiceSearchService::new(pipeline, pool, config))
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
         )
         .add_service(
             SearchServer::new(SearchService::new(engine))

@@ -6,6 +6,8 @@ use crate::asr::AsrError;
 use crate::audio::AudioError;
 use crate::pipeline::PipelineError;
 use crate::search::SearchError;
+use crate::session::SessionError;
+use crate::workers::{JobFailed, PoolFull};
 
 impl From<AudioError> for Status {
     fn from(error: AudioError) -> Self {
@@ -54,14 +56,35 @@ impl From<PipelineError> for Status {
     }
 }
 
-/// The answer of an RPC whose implementation has not landed yet.
-pub fn not_yet(what: &str, issue: u32) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented yet (tracked in issue #{issue})"
-    ))
+impl From<SessionError> for Status {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::Audio { index, source } => {
+                let status = Status::from(source);
+                Status::new(
+                    status.code(),
+                    format!("utterance {index}: {}", status.message()),
+                )
+            }
+            SessionError::EmptyUtterance { .. } => Status::invalid_argument(error.to_string()),
+            SessionError::StreamTooLong { .. } => Status::out_of_range(error.to_string()),
+        }
+    }
 }
 
-/// Runs blocking library work off the async runtime.
+impl From<PoolFull> for Status {
+    fn from(error: PoolFull) -> Self {
+        Status::resource_exhausted(error.to_string())
+    }
+}
+
+impl From<JobFailed> for Status {
+    fn from(error: JobFailed) -> Self {
+        Status::internal(error.to_string())
+    }
+}
+
+/// Runs blocking library work (search, index writes) off the async runtime.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {

@@ -1,22 +1,30 @@
 //! `voicesearch.v1.VoiceSearch`: spoken queries in, transcripts and hits out.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::search::to_proto_hits;
-use super::status::{blocking, not_yet};
 use crate::asr::{self, TranscribeOptions};
 use crate::audio::{AudioFormat, AudioInfo, Encoding};
-use crate::pipeline::{HitOptions, Pipeline, UtteranceOutcome};
+use crate::config::ServeConfig;
+use crate::pipeline::{HitOptions, Pipeline, PipelineError, UtteranceOutcome};
+use crate::proto::streaming_voice_search_request::Request as StreamRequest;
 use crate::proto::voice_search_server::VoiceSearch;
 use crate::proto::{
-    self, AudioEncoding, RecognitionConfig, StreamingVoiceSearchRequest,
-    StreamingVoiceSearchResponse, TranscribeRequest, TranscribeResponse, UtteranceResult,
-    VoiceSearchRequest, VoiceSearchResponse,
+    self, AudioEncoding, RecognitionConfig, StreamingVoiceSearchConfig,
+    StreamingVoiceSearchRequest, StreamingVoiceSearchResponse, TranscribeRequest,
+    TranscribeResponse, UtteranceResult, VoiceSearchRequest, VoiceSearchResponse,
 };
 use crate::search::query::MAX_PAGE_SIZE;
+use crate::session::{Session, SessionLimits, Utterance};
+use crate::workers::{JobFailed, JobHandle, WorkerPool};
 
 /// Hits per utterance when the config does not say.
 const DEFAULT_MAX_HITS: usize = 5;
@@ -24,19 +32,24 @@ const DEFAULT_MAX_HITS: usize = 5;
 /// Serves the voice RPCs.
 pub struct VoiceSearchService {
     pipeline: Pipeline,
-    /// Longest utterance accepted, in seconds.
-    max_utterance_seconds: f64,
+    pool: WorkerPool,
+    limits: SessionLimits,
+    idle_timeout: Duration,
+    streams: Arc<Semaphore>,
 }
 
 impl VoiceSearchService {
-    pub fn new(pipeline: Pipeline, max_utterance_seconds: f64) -> Self {
+    pub fn new(pipeline: Pipeline, pool: WorkerPool, config: &ServeConfig) -> Self {
         Self {
             pipeline,
-            max_utterance_seconds,
+            pool,
+            limits: config.session_limits(),
+            idle_timeout: config.idle_timeout(),
+            streams: Arc::new(Semaphore::new(config.max_streams)),
         }
     }
 
-    /// Runs one whole utterance through the pipeline off the async runtime.
+    /// Runs one whole utterance through the pipeline on the worker pool.
     async fn run(
         &self,
         config: Option<RecognitionConfig>,
@@ -45,14 +58,31 @@ impl VoiceSearchService {
     ) -> Result<UtteranceOutcome, Status> {
         let config = config.ok_or_else(|| Status::invalid_argument("config is missing"))?;
         let format = audio_format(&config)?;
-        let options = TranscribeOptions {
-            language: Some(config.language.clone()).filter(|l| !l.is_empty()),
-            phrase_hints: config.phrase_hints.clone(),
-            max_seconds: self.max_utterance_seconds,
-            ..TranscribeOptions::default()
-        };
+        let options = transcribe_options(&config, self.limits.max_utterance_seconds);
         let pipeline = self.pipeline.clone();
-        blocking(move || Ok(pipeline.run(&audio, &format, &options, hits.as_ref())?)).await
+        let job = self
+            .pool
+            .submit(move || pipeline.run(&audio, &format, &options, hits.as_ref()))?;
+        Ok(job.await??)
+    }
+
+    /// What a stream needs once the call has returned its response stream.
+    fn stream_worker(&self) -> StreamWorker {
+        StreamWorker {
+            pipeline: self.pipeline.clone(),
+            pool: self.pool.clone(),
+            limits: self.limits,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
+
+fn transcribe_options(config: &RecognitionConfig, max_seconds: f64) -> TranscribeOptions {
+    TranscribeOptions {
+        language: Some(config.language.clone()).filter(|l| !l.is_empty()),
+        phrase_hints: config.phrase_hints.clone(),
+        max_seconds,
+        ..TranscribeOptions::default()
     }
 }
 
@@ -145,6 +175,261 @@ pub fn to_proto_audio(info: &AudioInfo) -> proto::AudioInfo {
     }
 }
 
+/// Responses a stream may have ready before the client reads them.
+const RESPONSES_BUFFERED: usize = 8;
+
+/// What one utterance's pipeline run gives, awaited on the worker pool.
+type PendingOutcome = JobHandle<Result<UtteranceOutcome, PipelineError>>;
+
+/// A transcription in flight for a stream.
+struct InFlight {
+    index: u32,
+    is_final: bool,
+    outcome: PendingOutcome,
+}
+
+/// Runs one stream: reads its messages, feeds its session, and sends each utterance's
+/// results in order. Utterances of one stream are transcribed one at a time.
+struct StreamWorker {
+    pipeline: Pipeline,
+    pool: WorkerPool,
+    limits: SessionLimits,
+    idle_timeout: Duration,
+}
+
+/// The stream as the worker reads it.
+struct StreamSettings {
+    format: AudioFormat,
+    options: TranscribeOptions,
+    hits: HitOptions,
+    search_interim: bool,
+}
+
+type Responses = mpsc::Sender<Result<StreamingVoiceSearchResponse, Status>>;
+
+impl StreamWorker {
+    /// Returns when the stream is done or the client has gone; an error is the status
+    /// the stream ends with.
+    async fn drive(
+        &self,
+        mut inbound: Streaming<StreamingVoiceSearchRequest>,
+        out: &Responses,
+    ) -> Result<(), Status> {
+        let opened = Instant::now();
+        let config = match self.first_message(&mut inbound).await? {
+            Some(config) => config,
+            None => return Ok(()),
+        };
+        let recognition = config.recognition.ok_or_else(|| {
+            Status::invalid_argument(
+                "config.recognition is missing: it must say how the audio is encoded",
+            )
+        })?;
+        let settings = StreamSettings {
+            format: audio_format(&recognition)?,
+            options: transcribe_options(&recognition, self.limits.max_utterance_seconds),
+            hits: hit_options(config.search.as_ref())?,
+            search_interim: config.search.as_ref().is_some_and(|s| s.search_interim),
+        };
+        let mut session = Session::new(settings.format, self.limits, recognition.interim_results);
+        let mut in_flight: Option<InFlight> = None;
+        let mut waiting: VecDeque<Utterance> = VecDeque::new();
+        let mut client_open = true;
+        let mut last_activity = Instant::now();
+        let closes_at = opened + Duration::from_secs_f64(self.limits.max_stream_seconds);
+        loop {
+            if in_flight.is_none() {
+                if let Some(utterance) = waiting.pop_front() {
+                    in_flight = Some(self.start_final(utterance, &settings)?);
+                }
+            }
+            if !client_open && in_flight.is_none() {
+                return Ok(());
+            }
+            let idle = in_flight.is_none() && client_open;
+            tokio::select! {
+                // The client cancelled or disconnected: dropping the job frees its place.
+                () = out.closed() => return Ok(()),
+                result = async { (&mut in_flight.as_mut().expect("guarded").outcome).await },
+                    if in_flight.is_some() =>
+                {
+                    let done = in_flight.take().expect("guarded");
+                    let response = self.respond(&done, result, &settings)?;
+                    if let Some(response) = response {
+                        if out.send(Ok(response)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    last_activity = Instant::now();
+                }
+                message = inbound.message(), if client_open => {
+                    last_activity = Instant::now();
+                    match message {
+                        Ok(Some(message)) => match message.request {
+                            Some(StreamRequest::Audio(chunk)) => {
+                                session.push(&chunk)?;
+                                if in_flight.is_none() && waiting.is_empty() {
+                                    in_flight = self.start_interim(&mut session, &settings);
+                                }
+                            }
+                            Some(StreamRequest::EndOfUtterance(_)) => {
+                                waiting.push_back(session.finish_utterance()?);
+                                in_flight.take_if(|job| !job.is_final);
+                            }
+                            Some(StreamRequest::Config(_)) => {
+                                return Err(Status::invalid_argument(
+                                    "a second config: the config comes once, as the first \
+                                     message; open a new stream for other settings",
+                                ))
+                            }
+                            None => return Err(empty_message()),
+                        },
+                        Ok(None) => {
+                            client_open = false;
+                            if session.has_audio() {
+                                waiting.push_back(session.finish_utterance()?);
+                                in_flight.take_if(|job| !job.is_final);
+                            }
+                        }
+                        // The client reset the stream; nobody is left to answer.
+                        Err(status) => {
+                            tracing::debug!(%status, "client ended the stream");
+                            return Ok(());
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until((last_activity + self.idle_timeout).into()), if idle => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no message for {:.0} s: send audio, end_of_utterance or close the stream",
+                        self.idle_timeout.as_secs_f64()
+                    )));
+                }
+                () = tokio::time::sleep_until(closes_at.into()) => {
+                    return Err(Status::out_of_range(format!(
+                        "the stream has been open for {:.0} s, the limit: open a new stream",
+                        self.limits.max_stream_seconds
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The config, or `None` when the client closed the stream without sending anything.
+    async fn first_message(
+        &self,
+        inbound: &mut Streaming<StreamingVoiceSearchRequest>,
+    ) -> Result<Option<StreamingVoiceSearchConfig>, Status> {
+        let message = tokio::time::timeout(self.idle_timeout, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no config within {:.0} s of opening the stream",
+                    self.idle_timeout.as_secs_f64()
+                ))
+            })??;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        match message.request {
+            Some(StreamRequest::Config(config)) => Ok(Some(config)),
+            Some(StreamRequest::Audio(_)) => Err(Status::invalid_argument(
+                "audio before the config: the first message of a stream must be the config",
+            )),
+            Some(StreamRequest::EndOfUtterance(_)) => Err(Status::invalid_argument(
+                "end_of_utterance before the config: the first message of a stream must be \
+                 the config",
+            )),
+            None => Err(empty_message()),
+        }
+    }
+
+    fn start_final(
+        &self,
+        utterance: Utterance,
+        settings: &StreamSettings,
+    ) -> Result<InFlight, Status> {
+        let pipeline = self.pipeline.clone();
+        let (format, options, hits) = (
+            settings.format,
+            settings.options.clone(),
+            settings.hits.clone(),
+        );
+        let bytes = utterance.bytes;
+        let outcome = self
+            .pool
+            .submit(move || pipeline.run(&bytes, &format, &options, Some(&hits)))
+            .map_err(|full| utterance_status(utterance.index, full.into()))?;
+        Ok(InFlight {
+            index: utterance.index,
+            is_final: true,
+            outcome,
+        })
+    }
+
+    /// Starts an interim transcription when one is due and a worker can take it; a busy
+    /// pool only skips it.
+    fn start_interim(&self, session: &mut Session, settings: &StreamSettings) -> Option<InFlight> {
+        let (index, bytes) = session.interim_due()?;
+        let pipeline = self.pipeline.clone();
+        let (format, options) = (settings.format, settings.options.clone());
+        let hits = settings.search_interim.then(|| settings.hits.clone());
+        let outcome = self
+            .pool
+            .submit(move || pipeline.run_prefix(&bytes, &format, &options, hits.as_ref()))
+            .ok()?;
+        Some(InFlight {
+            index,
+            is_final: false,
+            outcome,
+        })
+    }
+
+    /// The response for a finished job; a failed interim result is only skipped, a failed
+    /// final one ends the stream.
+    fn respond(
+        &self,
+        job: &InFlight,
+        result: Result<Result<UtteranceOutcome, PipelineError>, JobFailed>,
+        settings: &StreamSettings,
+    ) -> Result<Option<StreamingVoiceSearchResponse>, Status> {
+        let outcome = match (result, job.is_final) {
+            (Ok(Ok(outcome)), _) => outcome,
+            (Ok(Err(error)), true) => return Err(utterance_status(job.index, error.into())),
+            (Err(failed), true) => return Err(utterance_status(job.index, failed.into())),
+            (_, false) => return Ok(None),
+        };
+        if !job.is_final && outcome.transcript.text.is_empty() {
+            return Ok(None);
+        }
+        let hits = if job.is_final || settings.search_interim {
+            to_proto_hits(outcome.hits)
+        } else {
+            Vec::new()
+        };
+        Ok(Some(StreamingVoiceSearchResponse {
+            utterance_index: job.index,
+            result: Some(UtteranceResult {
+                is_final: job.is_final,
+                audio: Some(to_proto_audio(&outcome.audio)),
+                transcript: Some(to_proto_transcript(outcome.transcript)),
+                hits,
+            }),
+        }))
+    }
+}
+
+fn empty_message() -> Status {
+    Status::invalid_argument("a message with nothing set: set config, audio or end_of_utterance")
+}
+
+/// A status about one utterance names it.
+fn utterance_status(index: u32, status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("utterance {index}: {}", status.message()),
+    )
+}
+
 type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<StreamingVoiceSearchResponse, Status>> + Send>>;
 
@@ -154,9 +439,26 @@ impl VoiceSearch for VoiceSearchService {
 
     async fn streaming_voice_search(
         &self,
-        _request: Request<Streaming<StreamingVoiceSearchRequest>>,
+        request: Request<Streaming<StreamingVoiceSearchRequest>>,
     ) -> Result<Response<Self::StreamingVoiceSearchStream>, Status> {
-        Err(not_yet("StreamingVoiceSearch", 5))
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "the server has as many streams open as it allows; retry with backoff",
+            )
+        })?;
+        let inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(RESPONSES_BUFFERED);
+        let worker = self.stream_worker();
+        tokio::spawn(async move {
+            // Held until the stream ends, so it counts against the limit until then.
+            let _permit = permit;
+            let outcome = worker.drive(inbound, &sender).await;
+            if let Err(status) = outcome {
+                tracing::info!(code = ?status.code(), message = status.message(), "stream refused");
+                sender.send(Err(status)).await.ok();
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn voice_search(

@@ -1,0 +1,273 @@
+//! The bounded pool of threads that runs transcription outside the async runtime.
+//!
+//! A fixed number of workers take jobs from a queue of fixed depth. A job that finds the
+//! queue full is refused at once ([`PoolFull`]), so that overload turns into a fast,
+//! retryable error instead of ever-growing latency. A job whose caller has gone (its
+//! [`JobHandle`] dropped: the client cancelled or disconnected) is skipped when a worker
+//! reaches it, so it frees its place without costing any work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The queue was full; the job was not taken.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("all {workers} transcription workers are busy and {queued} utterances are already waiting; retry with backoff")]
+pub struct PoolFull {
+    pub workers: usize,
+    pub queued: usize,
+}
+
+/// The job panicked, so it has no result.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the transcription worker failed on this utterance")]
+pub struct JobFailed;
+
+/// How many threads and how many waiting jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    pub workers: usize,
+    pub queue_depth: usize,
+}
+
+impl Default for PoolSize {
+    /// One worker per core: decoding a step is mostly single-threaded, so parallel
+    /// utterances use the cores best. The queue holds four utterances per worker, a few
+    /// seconds of waiting at most.
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            workers,
+            queue_depth: 4 * workers,
+        }
+    }
+}
+
+/// Counts the pool exposes for monitoring.
+#[derive(Debug, Default)]
+struct Load {
+    queued: AtomicUsize,
+    running: AtomicUsize,
+}
+
+/// Where a job stands; a job leaves `QUEUED` exactly once, to run or to be cancelled.
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// A fixed pool of worker threads with a bounded queue. Cloning shares the pool.
+#[derive(Clone)]
+pub struct WorkerPool {
+    sender: Sender<Job>,
+    size: PoolSize,
+    load: Arc<Load>,
+}
+
+/// The pending result of a submitted job; await it for the result. Dropping it before a
+/// worker has started the job cancels the job and gives its place in the queue back.
+pub struct JobHandle<T> {
+    result: oneshot::Receiver<T>,
+    state: Arc<AtomicU8>,
+    load: Arc<Load>,
+}
+
+impl<T> Future for JobHandle<T> {
+    type Output = Result<T, JobFailed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.result).poll(cx).map_err(|_| JobFailed)
+    }
+}
+
+impl<T> Drop for JobHandle<T> {
+    fn drop(&mut self) {
+        if self
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.load.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl WorkerPool {
+    /// Starts the worker threads.
+    pub fn new(size: PoolSize) -> Self {
+        let size = PoolSize {
+            workers: size.workers.max(1),
+            ..size
+        };
+        let (sender, receiver) = channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..size.workers {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("transcribe-{n}"))
+                .spawn(move || work(&receiver))
+                .expect("spawning a worker thread");
+        }
+        Self {
+            sender,
+            size,
+            load: Arc::new(Load::default()),
+        }
+    }
+
+    /// Queues `job`, or refuses it at once when the queue is full.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JobHandle<T>, PoolFull> {
+        let admitted =
+            self.load
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued < self.size.queue_depth).then_some(queued + 1)
+                });
+        if let Err(queued) = admitted {
+            return Err(PoolFull {
+                workers: self.size.workers,
+                queued,
+            });
+        }
+        let (sender, result) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let handle = JobHandle {
+            result,
+            state: state.clone(),
+            load: self.load.clone(),
+        };
+        let load = self.load.clone();
+        let wrapped: Job = Box::new(move || {
+            if state
+                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            load.queued.fetch_sub(1, Ordering::AcqRel);
+            load.running.fetch_add(1, Ordering::AcqRel);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            load.running.fetch_sub(1, Ordering::AcqRel);
+            match outcome {
+                // A send fails only when the caller left while the job ran; nothing to do.
+                Ok(value) => drop(sender.send(value)),
+                Err(_) => tracing::error!("a transcription job panicked; the worker goes on"),
+            }
+        });
+        self.sender
+            .send(wrapped)
+            .expect("worker threads live as long as the pool");
+        Ok(handle)
+    }
+
+    pub fn size(&self) -> PoolSize {
+        self.size
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.load.queued.load(Ordering::Acquire)
+    }
+
+    /// Jobs a worker is running.
+    pub fn running(&self) -> usize {
+        self.load.running.load(Ordering::Acquire)
+    }
+}
+
+fn work(receiver: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let job = match receiver.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            // Every sender is gone: the pool was dropped.
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_jobs_and_refuses_when_full() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 1,
+        });
+        let (release, blocked) = channel::<()>();
+        let blocker = pool
+            .submit(move || {
+                blocked.recv().ok();
+                1
+            })
+            .unwrap();
+        // Wait until the worker holds the blocking job, so the queue is empty again.
+        while pool.running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let queued = pool.submit(|| 2).unwrap();
+        let refused = pool.submit(|| 3).err().expect("queue is full");
+        assert_eq!((refused.workers, refused.queued), (1, 1));
+        release.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap(), 1);
+        assert_eq!(queued.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn dropped_handles_skip_their_work() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 4,
+        });
+        let (release, blocked) = channel::<()>();
+        let blocker = pool.submit(move || blocked.recv().ok()).unwrap();
+        while pool.running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let cancelled: Vec<_> = (0..4)
+            .map(|_| {
+                let ran = ran.clone();
+                pool.submit(move || ran.fetch_add(1, Ordering::SeqCst))
+                    .unwrap()
+            })
+            .collect();
+        assert!(pool.submit(|| 0).is_err(), "the queue is full");
+        drop(cancelled);
+        // Cancelled jobs gave their places back while the worker is still busy.
+        assert_eq!(pool.queued(), 0);
+        let after = pool.submit(|| 7).unwrap();
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        assert_eq!(after.await.unwrap(), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_leaves_the_worker_alive() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 1,
+        });
+        let failed = pool.submit(|| -> u32 { panic!("bad job") }).unwrap();
+        assert!(failed.await.is_err());
+        assert_eq!(pool.submit(|| 5).unwrap().await.unwrap(), 5);
+        assert_eq!(pool.running(), 0);
+    }
+}

@@ -1,0 +1,554 @@
+//! StreamingVoiceSearch on a real server with the real model and a real index: several
+//! utterances per stream, interim results, chunking invariance, every bad input with the
+//! server answering afterwards, the full queue, the stream limit and cancellation.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use voice_search::config::ServeConfig;
+use voice_search::proto::catalog_client::CatalogClient;
+use voice_search::proto::streaming_voice_search_request::Request;
+use voice_search::proto::voice_search_client::VoiceSearchClient;
+use voice_search::proto::{
+    self, AudioEncoding, EndOfUtterance, RecognitionConfig, SearchOptions,
+    StreamingVoiceSearchConfig, StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
+    VoiceSearchRequest,
+};
+
+use crate::common::fixture_bytes;
+use crate::server::{test_config, TestServer};
+
+type Client = VoiceSearchClient<Channel>;
+
+fn config(encoding: AudioEncoding, rate: u32) -> StreamingVoiceSearchConfig {
+    StreamingVoiceSearchConfig {
+        recognition: Some(RecognitionConfig {
+            encoding: encoding as i32,
+            sample_rate_hz: rate,
+            ..Default::default()
+        }),
+        search: None,
+    }
+}
+
+fn configure(config: StreamingVoiceSearchConfig) -> StreamingVoiceSearchRequest {
+    StreamingVoiceSearchRequest {
+        request: Some(Request::Config(config)),
+    }
+}
+
+fn audio(bytes: &[u8]) -> StreamingVoiceSearchRequest {
+    StreamingVoiceSearchRequest {
+        request: Some(Request::Audio(bytes.to_vec())),
+    }
+}
+
+fn end() -> StreamingVoiceSearchRequest {
+    StreamingVoiceSearchRequest {
+        request: Some(Request::EndOfUtterance(EndOfUtterance {})),
+    }
+}
+
+/// A fixture's samples as raw LINEAR16 bytes, with its sample rate.
+fn linear16(name: &str) -> (Vec<u8>, u32) {
+    let reader = hound::WavReader::new(std::io::Cursor::new(fixture_bytes(name))).unwrap();
+    let rate = reader.spec().sample_rate;
+    let bytes = reader
+        .into_samples::<i16>()
+        .flat_map(|s| s.unwrap().to_le_bytes())
+        .collect();
+    (bytes, rate)
+}
+
+/// `bytes` as audio messages of at most `size` bytes each.
+fn pieces(bytes: &[u8], size: usize) -> Vec<StreamingVoiceSearchRequest> {
+    bytes.chunks(size).map(audio).collect()
+}
+
+/// Sends `messages`, half-closes, and gathers every response and how the stream ended.
+async fn exchange(
+    client: &mut Client,
+    messages: Vec<StreamingVoiceSearchRequest>,
+) -> (Vec<StreamingVoiceSearchResponse>, Result<(), Status>) {
+    let mut responses = Vec::new();
+    let mut stream = match client
+        .streaming_voice_search(tokio_stream::iter(messages))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (responses, Err(status)),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(response)) => responses.push(response),
+            Ok(None) => return (responses, Ok(())),
+            Err(status) => return (responses, Err(status)),
+        }
+    }
+}
+
+fn finals(responses: &[StreamingVoiceSearchResponse]) -> Vec<&proto::UtteranceResult> {
+    responses
+        .iter()
+        .filter_map(|r| r.result.as_ref())
+        .filter(|r| r.is_final)
+        .collect()
+}
+
+fn text(result: &proto::UtteranceResult) -> &str {
+    &result.transcript.as_ref().unwrap().text
+}
+
+const CONFERENCE: &str = "You will now be placed into the conference.";
+
+/// One good utterance: the server must still answer correctly.
+async fn assert_still_answers(client: &mut Client) {
+    let (responses, ended) = exchange(
+        client,
+        vec![
+            configure(config(AudioEncoding::Wav, 0)),
+            audio(&fixture_bytes("q0004.wav")),
+        ],
+    )
+    .await;
+    ended.unwrap();
+    assert_eq!(text(finals(&responses)[0]), CONFERENCE);
+}
+
+async fn add_documents(server: &TestServer) {
+    let documents = [
+        ("dus", "Düsseldorf", "city"),
+        ("ber", "Berlin", "city"),
+        ("iron", "Iron Man", "song"),
+    ]
+    .into_iter()
+    .map(|(id, title, category)| proto::Document {
+        id: id.into(),
+        title: title.into(),
+        category: category.into(),
+        ..Default::default()
+    })
+    .collect();
+    CatalogClient::new(server.channel().await)
+        .upsert_documents(proto::UpsertDocumentsRequest { documents })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn several_utterances_each_get_their_final_result_in_order() {
+    let server = TestServer::start(test_config()).await;
+    add_documents(&server).await;
+    let mut client = Client::new(server.channel().await);
+    let (first, rate) = linear16("q0004.wav");
+    let (second, second_rate) = linear16("q0006.wav");
+    assert_eq!(rate, second_rate);
+    // 100 ms chunks, as a phone sends them; the last utterance ends by half-closing.
+    let mut messages = vec![configure(config(AudioEncoding::Linear16, rate))];
+    messages.extend(pieces(&first, 3_200));
+    messages.push(end());
+    messages.extend(pieces(&second, 3_200));
+    messages.push(end());
+    messages.extend(pieces(&vec![0; 32_000], 3_200));
+    let (responses, ended) = exchange(&mut client, messages).await;
+    ended.unwrap();
+    let indexes: Vec<u32> = responses.iter().map(|r| r.utterance_index).collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    let results = finals(&responses);
+    assert_eq!(text(results[0]), CONFERENCE);
+    assert_eq!(results[1].hits[0].id, "dus", "{:?}", results[1].transcript);
+    // Silence: an empty transcript and no hits, never an invented sentence.
+    assert_eq!(text(results[2]), "");
+    assert!(results[2].hits.is_empty());
+    assert!(!results[2].audio.as_ref().unwrap().voice_detected);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn chunking_never_changes_the_result() {
+    let server = TestServer::start(test_config()).await;
+    add_documents(&server).await;
+    let mut client = Client::new(server.channel().await);
+    let wav = fixture_bytes("q0016.wav");
+    let whole = exchange(
+        &mut client,
+        vec![configure(config(AudioEncoding::Wav, 0)), audio(&wav), end()],
+    )
+    .await;
+    // 10 ms of 48 kHz 16-bit audio is 960 bytes; the WAV header is cut too.
+    let mut messages = vec![configure(config(AudioEncoding::Wav, 0))];
+    messages.extend(pieces(&wav, 960));
+    messages.push(end());
+    let chunked = exchange(&mut client, messages).await;
+    whole.1.unwrap();
+    chunked.1.unwrap();
+    let (whole, chunked) = (finals(&whole.0)[0], finals(&chunked.0)[0]);
+    assert_eq!(whole.transcript, chunked.transcript);
+    assert_eq!(whole.hits, chunked.hits);
+    assert_eq!(whole.hits[0].id, "iron", "{:?}", whole.transcript);
+    let unary = client
+        .voice_search(VoiceSearchRequest {
+            config: Some(config(AudioEncoding::Wav, 0)),
+            audio: wav,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(unary.transcript, whole.transcript);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn interim_results_come_while_audio_arrives_then_the_final_one() {
+    let server = TestServer::start(test_config()).await;
+    let mut client = Client::new(server.channel().await);
+    let (pcm, rate) = linear16("q0068.wav");
+    let mut stream_config = config(AudioEncoding::Linear16, rate);
+    stream_config.recognition.as_mut().unwrap().interim_results = true;
+    stream_config.search = Some(SearchOptions {
+        search_interim: true,
+        ..Default::default()
+    });
+    // Twice real time: 100 ms of audio every 50 ms, so interim results have time to run.
+    let (sender, receiver) = mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        sender.send(configure(stream_config)).await.unwrap();
+        for chunk in pcm.chunks(rate as usize / 10 * 2) {
+            sender.send(audio(chunk)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sender.send(end()).await.unwrap();
+    });
+    let mut stream = client
+        .streaming_voice_search(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut responses = Vec::new();
+    while let Some(response) = stream.message().await.unwrap() {
+        responses.push(response);
+    }
+    feeder.await.unwrap();
+    let (last, interims) = responses.split_last().unwrap();
+    assert!(!interims.is_empty(), "no interim result");
+    for interim in interims {
+        let result = interim.result.as_ref().unwrap();
+        assert!(!result.is_final);
+        assert_eq!(interim.utterance_index, 0);
+        assert!(!text(result).is_empty());
+    }
+    let result = last.result.as_ref().unwrap();
+    assert!(result.is_final);
+    assert_eq!(
+        text(result),
+        "The number you have dialed is not in service. Please check the number and try again."
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_over_the_stream_gets_its_status_and_the_server_goes_on() {
+    let server = TestServer::start(ServeConfig {
+        max_utterance_seconds: 5.0,
+        max_stream_seconds: 8.0,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    let raw16k = config(AudioEncoding::Linear16, 16_000);
+    let mut unknown = config(AudioEncoding::Wav, 0);
+    unknown.recognition.as_mut().unwrap().encoding = 42;
+    let nan: Vec<u8> = [0.1f32, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let four_seconds = vec![0u8; 2 * 16_000 * 4];
+    let cases: Vec<(&str, Vec<StreamingVoiceSearchRequest>, Code, &str)> = vec![
+        (
+            "audio before the config",
+            vec![audio(&[0; 320]), configure(raw16k.clone())],
+            Code::InvalidArgument,
+            "before the config",
+        ),
+        (
+            "a second config",
+            vec![configure(raw16k.clone()), configure(raw16k.clone())],
+            Code::InvalidArgument,
+            "second config",
+        ),
+        (
+            "an empty message",
+            vec![StreamingVoiceSearchRequest { request: None }],
+            Code::InvalidArgument,
+            "nothing set",
+        ),
+        (
+            "an unknown encoding",
+            vec![configure(unknown)],
+            Code::InvalidArgument,
+            "encoding 42 is unknown",
+        ),
+        (
+            "a sample rate out of range",
+            vec![configure(config(AudioEncoding::Linear16, 4_000))],
+            Code::InvalidArgument,
+            "4000 Hz",
+        ),
+        (
+            "a corrupt WAV header",
+            vec![
+                configure(config(AudioEncoding::Wav, 0)),
+                audio(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk"),
+                end(),
+            ],
+            Code::InvalidArgument,
+            "WAV",
+        ),
+        (
+            "an odd byte count for LINEAR16",
+            vec![configure(raw16k.clone()), audio(&[0; 101]), end()],
+            Code::InvalidArgument,
+            "101 bytes",
+        ),
+        (
+            "NaN floats",
+            vec![
+                configure(config(AudioEncoding::Float32, 16_000)),
+                audio(&nan),
+                end(),
+            ],
+            Code::InvalidArgument,
+            "NaN",
+        ),
+        (
+            "an empty utterance",
+            vec![configure(raw16k.clone()), end()],
+            Code::InvalidArgument,
+            "utterance 0 holds no audio",
+        ),
+        (
+            "a too-long utterance",
+            vec![
+                configure(raw16k.clone()),
+                audio(&four_seconds),
+                audio(&four_seconds),
+            ],
+            Code::OutOfRange,
+            "limit is 5.0 s",
+        ),
+        (
+            "a too-long stream",
+            vec![
+                configure(raw16k.clone()),
+                audio(&four_seconds),
+                end(),
+                audio(&four_seconds),
+                end(),
+                audio(&four_seconds),
+            ],
+            Code::OutOfRange,
+            "per stream",
+        ),
+    ];
+    for (what, messages, code, message) in cases {
+        let (_, ended) = exchange(&mut client, messages).await;
+        let status = ended.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {}", status.message());
+        assert!(
+            status.message().contains(message),
+            "{what}: {}",
+            status.message()
+        );
+        assert_still_answers(&mut client).await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_stream_is_closed_with_deadline_exceeded() {
+    let server = TestServer::start(ServeConfig {
+        idle_timeout_seconds: 0.5,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    let (sender, receiver) = mpsc::channel(1);
+    sender
+        .send(configure(config(AudioEncoding::Linear16, 16_000)))
+        .await
+        .unwrap();
+    let mut stream = client
+        .streaming_voice_search(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    // The sender stays alive, so the stream is open but silent.
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
+    drop(sender);
+    assert_still_answers(&mut client).await;
+    server.shutdown().await.unwrap();
+}
+
+/// Opens a stream that sends one utterance and then stays open; returns the sender that
+/// keeps it open and the response stream.
+async fn open_utterance(
+    client: &mut Client,
+    wav: &[u8],
+) -> Result<
+    (
+        mpsc::Sender<StreamingVoiceSearchRequest>,
+        tonic::Streaming<StreamingVoiceSearchResponse>,
+    ),
+    Status,
+> {
+    let (sender, receiver) = mpsc::channel(4);
+    sender
+        .send(configure(config(AudioEncoding::Wav, 0)))
+        .await
+        .unwrap();
+    sender.send(audio(wav)).await.unwrap();
+    sender.send(end()).await.unwrap();
+    let stream = client
+        .streaming_voice_search(ReceiverStream::new(receiver))
+        .await?
+        .into_inner();
+    Ok((sender, stream))
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_resource_exhausted_and_the_rest_succeed() {
+    let server = TestServer::start(ServeConfig {
+        workers: 1,
+        queue_depth: 2,
+        ..test_config()
+    })
+    .await;
+    let client = Client::new(server.channel().await);
+    let wav = fixture_bytes("q0068.wav");
+    let calls = (0..8).map(|_| {
+        let mut client = client.clone();
+        let wav = wav.clone();
+        tokio::spawn(async move {
+            exchange(
+                &mut client,
+                vec![configure(config(AudioEncoding::Wav, 0)), audio(&wav), end()],
+            )
+            .await
+        })
+    });
+    let (mut answered, mut refused) = (0, 0);
+    for call in calls.collect::<Vec<_>>() {
+        let (responses, ended) = call.await.unwrap();
+        match ended {
+            Ok(()) => {
+                answered += 1;
+                assert!(text(finals(&responses)[0]).starts_with("The number you have dialed"));
+            }
+            Err(status) => {
+                refused += 1;
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("retry"), "{status:?}");
+            }
+        }
+    }
+    assert!(answered >= 2, "{answered} answered");
+    assert!(refused >= 1, "nothing refused");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused() {
+    let server = TestServer::start(ServeConfig {
+        max_streams: 1,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    let (held, _responses) = open_utterance(&mut client, &fixture_bytes("q0004.wav"))
+        .await
+        .unwrap();
+    let (_, ended) = exchange(&mut client, vec![configure(config(AudioEncoding::Wav, 0))]).await;
+    assert_eq!(ended.unwrap_err().code(), Code::ResourceExhausted);
+    drop(held);
+    drop(_responses);
+    // The slot comes back once the first stream is gone.
+    let mut answered = false;
+    for _ in 0..50 {
+        let (responses, ended) = exchange(
+            &mut client,
+            vec![
+                configure(config(AudioEncoding::Wav, 0)),
+                audio(&fixture_bytes("q0004.wav")),
+            ],
+        )
+        .await;
+        if ended.is_ok() {
+            assert_eq!(text(finals(&responses)[0]), CONFERENCE);
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "the stream slot never came back");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_stream_gives_its_queue_place_back() {
+    let server = TestServer::start(ServeConfig {
+        workers: 1,
+        queue_depth: 1,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    // A long utterance keeps the one worker busy.
+    let long: Vec<u8> = {
+        let (pcm, _) = linear16("q0068.wav");
+        pcm.repeat(5)
+    };
+    let mut busy_config = config(AudioEncoding::Linear16, 8_000);
+    busy_config.recognition.as_mut().unwrap().channels = 1;
+    let mut busy_client = client.clone();
+    let busy = tokio::spawn(async move {
+        exchange(
+            &mut busy_client,
+            vec![configure(busy_config), audio(&long), end()],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // This one takes the only queue place, then its client goes away.
+    let (sender, responses) = open_utterance(&mut client, &fixture_bytes("q0004.wav"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(sender);
+    drop(responses);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its place is free again while the worker is still busy.
+    let (responses, ended) = exchange(
+        &mut client,
+        vec![
+            configure(config(AudioEncoding::Wav, 0)),
+            audio(&fixture_bytes("q0004.wav")),
+        ],
+    )
+    .await;
+    ended.unwrap();
+    assert_eq!(text(finals(&responses)[0]), CONFERENCE);
+    let (_, busy_ended) = busy.await.unwrap();
+    busy_ended.unwrap();
+    server.shutdown().await.unwrap();
+}
