@@ -7,6 +7,7 @@
 
 pub mod asr;
 pub mod audio;
+pub mod client;
 pub mod config;
 pub mod eval;
 pub mod pipeline;

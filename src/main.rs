@@ -12,8 +12,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 use voice_search::asr::{TranscribeOptions, Whisper};
 use voice_search::audio::{self, AudioFormat, Encoding};
-use voice_search::config::ServeConfig;
-use voice_search::eval::{self, ClipResult, Report};
+use tonic::transport::Channel;
+use voice_search::client;
+use voice_search::config::{ServeConfig, DEFAULT_MAX_MESSAGE_BYTES};
+use voice_search::eval::{self, ClipResult, Report, RunInfo};
+use voice_search::proto::voice_search_client::VoiceSearchClient;
+use voice_search::proto::{
+    AudioEncoding, RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig,
+    UtteranceResult, VoiceSearchRequest,
+};
 use voice_search::pipeline::{HitOptions, Pipeline};
 use voice_search::search::import::{self, ImportEvent};
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchRequest};
@@ -50,6 +57,31 @@ enum Command {
     /// Manage Whisper models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Send a WAV file to a running server as a phone would and print what comes back.
+    Client(ClientArgs),
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    file: PathBuf,
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    server: String,
+    /// Audio per message, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    chunk_ms: u32,
+    /// Send at the pace of real time, as a live microphone does.
+    #[arg(long)]
+    realtime: bool,
+    /// Ask for interim transcripts (with hits) while audio arrives.
+    #[arg(long)]
+    interim: bool,
+    /// Send the whole file in one VoiceSearch call instead of streaming it.
+    #[arg(long)]
+    unary: bool,
+    /// Hits per utterance.
+    #[arg(long, default_value_t = 5)]
+    max_hits: u32,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +189,14 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     decoding: DecodingArgs,
+    /// Drive a running server over gRPC (StreamingVoiceSearch) instead of running the
+    /// pipeline in this process; --index, --catalog, --model and decoding flags then
+    /// belong to the server.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: clips streamed at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
 }
 
 /// Flags override environment variables, which override the config file, which overrides
@@ -190,6 +230,25 @@ struct ServeArgs {
     /// Seconds in-flight calls may run on after SIGINT/SIGTERM [default: 10].
     #[arg(long, env = "VOICE_SEARCH_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: Option<u64>,
+    /// Transcription worker threads [default: one per core].
+    #[arg(long, env = "VOICE_SEARCH_WORKERS")]
+    workers: Option<usize>,
+    /// Utterances that may wait for a worker; more get RESOURCE_EXHAUSTED
+    /// [default: 4 per worker].
+    #[arg(long, env = "VOICE_SEARCH_QUEUE_DEPTH")]
+    queue_depth: Option<usize>,
+    /// Audio one stream may carry, and time it may stay open, in seconds [default: 300].
+    #[arg(long, env = "VOICE_SEARCH_MAX_STREAM_SECONDS")]
+    max_stream_seconds: Option<f64>,
+    /// Seconds a stream may stay silent before DEADLINE_EXCEEDED [default: 10].
+    #[arg(long, env = "VOICE_SEARCH_IDLE_TIMEOUT_SECONDS")]
+    idle_timeout_seconds: Option<f64>,
+    /// Streams open at once; more get RESOURCE_EXHAUSTED [default: 64].
+    #[arg(long, env = "VOICE_SEARCH_MAX_STREAMS")]
+    max_streams: Option<usize>,
+    /// Do not load the built-in demo catalog into an empty index.
+    #[arg(long, env = "VOICE_SEARCH_NO_DEMO_CATALOG")]
+    no_demo_catalog: bool,
 }
 
 impl ServeArgs {
@@ -222,6 +281,24 @@ impl ServeArgs {
         if let Some(v) = self.shutdown_grace_seconds {
             config.shutdown_grace_seconds = v;
         }
+        if let Some(v) = self.workers {
+            config.workers = v;
+        }
+        if let Some(v) = self.queue_depth {
+            config.queue_depth = v;
+        }
+        if let Some(v) = self.max_stream_seconds {
+            config.max_stream_seconds = v;
+        }
+        if let Some(v) = self.idle_timeout_seconds {
+            config.idle_timeout_seconds = v;
+        }
+        if let Some(v) = self.max_streams {
+            config.max_streams = v;
+        }
+        if self.no_demo_catalog {
+            config.demo_catalog = false;
+        }
         Ok(config)
     }
 }
@@ -245,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         Command::Search(args) => search(args),
         Command::Eval(args) => evaluate(args),
         Command::Transcribe(args) => transcribe(args),
+        Command::Client(args) => client(args),
         Command::Model(ModelCommand::Import { from, to }) => {
             voice_search::asr::ct2::import(&from, &to)?;
             println!("imported {} into {}", from.display(), to.display());
@@ -391,6 +469,38 @@ fn search(args: SearchArgs) -> anyhow::Result<()> {
 
 fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let entries = eval::read_manifest(&args.manifest)?;
+    let (clips, run) = match &args.server {
+        Some(server) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(evaluate_over_grpc(&entries, server, args.concurrency))?
+        }
+        None => evaluate_in_process(&args, &entries)?,
+    };
+    let report = Report::new(clips).with_run(run);
+    print!("{}", report.table());
+    for clip in report.clips.iter().filter(|c| c.expected_doc.is_some()) {
+        if clip.hits.first() != clip.expected_doc.as_ref() {
+            println!(
+                "miss {}: {:?} -> {:?} (expected {})",
+                clip.id,
+                clip.hypothesis,
+                clip.hits.first(),
+                clip.expected_doc.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if let Some(path) = &args.report {
+        report.write(path)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs every clip through the pipeline in this process, one after another.
+fn evaluate_in_process(
+    args: &EvalArgs,
+    entries: &[eval::ManifestEntry],
+) -> anyhow::Result<(Vec<ClipResult>, RunInfo)> {
     let index = Arc::new(CatalogIndex::open(&args.index)?);
     if index.stats()?.document_count == 0 {
         match &args.catalog {
@@ -427,7 +537,8 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     }
     let bar = progress_bar(entries.len() as u64, "clips");
     let mut clips = Vec::with_capacity(entries.len());
-    for entry in &entries {
+    let run_started = Instant::now();
+    for entry in entries {
         let started = Instant::now();
         let mut scores = None;
         let (hypothesis, hits) = if args.text_queries {
@@ -468,24 +579,188 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let report = Report::new(clips);
-    print!("{}", report.table());
-    for clip in report.clips.iter().filter(|c| c.expected_doc.is_some()) {
-        if clip.hits.first() != clip.expected_doc.as_ref() {
-            println!(
-                "miss {}: {:?} -> {:?} (expected {})",
-                clip.id,
-                clip.hypothesis,
-                clip.hits.first(),
-                clip.expected_doc.as_deref().unwrap_or("")
-            );
+    Ok((
+        clips,
+        RunInfo::new("in process", 1, run_started.elapsed(), entries.len()),
+    ))
+}
+
+/// Streams every clip to a running server, `concurrency` at a time, through the same
+/// client as `voice-search client`; latency runs from the last audio sent to the final
+/// result received.
+async fn evaluate_over_grpc(
+    entries: &[eval::ManifestEntry],
+    server: &str,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<ClipResult>, RunInfo)> {
+    let channel = connect(server).await?;
+    let options = client::SendOptions {
+        search: SearchOptions {
+            max_hits: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // One untimed utterance first, so that no clip pays for the server's warm-up.
+    if let Some(first) = entries.first() {
+        let recording = client::Recording::from_wav(&first.audio, false)?;
+        client::stream_recording(
+            &mut VoiceSearchClient::new(channel.clone()),
+            &recording,
+            &options,
+            |_| {},
+        )
+        .await?;
+    }
+    let bar = progress_bar(entries.len() as u64, "clips");
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    let mut calls = Vec::with_capacity(entries.len());
+    for entry in entries.iter().cloned() {
+        let slot = slots.clone().acquire_owned().await?;
+        let mut voice = VoiceSearchClient::new(channel.clone());
+        let options = options.clone();
+        let bar = bar.clone();
+        calls.push(tokio::spawn(async move {
+            let _slot = slot;
+            let recording = client::Recording::from_wav(&entry.audio, false)?;
+            let outcome = client::stream_recording(&mut voice, &recording, &options, |_| {}).await;
+            bar.inc(1);
+            let (final_result, error) = match outcome {
+                Ok(mut finals) if !finals.is_empty() => (Some(finals.remove(0)), None),
+                Ok(_) => (None, Some("the server sent no final result".to_string())),
+                Err(client::ClientError::Status(status)) => {
+                    (None, Some(format!("{:?}: {}", status.code(), status.message())))
+                }
+                Err(other) => return Err(anyhow::Error::from(other)),
+            };
+            let result = final_result.as_ref().map(|r| &r.result);
+            let transcript = result.and_then(|r| r.transcript.clone()).unwrap_or_default();
+            Ok(ClipResult {
+                id: entry.id.clone(),
+                condition: entry.condition.clone(),
+                kind: entry.kind.clone(),
+                reference: entry.text.clone(),
+                hypothesis: transcript.text,
+                expected_doc: entry.expected_doc.clone(),
+                hits: result.map(|r| r.hits.iter().map(|h| h.id.clone()).collect()).unwrap_or_default(),
+                audio_seconds: entry.duration_s,
+                latency_ms: final_result
+                    .as_ref()
+                    .and_then(|r| r.latency)
+                    .map_or(0.0, |l| l.as_secs_f64() * 1e3),
+                no_speech_prob: result.map(|_| transcript.no_speech_probability),
+                avg_logprob: None,
+                error,
+            })
+        }));
+    }
+    let mut clips = Vec::with_capacity(calls.len());
+    for call in calls {
+        clips.push(call.await??);
+    }
+    bar.finish_and_clear();
+    let run = RunInfo::new(
+        &format!("gRPC {server}"),
+        concurrency,
+        started.elapsed(),
+        clips.len(),
+    );
+    Ok((clips, run))
+}
+
+/// A gRPC channel to `server` ("host:port" or a URL).
+async fn connect(server: &str) -> anyhow::Result<Channel> {
+    let uri = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    Channel::from_shared(uri.clone())
+        .with_context(|| format!("{server} is not a server address"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the server at {uri}: is `voice-search serve` running?"))
+}
+
+fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut voice = VoiceSearchClient::new(connect(&args.server).await?)
+            .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES);
+        let search = SearchOptions {
+            max_hits: args.max_hits,
+            search_interim: args.interim,
+            ..Default::default()
+        };
+        if args.unary {
+            let audio = std::fs::read(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let started = Instant::now();
+            let response = voice
+                .voice_search(VoiceSearchRequest {
+                    config: Some(StreamingVoiceSearchConfig {
+                        recognition: Some(RecognitionConfig {
+                            encoding: AudioEncoding::Wav as i32,
+                            ..Default::default()
+                        }),
+                        search: Some(search),
+                    }),
+                    audio,
+                })
+                .await?
+                .into_inner();
+            if let Some(result) = response.result {
+                print_result(0, &result, Some(started.elapsed()));
+            }
+            return Ok(());
         }
+        let recording = client::Recording::from_wav(&args.file, true)?;
+        let options = client::SendOptions {
+            chunk_ms: args.chunk_ms.max(1),
+            realtime: args.realtime,
+            interim: args.interim,
+            search,
+        };
+        println!(
+            "{}: {} utterance(s), {:.1} s at {} Hz",
+            args.file.display(),
+            recording.utterances.len(),
+            recording.samples.len() as f64 / recording.channels as f64 / recording.sample_rate as f64,
+            recording.sample_rate
+        );
+        client::stream_recording(&mut voice, &recording, &options, |received| {
+            print_result(received.utterance_index, &received.result, received.latency)
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+fn print_result(index: u32, result: &UtteranceResult, latency: Option<std::time::Duration>) {
+    let text = result.transcript.as_ref().map_or("", |t| t.text.as_str());
+    if !result.is_final {
+        match result.hits.first() {
+            Some(hit) => println!("[{index} interim] {text}  -> {} {}", hit.id, hit.title),
+            None => println!("[{index} interim] {text}"),
+        }
+        return;
     }
-    if let Some(path) = &args.report {
-        report.write(path)?;
-        println!("report written to {}", path.display());
+    match latency {
+        Some(latency) => println!("[{index}] {text}    ({:.0} ms)", latency.as_secs_f64() * 1e3),
+        None => println!("[{index}] {text}"),
     }
-    Ok(())
+    for (rank, hit) in result.hits.iter().enumerate() {
+        println!(
+            "    {:>2}. {:<16} {:>7.2}  [{}] {}",
+            rank + 1,
+            hit.id,
+            hit.score,
+            hit.category,
+            hit.title
+        );
+    }
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

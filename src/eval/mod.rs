@@ -114,6 +114,35 @@ pub struct Report {
     pub clips: Vec<ClipResult>,
     pub overall: Summary,
     pub by_condition: BTreeMap<String, Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+}
+
+/// How a run went as a whole.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// "in process", or "gRPC ADDR" for a run against a server.
+    pub mode: String,
+    /// Clips in flight at once.
+    pub concurrency: usize,
+    pub wall_seconds: f64,
+    /// Clips finished per second of wall time.
+    pub throughput_utterances_per_second: f64,
+    /// Clips that failed, by gRPC status code (or other failure).
+    pub errors_by_status: BTreeMap<String, usize>,
+}
+
+impl RunInfo {
+    pub fn new(mode: &str, concurrency: usize, wall: std::time::Duration, clips: usize) -> Self {
+        let wall_seconds = wall.as_secs_f64();
+        Self {
+            mode: mode.to_string(),
+            concurrency,
+            wall_seconds,
+            throughput_utterances_per_second: clips as f64 / wall_seconds.max(1e-9),
+            errors_by_status: BTreeMap::new(),
+        }
+    }
 }
 
 impl Report {
@@ -131,7 +160,19 @@ impl Report {
             clips,
             overall,
             by_condition,
+            run: None,
         }
+    }
+
+    /// Adds the run's figures; failed clips are counted by the code their error starts
+    /// with ("ResourceExhausted: ...").
+    pub fn with_run(mut self, mut run: RunInfo) -> Self {
+        for error in self.clips.iter().filter_map(|c| c.error.as_deref()) {
+            let code = error.split(':').next().unwrap_or(error).to_string();
+            *run.errors_by_status.entry(code).or_default() += 1;
+        }
+        self.run = Some(run);
+        self
     }
 
     pub fn write(&self, path: &Path) -> Result<(), EvalError> {
@@ -164,6 +205,20 @@ impl Report {
             out.push_str(&row(name, summary));
         }
         out.push_str(&row("OVERALL", &self.overall));
+        if let Some(run) = &self.run {
+            out.push_str(&format!(
+                "{}, concurrency {}: {:.2} utterances/s over {:.1} s; errors: {}\n",
+                run.mode,
+                run.concurrency,
+                run.throughput_utterances_per_second,
+                run.wall_seconds,
+                if run.errors_by_status.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{:?}", run.errors_by_status)
+                }
+            ));
+        }
         out
     }
 }
@@ -188,7 +243,12 @@ fn summarize(clips: &[&ClipResult]) -> Summary {
     } else {
         errors as f64
     };
-    let latencies: Vec<f64> = clips.iter().map(|c| c.latency_ms).collect();
+    // A failed clip has no latency to speak of.
+    let latencies: Vec<f64> = clips
+        .iter()
+        .filter(|c| c.error.is_none())
+        .map(|c| c.latency_ms)
+        .collect();
     let audio_seconds: f64 = clips.iter().map(|c| c.audio_seconds).sum();
     let wall_seconds = latencies.iter().sum::<f64>() / 1000.0;
     let queries: Vec<_> = clips

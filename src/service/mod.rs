@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::asr::Whisper;
@@ -141,7 +142,7 @@ pub async fn serve(
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+        .serve_with_incoming_shutdown(incoming(listener), on_shutdown);
 
     let grace = config.shutdown_grace();
     tokio::select! {
@@ -152,4 +153,18 @@ pub async fn serve(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: a result is one small frame, and
+/// holding it back for the client's delayed acknowledgement would add ~40 ms to it.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set; responses may wait for ACKs");
+        }
+        Ok(stream)
+    })
 }
