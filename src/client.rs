@@ -175,11 +175,7 @@ pub async fn stream_recording(
             let message = |request| StreamingVoiceSearchRequest {
                 request: Some(request),
             };
-            if sender
-                .send(message(Request::Config(config)))
-                .await
-                .is_err()
-            {
+            if sender.send(message(Request::Config(config))).await.is_err() {
                 return;
             }
             for (index, chunks) in utterances.into_iter().enumerate() {

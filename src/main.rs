@@ -10,18 +10,18 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 use voice_search::asr::{TranscribeOptions, Whisper};
 use voice_search::audio::{self, AudioFormat, Encoding};
-use tonic::transport::Channel;
 use voice_search::client;
 use voice_search::config::{ServeConfig, DEFAULT_MAX_MESSAGE_BYTES};
 use voice_search::eval::{self, ClipResult, Report, RunInfo};
+use voice_search::pipeline::{HitOptions, Pipeline};
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
-    AudioEncoding, RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig,
-    UtteranceResult, VoiceSearchRequest,
+    AudioEncoding, RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig, UtteranceResult,
+    VoiceSearchRequest,
 };
-use voice_search::pipeline::{HitOptions, Pipeline};
 use voice_search::search::import::{self, ImportEvent};
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine, SearchRequest};
 
@@ -629,13 +629,16 @@ async fn evaluate_over_grpc(
             let (final_result, error) = match outcome {
                 Ok(mut finals) if !finals.is_empty() => (Some(finals.remove(0)), None),
                 Ok(_) => (None, Some("the server sent no final result".to_string())),
-                Err(client::ClientError::Status(status)) => {
-                    (None, Some(format!("{:?}: {}", status.code(), status.message())))
-                }
+                Err(client::ClientError::Status(status)) => (
+                    None,
+                    Some(format!("{:?}: {}", status.code(), status.message())),
+                ),
                 Err(other) => return Err(anyhow::Error::from(other)),
             };
             let result = final_result.as_ref().map(|r| &r.result);
-            let transcript = result.and_then(|r| r.transcript.clone()).unwrap_or_default();
+            let transcript = result
+                .and_then(|r| r.transcript.clone())
+                .unwrap_or_default();
             Ok(ClipResult {
                 id: entry.id.clone(),
                 condition: entry.condition.clone(),
@@ -643,7 +646,9 @@ async fn evaluate_over_grpc(
                 reference: entry.text.clone(),
                 hypothesis: transcript.text,
                 expected_doc: entry.expected_doc.clone(),
-                hits: result.map(|r| r.hits.iter().map(|h| h.id.clone()).collect()).unwrap_or_default(),
+                hits: result
+                    .map(|r| r.hits.iter().map(|h| h.id.clone()).collect())
+                    .unwrap_or_default(),
                 audio_seconds: entry.duration_s,
                 latency_ms: final_result
                     .as_ref()
@@ -680,7 +685,9 @@ async fn connect(server: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("{server} is not a server address"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the server at {uri}: is `voice-search serve` running?"))
+        .with_context(|| {
+            format!("cannot reach the server at {uri}: is `voice-search serve` running?")
+        })
 }
 
 fn client(args: ClientArgs) -> anyhow::Result<()> {
@@ -727,7 +734,9 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
             "{}: {} utterance(s), {:.1} s at {} Hz",
             args.file.display(),
             recording.utterances.len(),
-            recording.samples.len() as f64 / recording.channels as f64 / recording.sample_rate as f64,
+            recording.samples.len() as f64
+                / recording.channels as f64
+                / recording.sample_rate as f64,
             recording.sample_rate
         );
         client::stream_recording(&mut voice, &recording, &options, |received| {
@@ -748,7 +757,10 @@ fn print_result(index: u32, result: &UtteranceResult, latency: Option<std::time:
         return;
     }
     match latency {
-        Some(latency) => println!("[{index}] {text}    ({:.0} ms)", latency.as_secs_f64() * 1e3),
+        Some(latency) => println!(
+            "[{index}] {text}    ({:.0} ms)",
+            latency.as_secs_f64() * 1e3
+        ),
         None => println!("[{index}] {text}"),
     }
     for (rank, hit) in result.hits.iter().enumerate() {

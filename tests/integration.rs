@@ -3,6 +3,7 @@
 mod asr;
 mod audio;
 mod common;
+mod interop;
 mod search;
 mod server;
 mod streaming;

@@ -166,3 +166,38 @@ fn percentile(values: &[f32], p: f64) -> Option<f32> {
     sorted.sort_by(f32::total_cmp);
     Some(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 16_000;
+
+    /// Bursts of a 300 Hz tone (seconds on) separated by silences (seconds off).
+    fn bursts(pattern: &[(f64, f64)]) -> Vec<f32> {
+        let mut samples = Vec::new();
+        for &(on, off) in pattern {
+            let n = (on * RATE as f64) as usize;
+            samples.extend((0..n).map(|i| {
+                0.3 * (2.0 * std::f32::consts::PI * 300.0 * i as f32 / RATE as f32).sin()
+            }));
+            samples.extend(std::iter::repeat_n(0.0, (off * RATE as f64) as usize));
+        }
+        samples
+    }
+
+    #[test]
+    fn recordings_split_at_long_pauses_only() {
+        let two = split_utterances(&bursts(&[(1.0, 1.5), (1.0, 0.5)]), RATE);
+        assert_eq!(two.len(), 2, "{two:?}");
+        assert_eq!(two[0].0, 0.0);
+        assert!((1.5..2.5).contains(&two[0].1), "{two:?}");
+        assert_eq!(two[0].1, two[1].0);
+        assert_eq!(two[1].1, 4.0);
+        let one = split_utterances(&bursts(&[(1.0, 0.3), (1.0, 0.5)]), RATE);
+        assert_eq!(one, [(0.0, 2.8)]);
+        // A click after a pause is not an utterance of its own.
+        let click = split_utterances(&bursts(&[(1.0, 1.5), (0.05, 0.5)]), RATE);
+        assert_eq!(click.len(), 1, "{click:?}");
+    }
+}
