@@ -370,6 +370,30 @@ async fn bad_input_over_the_stream_gets_its_status_and_the_server_goes_on() {
 }
 
 #[tokio::test]
+async fn a_message_over_the_size_limit_is_refused() {
+    let server = TestServer::start(ServeConfig {
+        max_message_bytes: 128 * 1024,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    let (_, ended) = exchange(
+        &mut client,
+        vec![
+            configure(config(AudioEncoding::Linear16, 16_000)),
+            audio(&vec![0; 200 * 1024]),
+            end(),
+        ],
+    )
+    .await;
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    assert!(status.message().contains("too large"), "{}", status.message());
+    assert_still_answers(&mut client).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_idle_stream_is_closed_with_deadline_exceeded() {
     let server = TestServer::start(ServeConfig {
         idle_timeout_seconds: 0.5,

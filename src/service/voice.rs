@@ -291,11 +291,9 @@ impl StreamWorker {
                                 in_flight.take_if(|job| !job.is_final);
                             }
                         }
-                        // The client reset the stream; nobody is left to answer.
-                        Err(status) => {
-                            tracing::debug!(%status, "client ended the stream");
-                            return Ok(());
-                        }
+                        // A message over the size limit, or the client reset the stream
+                        // (then nobody hears the status, which is harmless).
+                        Err(status) => return Err(status),
                     }
                 }
                 () = tokio::time::sleep_until((last_activity + self.idle_timeout).into()), if idle => {
@@ -454,7 +452,7 @@ impl VoiceSearch for VoiceSearchService {
             let _permit = permit;
             let outcome = worker.drive(inbound, &sender).await;
             if let Err(status) = outcome {
-                tracing::info!(code = ?status.code(), message = status.message(), "stream refused");
+                tracing::info!(code = ?status.code(), message = status.message(), "stream ended with an error");
                 sender.send(Err(status)).await.ok();
             }
         });
