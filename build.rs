@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/voicesearch/v1/search.proto",
         "proto/voicesearch/v1/catalog.proto",
         "proto/voicesearch/v1/voice_search.proto",
+        "proto/voicesearch/v1/monitor.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("voicesearch_descriptor.bin"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::monitor::CaptureConfig;
 use crate::session::SessionLimits;
 use crate::workers::PoolSize;
 
@@ -42,6 +43,19 @@ pub struct ServeConfig {
     pub max_streams: usize,
     /// Load the built-in demo catalog when the index is empty at start.
     pub demo_catalog: bool,
+    /// Reference profile for drift detection (`voice-search drift baseline`); without
+    /// one, features are still windowed but nothing is compared.
+    pub drift_baseline: Option<PathBuf>,
+    /// Utterances in the rolling drift window.
+    pub drift_window: usize,
+    /// Folder where sampled utterances are kept for labelling; capture is off without it.
+    pub capture_dir: Option<PathBuf>,
+    /// Share of utterances captured, 0 to 1 (0: off).
+    pub capture_fraction: f64,
+    /// Largest total size of the capture folder, in MiB; the oldest go first.
+    pub capture_max_mib: u64,
+    /// Captures older than this many hours are deleted.
+    pub capture_max_age_hours: f64,
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
@@ -65,6 +79,12 @@ impl Default for ServeConfig {
             idle_timeout_seconds: 10.0,
             max_streams: 64,
             demo_catalog: true,
+            drift_baseline: None,
+            drift_window: 200,
+            capture_dir: None,
+            capture_fraction: 0.0,
+            capture_max_mib: 1024,
+            capture_max_age_hours: 24.0 * 7.0,
         }
     }
 }
@@ -110,6 +130,17 @@ impl ServeConfig {
             workers: self.workers,
             queue_depth: self.queue_depth,
         }
+    }
+
+    /// The capture settings, when capture is on.
+    pub fn capture(&self) -> Option<CaptureConfig> {
+        let dir = self.capture_dir.clone()?;
+        (self.capture_fraction > 0.0).then(|| CaptureConfig {
+            dir,
+            fraction: self.capture_fraction,
+            max_bytes: self.capture_max_mib * 1024 * 1024,
+            max_age: Duration::from_secs_f64(self.capture_max_age_hours * 3600.0),
+        })
     }
 
     pub fn session_limits(&self) -> SessionLimits {

@@ -10,6 +10,7 @@ pub mod audio;
 pub mod client;
 pub mod config;
 pub mod eval;
+pub mod monitor;
 pub mod pipeline;
 pub mod proto;
 pub mod search;

@@ -16,8 +16,12 @@ use voice_search::audio::{self, AudioFormat, Encoding};
 use voice_search::client;
 use voice_search::config::{ServeConfig, DEFAULT_MAX_MESSAGE_BYTES};
 use voice_search::eval::{self, ClipResult, Report, RunInfo};
+use voice_search::monitor::capture::CapturedUtterance;
+use voice_search::monitor::{Baseline, UtteranceFeatures};
 use voice_search::pipeline::{HitOptions, Pipeline};
+use voice_search::proto::monitor_client::MonitorClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
+use voice_search::proto::GetDriftReportRequest;
 use voice_search::proto::{
     AudioEncoding, RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig, UtteranceResult,
     VoiceSearchRequest,
@@ -59,6 +63,45 @@ enum Command {
     Model(ModelCommand),
     /// Send a WAV file to a running server as a phone would and print what comes back.
     Client(ClientArgs),
+    /// Drift detection: build a baseline, print the drift table.
+    #[command(subcommand)]
+    Drift(DriftCommand),
+    /// The capture folder of sampled utterances.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+}
+
+#[derive(Subcommand)]
+enum DriftCommand {
+    /// Build a reference profile from an in-process eval report (`eval --report`) or
+    /// from a capture folder (live traffic), for `serve --drift-baseline`.
+    Baseline {
+        /// An eval report written by `voice-search eval --report` (without --server).
+        #[arg(long, conflicts_with = "capture", required_unless_present = "capture")]
+        report: Option<PathBuf>,
+        /// With --report: keep only clips of this condition (repeatable).
+        #[arg(long)]
+        condition: Vec<String>,
+        /// A capture folder (`serve --capture-dir`).
+        #[arg(long)]
+        capture: Option<PathBuf>,
+        /// Where to write the baseline.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the drift table of a running server.
+    Report {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        server: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Write DIR/to-label.jsonl: every capture as an eval manifest line, the transcript
+    /// and first hit pre-filled; corrected and saved as DIR/manifest.jsonl, it feeds
+    /// `voice-search eval --manifest DIR/manifest.jsonl`.
+    Manifest { dir: PathBuf },
 }
 
 #[derive(Args)]
@@ -249,6 +292,24 @@ struct ServeArgs {
     /// Do not load the built-in demo catalog into an empty index.
     #[arg(long, env = "VOICE_SEARCH_NO_DEMO_CATALOG")]
     no_demo_catalog: bool,
+    /// Drift reference profile (`voice-search drift baseline`) [default: none].
+    #[arg(long, env = "VOICE_SEARCH_DRIFT_BASELINE")]
+    drift_baseline: Option<PathBuf>,
+    /// Utterances in the rolling drift window [default: 200].
+    #[arg(long, env = "VOICE_SEARCH_DRIFT_WINDOW")]
+    drift_window: Option<usize>,
+    /// Folder for captured utterances [default: none, capture off].
+    #[arg(long, env = "VOICE_SEARCH_CAPTURE_DIR")]
+    capture_dir: Option<PathBuf>,
+    /// Share of utterances to capture, 0 to 1 [default: 0].
+    #[arg(long, env = "VOICE_SEARCH_CAPTURE_FRACTION")]
+    capture_fraction: Option<f64>,
+    /// Largest capture folder in MiB [default: 1024].
+    #[arg(long, env = "VOICE_SEARCH_CAPTURE_MAX_MIB")]
+    capture_max_mib: Option<u64>,
+    /// Hours a capture is kept [default: 168].
+    #[arg(long, env = "VOICE_SEARCH_CAPTURE_MAX_AGE_HOURS")]
+    capture_max_age_hours: Option<f64>,
 }
 
 impl ServeArgs {
@@ -299,6 +360,24 @@ impl ServeArgs {
         if self.no_demo_catalog {
             config.demo_catalog = false;
         }
+        if let Some(v) = self.drift_baseline {
+            config.drift_baseline = Some(v);
+        }
+        if let Some(v) = self.drift_window {
+            config.drift_window = v;
+        }
+        if let Some(v) = self.capture_dir {
+            config.capture_dir = Some(v);
+        }
+        if let Some(v) = self.capture_fraction {
+            config.capture_fraction = v;
+        }
+        if let Some(v) = self.capture_max_mib {
+            config.capture_max_mib = v;
+        }
+        if let Some(v) = self.capture_max_age_hours {
+            config.capture_max_age_hours = v;
+        }
         Ok(config)
     }
 }
@@ -323,6 +402,24 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => evaluate(args),
         Command::Transcribe(args) => transcribe(args),
         Command::Client(args) => client(args),
+        Command::Drift(DriftCommand::Baseline {
+            report,
+            condition,
+            capture,
+            out,
+        }) => drift_baseline(report, &condition, capture, &out),
+        Command::Drift(DriftCommand::Report { server }) => drift_report(&server),
+        Command::Capture(CaptureCommand::Manifest { dir }) => {
+            let lines = voice_search::monitor::capture::labelling_manifest(&dir)?;
+            let path = dir.join("to-label.jsonl");
+            std::fs::write(&path, &lines).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{} captures listed in {}",
+                lines.lines().count(),
+                path.display()
+            );
+            Ok(())
+        }
         Command::Model(ModelCommand::Import { from, to }) => {
             voice_search::asr::ct2::import(&from, &to)?;
             println!("imported {} into {}", from.display(), to.display());
@@ -541,6 +638,7 @@ fn evaluate_in_process(
     for entry in entries {
         let started = Instant::now();
         let mut scores = None;
+        let mut features = None;
         let (hypothesis, hits) = if args.text_queries {
             let query = match args.corrupt_seed {
                 Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
@@ -560,6 +658,11 @@ fn evaluate_in_process(
                 outcome.transcript.no_speech_prob,
                 outcome.transcript.avg_logprob,
             ));
+            features = Some(UtteranceFeatures::of(
+                &outcome,
+                Encoding::Wav,
+                pipeline.unknown_word_share(&outcome.transcript.text),
+            ));
             (outcome.transcript.text, outcome.hits)
         };
         clips.push(ClipResult {
@@ -574,6 +677,7 @@ fn evaluate_in_process(
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             no_speech_prob: scores.map(|s| s.0),
             avg_logprob: scores.map(|s| s.1),
+            features,
             error: None,
         });
         bar.inc(1);
@@ -656,6 +760,7 @@ async fn evaluate_over_grpc(
                     .map_or(0.0, |l| l.as_secs_f64() * 1e3),
                 no_speech_prob: result.map(|_| transcript.no_speech_probability),
                 avg_logprob: None,
+                features: None,
                 error,
             })
         }));
@@ -747,6 +852,105 @@ fn client(args: ClientArgs) -> anyhow::Result<()> {
     })
 }
 
+fn drift_baseline(
+    report: Option<PathBuf>,
+    conditions: &[String],
+    capture: Option<PathBuf>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let (features, source) = match (report, capture) {
+        (Some(report), _) => {
+            let text = std::fs::read_to_string(&report)
+                .with_context(|| format!("reading {}", report.display()))?;
+            let parsed: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an eval report", report.display()))?;
+            let features: Vec<UtteranceFeatures> = parsed["clips"]
+                .as_array()
+                .context("the report has no clips")?
+                .iter()
+                .filter(|clip| {
+                    conditions.is_empty()
+                        || conditions
+                            .iter()
+                            .any(|c| clip["condition"].as_str() == Some(c))
+                })
+                .filter_map(|clip| serde_json::from_value(clip["features"].clone()).ok())
+                .collect();
+            let source = if conditions.is_empty() {
+                report.display().to_string()
+            } else {
+                format!("{} ({})", report.display(), conditions.join(", "))
+            };
+            (features, source)
+        }
+        (None, Some(dir)) => {
+            let mut features = Vec::new();
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let text = std::fs::read_to_string(&path)?;
+                    if let Ok(record) = serde_json::from_str::<CapturedUtterance>(&text) {
+                        features.push(record.features);
+                    }
+                }
+            }
+            (features, dir.display().to_string())
+        }
+        (None, None) => bail!("give --report or --capture"),
+    };
+    if features.is_empty() {
+        bail!("no utterance features found: an eval report needs clips run in process (not --server, not --text-queries)");
+    }
+    let baseline = Baseline::from_features(&features, &source)?;
+    baseline.save(out)?;
+    println!(
+        "baseline of {} utterances from {source} written to {}",
+        baseline.utterances,
+        out.display()
+    );
+    Ok(())
+}
+
+fn drift_report(server: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let channel = connect(server).await?;
+        anyhow::Ok(
+            MonitorClient::new(channel)
+                .get_drift_report(GetDriftReportRequest {})
+                .await?
+                .into_inner(),
+        )
+    })?;
+    println!(
+        "window: {} of {} utterances; baseline: {}",
+        report.utterances_in_window,
+        report.window_size,
+        if report.baseline_source.is_empty() {
+            "none (serve --drift-baseline FILE)"
+        } else {
+            &report.baseline_source
+        }
+    );
+    println!(
+        "{:<24} {:>18} {:>18} {:>8}  state",
+        "feature", "reference", "current", "PSI"
+    );
+    for row in &report.features {
+        println!(
+            "{:<24} {:>18} {:>18} {:>8.3}  {}",
+            row.feature,
+            row.reference,
+            row.current,
+            row.psi,
+            row.state().as_str_name()
+        );
+    }
+    Ok(())
+}
+
 fn print_result(index: u32, result: &UtteranceResult, latency: Option<std::time::Duration>) {
     let text = result.transcript.as_ref().map_or("", |t| t.text.as_str());
     if !result.is_final {
@@ -781,8 +985,11 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, "voice-search serving gRPC");
-        voice_search::service::serve(&config, listener, shutdown_signal()).await?;
+        let metrics = TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", config.metrics_listen))?;
+        tracing::info!(listen = %listener.local_addr()?, metrics = %metrics.local_addr()?, "voice-search serving gRPC, metrics at /metrics");
+        voice_search::service::serve(&config, listener, metrics, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -33,9 +33,13 @@ pub struct HitOptions {
     pub categories: Vec<String>,
 }
 
-/// Time spent in each stage of one utterance.
+/// Time spent in each stage of one utterance (the model's own stages are in
+/// [`Transcript::timings`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimings {
+    /// Bytes to samples.
+    pub decode: Duration,
+    /// Downmix, loudness, voice activity and resampling.
     pub front_end: Duration,
     pub transcription: Duration,
     pub search: Duration,
@@ -68,7 +72,7 @@ impl Pipeline {
     ) -> Result<UtteranceOutcome, PipelineError> {
         let started = Instant::now();
         let decoded = audio::decode(bytes, format)?;
-        self.run_decoded(decoded, started, options, hits)
+        self.run_decoded(decoded, started.elapsed(), options, hits)
     }
 
     /// Like [`Pipeline::run`] for the part of an utterance heard so far (an interim
@@ -82,17 +86,18 @@ impl Pipeline {
     ) -> Result<UtteranceOutcome, PipelineError> {
         let started = Instant::now();
         let decoded = audio::decode_prefix(bytes, format)?;
-        self.run_decoded(decoded, started, options, hits)
+        self.run_decoded(decoded, started.elapsed(), options, hits)
     }
 
     fn run_decoded(
         &self,
         decoded: Decoded,
-        started: Instant,
+        decode: Duration,
         options: &TranscribeOptions,
         hits: Option<&HitOptions>,
     ) -> Result<UtteranceOutcome, PipelineError> {
         let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
+        let started = Instant::now();
         let prepared = audio::prepare_decoded(decoded)?;
         if prepared.info.duration_seconds > options.max_seconds {
             return Err(AudioError::TooLong {
@@ -135,11 +140,18 @@ impl Pipeline {
             hits,
             audio: prepared.info,
             timings: StageTimings {
+                decode,
                 front_end,
                 transcription,
                 search: started.elapsed(),
             },
         })
+    }
+
+    /// Share of the transcript's words the catalog lacks (see
+    /// [`QueryEngine::unknown_word_share`]); `None` without words or without an index.
+    pub fn unknown_word_share(&self, text: &str) -> Option<f32> {
+        self.search.as_ref()?.unknown_word_share(text)
     }
 
     /// Searches the catalog with a transcript.

@@ -4,6 +4,7 @@ mod asr;
 mod audio;
 mod common;
 mod interop;
+mod monitor;
 mod search;
 mod server;
 mod streaming;

@@ -16,6 +16,8 @@ use voice_search::service::ServeError;
 /// A server running in this process until dropped or shut down.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where the Prometheus endpoint listens.
+    pub metrics_addr: SocketAddr,
     /// Holds the server's index folder until the server is gone.
     _index: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -38,15 +40,19 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        config.metrics_listen = metrics_addr;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            voice_search::service::serve(&config, listener, async {
+            voice_search::service::serve(&config, listener, metrics, async {
                 stopped.await.ok();
             })
             .await
         });
         Self {
             addr,
+            metrics_addr,
             _index: index,
             stop: Some(stop),
             task,

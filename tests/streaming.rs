@@ -388,7 +388,11 @@ async fn a_message_over_the_size_limit_is_refused() {
     .await;
     let status = ended.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
-    assert!(status.message().contains("too large"), "{}", status.message());
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
     assert_still_answers(&mut client).await;
     server.shutdown().await.unwrap();
 }

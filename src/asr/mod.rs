@@ -14,6 +14,7 @@ pub mod model;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -130,6 +131,17 @@ pub struct Transcript {
     pub avg_logprob: f32,
     /// Mean probability of the transcript's tokens, 0..1.
     pub confidence: f32,
+    /// Time spent in each stage of the model.
+    pub timings: AsrTimings,
+}
+
+/// Time spent in each stage of one transcription, summed over its windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AsrTimings {
+    pub mel: Duration,
+    pub encoder: Duration,
+    /// Decoding passes, language detection and fallbacks included.
+    pub decoder: Duration,
 }
 
 impl Transcript {
@@ -142,6 +154,7 @@ impl Transcript {
             no_speech_prob: 1.0,
             avg_logprob: 0.0,
             confidence: 0.0,
+            timings: AsrTimings::default(),
         }
     }
 }
@@ -255,18 +268,24 @@ impl Whisper {
         let mut segments = Vec::new();
         let mut first_no_speech = None;
         let (mut logprob_sum, mut token_count, mut prob_sum) = (0f32, 0usize, 0f32);
+        let mut timings = AsrTimings::default();
         while seek < samples.len() {
             let window = &samples[seek..samples.len().min(seek + N_SAMPLES)];
             // A sliver left at the end holds nothing to decode.
             if window.len() < SAMPLE_RATE / 10 && seek > 0 {
                 break;
             }
+            let started = Instant::now();
             let features = Tensor::from_vec(
                 mel.log_mel(window),
                 (1, mel.n_mels(), N_FRAMES),
                 &self.device,
             )?;
+            timings.mel += started.elapsed();
+            let started = Instant::now();
             let audio = self.model.encoder.forward(&features)?;
+            timings.encoder += started.elapsed();
+            let started = Instant::now();
             // Cross-attention keys and values: once per window, for every decoding pass.
             let fresh = self.model.decoder.cache(&audio)?;
             let language_token = match language {
@@ -286,6 +305,7 @@ impl Whisper {
                 budget,
                 options,
             )?;
+            timings.decoder += started.elapsed();
             first_no_speech.get_or_insert(result.no_speech_prob);
             let silent = result.no_speech_prob > options.no_speech_certain
                 || (result.no_speech_prob > options.no_speech_threshold
@@ -345,6 +365,7 @@ impl Whisper {
             } else {
                 0.0
             },
+            timings,
         })
     }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::monitor::UtteranceFeatures;
+
 /// One clip of an evaluation manifest.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ManifestEntry {
@@ -86,6 +88,9 @@ pub struct ClipResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avg_logprob: Option<f32>,
     /// The gRPC status code name when the request failed.
+    /// The drift features (in-process audio runs), for `voice-search drift baseline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<UtteranceFeatures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -141,6 +141,30 @@ impl QueryEngine {
         &self.index
     }
 
+    /// Share of the words of `text` (as analyzed for search) that occur nowhere in the
+    /// catalog; `None` for a text without words. A monitoring signal: it rises when people
+    /// ask for what the catalog lacks, or when the recognizer garbles.
+    pub fn unknown_word_share(&self, text: &str) -> Option<f32> {
+        let words = analyze(text);
+        if words.is_empty() {
+            return None;
+        }
+        let searcher = self.index.searcher();
+        let f = self.index.fields();
+        let lexicon = Lexicon {
+            searcher: &searcher,
+            fields: [f.title, f.body]
+                .into_iter()
+                .chain(f.attributes.iter().copied())
+                .collect(),
+        };
+        let unknown = words
+            .iter()
+            .filter(|word| lexicon.fields_of(word).is_empty())
+            .count();
+        Some(unknown as f32 / words.len() as f32)
+    }
+
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, SearchError> {
         let query = request.query.trim();
         if query.is_empty() {

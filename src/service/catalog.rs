@@ -8,7 +8,8 @@ use serde_json::Value;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{document_to_json, json_to_document};
-use super::status::blocking;
+use super::status::{blocking, counted};
+use crate::monitor::Monitor;
 use crate::proto::catalog_server::Catalog;
 use crate::proto::{
     self, CatalogStats, DeleteDocumentRequest, DeleteDocumentResponse, GetDocumentRequest,
@@ -23,11 +24,12 @@ pub const MAX_BATCH: usize = 10_000;
 /// Serves the catalog RPCs.
 pub struct CatalogService {
     index: Arc<CatalogIndex>,
+    monitor: Arc<Monitor>,
 }
 
 impl CatalogService {
-    pub fn new(index: Arc<CatalogIndex>) -> Self {
-        Self { index }
+    pub fn new(index: Arc<CatalogIndex>, monitor: Arc<Monitor>) -> Self {
+        Self { index, monitor }
     }
 }
 
@@ -82,106 +84,126 @@ impl Catalog for CatalogService {
         &self,
         request: Request<UpsertDocumentsRequest>,
     ) -> Result<Response<UpsertDocumentsResponse>, Status> {
-        let documents = request.into_inner().documents;
-        if documents.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "{} documents in one call; the limit is {MAX_BATCH}: use BulkUpsertDocuments",
-                documents.len()
-            )));
+        let result = async {
+            let documents = request.into_inner().documents;
+            if documents.len() > MAX_BATCH {
+                return Err(Status::invalid_argument(format!(
+                    "{} documents in one call; the limit is {MAX_BATCH}: use BulkUpsertDocuments",
+                    documents.len()
+                )));
+            }
+            let documents = validate(documents, "")?;
+            Ok(Response::new(
+                blocking(commit(self.index.clone(), documents)).await?,
+            ))
         }
-        let documents = validate(documents, "")?;
-        Ok(Response::new(
-            blocking(commit(self.index.clone(), documents)).await?,
-        ))
+        .await;
+        counted(&self.monitor.metrics, "UpsertDocuments", result)
     }
 
     async fn bulk_upsert_documents(
         &self,
         request: Request<Streaming<UpsertDocumentsRequest>>,
     ) -> Result<Response<UpsertDocumentsResponse>, Status> {
-        let mut stream = request.into_inner();
-        let mut total = UpsertDocumentsResponse::default();
-        let mut pending = Vec::new();
-        let mut message = 0usize;
-        loop {
-            let next = match stream.message().await {
-                Ok(next) => next,
-                Err(status) => {
-                    // The client went away or sent garbage: keep what it sent validly.
-                    self.flush(&mut pending, &mut total).await?;
-                    return Err(status);
+        let result = async {
+            let mut stream = request.into_inner();
+            let mut total = UpsertDocumentsResponse::default();
+            let mut pending = Vec::new();
+            let mut message = 0usize;
+            loop {
+                let next = match stream.message().await {
+                    Ok(next) => next,
+                    Err(status) => {
+                        // The client went away or sent garbage: keep what it sent validly.
+                        self.flush(&mut pending, &mut total).await?;
+                        return Err(status);
+                    }
+                };
+                let Some(request) = next else { break };
+                match validate(request.documents, &format!("message {message}, ")) {
+                    Ok(documents) => pending.extend(documents),
+                    Err(status) => {
+                        self.flush(&mut pending, &mut total).await?;
+                        return Err(Status::invalid_argument(format!(
+                            "{}; the {} documents before it were committed ({} added, {} replaced)",
+                            status.message(),
+                            total.added + total.replaced,
+                            total.added,
+                            total.replaced
+                        )));
+                    }
                 }
-            };
-            let Some(request) = next else { break };
-            match validate(request.documents, &format!("message {message}, ")) {
-                Ok(documents) => pending.extend(documents),
-                Err(status) => {
+                message += 1;
+                if pending.len() >= MAX_BATCH {
                     self.flush(&mut pending, &mut total).await?;
-                    return Err(Status::invalid_argument(format!(
-                        "{}; the {} documents before it were committed ({} added, {} replaced)",
-                        status.message(),
-                        total.added + total.replaced,
-                        total.added,
-                        total.replaced
-                    )));
                 }
             }
-            message += 1;
-            if pending.len() >= MAX_BATCH {
-                self.flush(&mut pending, &mut total).await?;
-            }
+            self.flush(&mut pending, &mut total).await?;
+            Ok(Response::new(total))
         }
-        self.flush(&mut pending, &mut total).await?;
-        Ok(Response::new(total))
+        .await;
+        counted(&self.monitor.metrics, "BulkUpsertDocuments", result)
     }
 
     async fn delete_document(
         &self,
         request: Request<DeleteDocumentRequest>,
     ) -> Result<Response<DeleteDocumentResponse>, Status> {
-        let id = request.into_inner().id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id is empty"));
+        let result = async {
+            let id = request.into_inner().id;
+            if id.is_empty() {
+                return Err(Status::invalid_argument("id is empty"));
+            }
+            let index = self.index.clone();
+            let deleted = blocking(move || Ok(index.delete(&id)?)).await?;
+            Ok(Response::new(DeleteDocumentResponse { deleted }))
         }
-        let index = self.index.clone();
-        let deleted = blocking(move || Ok(index.delete(&id)?)).await?;
-        Ok(Response::new(DeleteDocumentResponse { deleted }))
+        .await;
+        counted(&self.monitor.metrics, "DeleteDocument", result)
     }
 
     async fn get_document(
         &self,
         request: Request<GetDocumentRequest>,
     ) -> Result<Response<proto::Document>, Status> {
-        let id = request.into_inner().id;
-        let index = self.index.clone();
-        let found = blocking({
-            let id = id.clone();
-            move || Ok(index.get(&id)?)
-        })
-        .await?;
-        match found {
-            Some(source) => Ok(Response::new(json_to_document(&source))),
-            None => Err(Status::not_found(format!("no document has id {id:?}"))),
+        let result = async {
+            let id = request.into_inner().id;
+            let index = self.index.clone();
+            let found = blocking({
+                let id = id.clone();
+                move || Ok(index.get(&id)?)
+            })
+            .await?;
+            match found {
+                Some(source) => Ok(Response::new(json_to_document(&source))),
+                None => Err(Status::not_found(format!("no document has id {id:?}"))),
+            }
         }
+        .await;
+        counted(&self.monitor.metrics, "GetDocument", result)
     }
 
     async fn get_stats(
         &self,
         _request: Request<GetStatsRequest>,
     ) -> Result<Response<CatalogStats>, Status> {
-        let index = self.index.clone();
-        let stats = blocking(move || Ok(index.stats()?)).await?;
-        Ok(Response::new(CatalogStats {
-            document_count: stats.document_count,
-            index_size_bytes: stats.size_bytes,
-            last_commit_time: stats.last_commit.map(|at| {
-                let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-                prost_types::Timestamp {
-                    seconds: since.as_secs() as i64,
-                    nanos: since.subsec_nanos() as i32,
-                }
-            }),
-            schema_version: SCHEMA_VERSION,
-        }))
+        let result = async {
+            let index = self.index.clone();
+            let stats = blocking(move || Ok(index.stats()?)).await?;
+            Ok(Response::new(CatalogStats {
+                document_count: stats.document_count,
+                index_size_bytes: stats.size_bytes,
+                last_commit_time: stats.last_commit.map(|at| {
+                    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    prost_types::Timestamp {
+                        seconds: since.as_secs() as i64,
+                        nanos: since.subsec_nanos() as i32,
+                    }
+                }),
+                schema_version: SCHEMA_VERSION,
+            }))
+        }
+        .await;
+        counted(&self.monitor.metrics, "GetStats", result)
     }
 }

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod convert;
+mod monitor;
 mod search;
 mod status;
 mod voice;
@@ -19,8 +20,12 @@ use tonic::transport::Server;
 
 use crate::asr::Whisper;
 use crate::config::ServeConfig;
+use crate::monitor::capture::CaptureError;
+use crate::monitor::drift::DriftError;
+use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
 use crate::pipeline::Pipeline;
 use crate::proto::catalog_server::CatalogServer;
+use crate::proto::monitor_server::MonitorServer;
 use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -28,6 +33,7 @@ use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchErr
 use crate::workers::WorkerPool;
 
 pub use catalog::CatalogService;
+pub use monitor::MonitorService;
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
 
@@ -40,13 +46,19 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("catalog index: {0}")]
     Index(#[from] SearchError),
+    #[error("drift baseline: {0}")]
+    Drift(#[from] DriftError),
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
 }
 
-/// Serves every service on `listener` until `shutdown` resolves; then stops accepting
-/// and lets in-flight calls finish for the configured grace period.
+/// Serves every gRPC service on `listener` and the Prometheus metrics on
+/// `metrics_listener` until `shutdown` resolves; then stops accepting and lets in-flight
+/// calls finish for the configured grace period.
 pub async fn serve(
     config: &ServeConfig,
     listener: TcpListener,
+    metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_bytes = config.max_message_bytes;
@@ -81,6 +93,26 @@ pub async fn serve(
         whisper,
         search: Some(engine.clone()),
     };
+    let baseline = config
+        .drift_baseline
+        .as_deref()
+        .map(Baseline::load)
+        .transpose()?;
+    let capture = config.capture().map(Capture::open).transpose()?;
+    let monitor = Arc::new(Monitor::new(
+        DriftMonitor::new(baseline, config.drift_window),
+        capture,
+        Some(engine.clone()),
+    ));
+    if pipeline.whisper.is_some() {
+        monitor.metrics.set_model(
+            &config.model.file_name().map_or_else(
+                || config.model.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+            folder_bytes(&config.model),
+        );
+    }
     let pool = WorkerPool::new(config.pool_size());
     tracing::info!(
         workers = pool.size().workers,
@@ -103,12 +135,25 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let metrics_server = tokio::spawn(monitor::serve_metrics(
+        metrics_listener,
+        monitor.clone(),
+        pool.clone(),
+        index.clone(),
+        async move {
+            let mut stop_seen = stop_seen;
+            stop_seen.wait_for(|&stop| stop).await.ok();
+        },
+    ));
+
     let draining = Arc::new(Notify::new());
     let on_shutdown = {
         let draining = draining.clone();
         let health = health.clone();
         async move {
             shutdown.await;
+            stopping.send(true).ok();
             tracing::info!("shutting down: no new connections, draining in-flight calls");
             health
                 .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -128,20 +173,26 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            VoiceSearchServer::new(VoiceSearchService::new(pipeline, pool, config))
+            VoiceSearchServer::new(VoiceSearchService::new(
+                pipeline,
+                pool,
+                monitor.clone(),
+                config,
+            ))
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(max_bytes),
+        )
+        .add_service(
+            SearchServer::new(SearchService::new(engine, monitor.clone()))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            SearchServer::new(SearchService::new(engine))
+            CatalogServer::new(CatalogService::new(index, monitor.clone()))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
-        .add_service(
-            CatalogServer::new(CatalogService::new(index))
-                .max_decoding_message_size(max_bytes)
-                .max_encoding_message_size(max_bytes),
-        )
+        .add_service(MonitorServer::new(MonitorService::new(monitor)))
         .serve_with_incoming_shutdown(incoming(listener), on_shutdown);
 
     let grace = config.shutdown_grace();
@@ -151,8 +202,22 @@ pub async fn serve(
             tracing::warn!(?grace, "grace period over; closing the calls still open");
         }
     }
+    metrics_server.abort();
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Bytes of the files in a folder (the model's size for the metrics).
+fn folder_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Accepted connections with Nagle's algorithm off: a result is one small frame, and

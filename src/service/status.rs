@@ -1,9 +1,10 @@
 //! The one place where library errors become gRPC statuses.
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::asr::AsrError;
 use crate::audio::AudioError;
+use crate::monitor::Metrics;
 use crate::pipeline::PipelineError;
 use crate::search::SearchError;
 use crate::session::SessionError;
@@ -91,4 +92,34 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}
+
+/// Counts an RPC's answer by its status code, and passes it on.
+pub fn counted<T>(metrics: &Metrics, rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
+    let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+    metrics.request(rpc, code_name(code));
+    result
+}
+
+/// The canonical name of a status code, as gRPC documents it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }

@@ -11,9 +11,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::search::to_proto_hits;
+use super::status::counted;
 use crate::asr::{self, TranscribeOptions};
 use crate::audio::{AudioFormat, AudioInfo, Encoding};
 use crate::config::ServeConfig;
+use crate::monitor::Monitor;
 use crate::pipeline::{HitOptions, Pipeline, PipelineError, UtteranceOutcome};
 use crate::proto::streaming_voice_search_request::Request as StreamRequest;
 use crate::proto::voice_search_server::VoiceSearch;
@@ -33,16 +35,23 @@ const DEFAULT_MAX_HITS: usize = 5;
 pub struct VoiceSearchService {
     pipeline: Pipeline,
     pool: WorkerPool,
+    monitor: Arc<Monitor>,
     limits: SessionLimits,
     idle_timeout: Duration,
     streams: Arc<Semaphore>,
 }
 
 impl VoiceSearchService {
-    pub fn new(pipeline: Pipeline, pool: WorkerPool, config: &ServeConfig) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        pool: WorkerPool,
+        monitor: Arc<Monitor>,
+        config: &ServeConfig,
+    ) -> Self {
         Self {
             pipeline,
             pool,
+            monitor,
             limits: config.session_limits(),
             idle_timeout: config.idle_timeout(),
             streams: Arc::new(Semaphore::new(config.max_streams)),
@@ -56,14 +65,20 @@ impl VoiceSearchService {
         audio: Vec<u8>,
         hits: Option<HitOptions>,
     ) -> Result<UtteranceOutcome, Status> {
+        let started = Instant::now();
         let config = config.ok_or_else(|| Status::invalid_argument("config is missing"))?;
         let format = audio_format(&config)?;
         let options = transcribe_options(&config, self.limits.max_utterance_seconds);
         let pipeline = self.pipeline.clone();
-        let job = self
-            .pool
-            .submit(move || pipeline.run(&audio, &format, &options, hits.as_ref()))?;
-        Ok(job.await??)
+        let monitor = self.monitor.clone();
+        let job = self.pool.submit(move || {
+            let outcome = pipeline.run(&audio, &format, &options, hits.as_ref())?;
+            monitor.observe(&outcome, &format, &audio);
+            Ok::<_, PipelineError>(outcome)
+        })?;
+        let outcome = job.await??;
+        self.monitor.metrics.utterance(&outcome, started.elapsed());
+        Ok(outcome)
     }
 
     /// What a stream needs once the call has returned its response stream.
@@ -71,6 +86,7 @@ impl VoiceSearchService {
         StreamWorker {
             pipeline: self.pipeline.clone(),
             pool: self.pool.clone(),
+            monitor: self.monitor.clone(),
             limits: self.limits,
             idle_timeout: self.idle_timeout,
         }
@@ -185,6 +201,8 @@ type PendingOutcome = JobHandle<Result<UtteranceOutcome, PipelineError>>;
 struct InFlight {
     index: u32,
     is_final: bool,
+    /// When the utterance ended (final results), for the end-to-end latency.
+    ended: Instant,
     outcome: PendingOutcome,
 }
 
@@ -193,6 +211,7 @@ struct InFlight {
 struct StreamWorker {
     pipeline: Pipeline,
     pool: WorkerPool,
+    monitor: Arc<Monitor>,
     limits: SessionLimits,
     idle_timeout: Duration,
 }
@@ -233,14 +252,14 @@ impl StreamWorker {
         };
         let mut session = Session::new(settings.format, self.limits, recognition.interim_results);
         let mut in_flight: Option<InFlight> = None;
-        let mut waiting: VecDeque<Utterance> = VecDeque::new();
+        let mut waiting: VecDeque<(Utterance, Instant)> = VecDeque::new();
         let mut client_open = true;
         let mut last_activity = Instant::now();
         let closes_at = opened + Duration::from_secs_f64(self.limits.max_stream_seconds);
         loop {
             if in_flight.is_none() {
-                if let Some(utterance) = waiting.pop_front() {
-                    in_flight = Some(self.start_final(utterance, &settings)?);
+                if let Some((utterance, ended)) = waiting.pop_front() {
+                    in_flight = Some(self.start_final(utterance, ended, &settings)?);
                 }
             }
             if !client_open && in_flight.is_none() {
@@ -273,7 +292,7 @@ impl StreamWorker {
                                 }
                             }
                             Some(StreamRequest::EndOfUtterance(_)) => {
-                                waiting.push_back(session.finish_utterance()?);
+                                waiting.push_back((session.finish_utterance()?, Instant::now()));
                                 in_flight.take_if(|job| !job.is_final);
                             }
                             Some(StreamRequest::Config(_)) => {
@@ -287,7 +306,7 @@ impl StreamWorker {
                         Ok(None) => {
                             client_open = false;
                             if session.has_audio() {
-                                waiting.push_back(session.finish_utterance()?);
+                                waiting.push_back((session.finish_utterance()?, Instant::now()));
                                 in_flight.take_if(|job| !job.is_final);
                             }
                         }
@@ -344,9 +363,11 @@ impl StreamWorker {
     fn start_final(
         &self,
         utterance: Utterance,
+        ended: Instant,
         settings: &StreamSettings,
     ) -> Result<InFlight, Status> {
         let pipeline = self.pipeline.clone();
+        let monitor = self.monitor.clone();
         let (format, options, hits) = (
             settings.format,
             settings.options.clone(),
@@ -355,11 +376,16 @@ impl StreamWorker {
         let bytes = utterance.bytes;
         let outcome = self
             .pool
-            .submit(move || pipeline.run(&bytes, &format, &options, Some(&hits)))
+            .submit(move || {
+                let outcome = pipeline.run(&bytes, &format, &options, Some(&hits))?;
+                monitor.observe(&outcome, &format, &bytes);
+                Ok(outcome)
+            })
             .map_err(|full| utterance_status(utterance.index, full.into()))?;
         Ok(InFlight {
             index: utterance.index,
             is_final: true,
+            ended,
             outcome,
         })
     }
@@ -378,6 +404,7 @@ impl StreamWorker {
         Some(InFlight {
             index,
             is_final: false,
+            ended: Instant::now(),
             outcome,
         })
     }
@@ -398,6 +425,11 @@ impl StreamWorker {
         };
         if !job.is_final && outcome.transcript.text.is_empty() {
             return Ok(None);
+        }
+        if job.is_final {
+            self.monitor
+                .metrics
+                .utterance(&outcome, job.ended.elapsed());
         }
         let hits = if job.is_final || settings.search_interim {
             to_proto_hits(outcome.hits)
@@ -439,19 +471,28 @@ impl VoiceSearch for VoiceSearchService {
         &self,
         request: Request<Streaming<StreamingVoiceSearchRequest>>,
     ) -> Result<Response<Self::StreamingVoiceSearchStream>, Status> {
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "the server has as many streams open as it allows; retry with backoff",
-            )
-        })?;
+        const RPC: &str = "StreamingVoiceSearch";
+        let metrics = &self.monitor.metrics;
+        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+            return counted(
+                metrics,
+                RPC,
+                Err(Status::resource_exhausted(
+                    "the server has as many streams open as it allows; retry with backoff",
+                )),
+            );
+        };
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(RESPONSES_BUFFERED);
         let worker = self.stream_worker();
+        metrics.active_streams.inc();
         tokio::spawn(async move {
             // Held until the stream ends, so it counts against the limit until then.
             let _permit = permit;
             let outcome = worker.drive(inbound, &sender).await;
-            if let Err(status) = outcome {
+            let metrics = &worker.monitor.metrics;
+            metrics.active_streams.dec();
+            if let Err(status) = counted(metrics, RPC, outcome) {
                 tracing::info!(code = ?status.code(), message = status.message(), "stream ended with an error");
                 sender.send(Err(status)).await.ok();
             }
@@ -463,31 +504,39 @@ impl VoiceSearch for VoiceSearchService {
         &self,
         request: Request<VoiceSearchRequest>,
     ) -> Result<Response<VoiceSearchResponse>, Status> {
-        let request = request.into_inner();
-        let config = request.config.unwrap_or_default();
-        let hits = hit_options(config.search.as_ref())?;
-        let outcome = self
-            .run(config.recognition, request.audio, Some(hits))
-            .await?;
-        Ok(Response::new(VoiceSearchResponse {
-            result: Some(UtteranceResult {
-                is_final: true,
-                audio: Some(to_proto_audio(&outcome.audio)),
-                transcript: Some(to_proto_transcript(outcome.transcript)),
-                hits: to_proto_hits(outcome.hits),
-            }),
-        }))
+        let result = async {
+            let request = request.into_inner();
+            let config = request.config.unwrap_or_default();
+            let hits = hit_options(config.search.as_ref())?;
+            let outcome = self
+                .run(config.recognition, request.audio, Some(hits))
+                .await?;
+            Ok(Response::new(VoiceSearchResponse {
+                result: Some(UtteranceResult {
+                    is_final: true,
+                    audio: Some(to_proto_audio(&outcome.audio)),
+                    transcript: Some(to_proto_transcript(outcome.transcript)),
+                    hits: to_proto_hits(outcome.hits),
+                }),
+            }))
+        }
+        .await;
+        counted(&self.monitor.metrics, "VoiceSearch", result)
     }
 
     async fn transcribe(
         &self,
         request: Request<TranscribeRequest>,
     ) -> Result<Response<TranscribeResponse>, Status> {
-        let request = request.into_inner();
-        let outcome = self.run(request.config, request.audio, None).await?;
-        Ok(Response::new(TranscribeResponse {
-            audio: Some(to_proto_audio(&outcome.audio)),
-            transcript: Some(to_proto_transcript(outcome.transcript)),
-        }))
+        let result = async {
+            let request = request.into_inner();
+            let outcome = self.run(request.config, request.audio, None).await?;
+            Ok(Response::new(TranscribeResponse {
+                audio: Some(to_proto_audio(&outcome.audio)),
+                transcript: Some(to_proto_transcript(outcome.transcript)),
+            }))
+        }
+        .await;
+        counted(&self.monitor.metrics, "Transcribe", result)
     }
 }
