@@ -257,3 +257,79 @@ pub fn labelling_manifest(dir: &Path) -> Result<String, CaptureError> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::Encoding;
+
+    fn features() -> UtteranceFeatures {
+        UtteranceFeatures {
+            duration_seconds: 0.1,
+            loudness_dbfs: -20.0,
+            clipped_fraction: 0.0,
+            snr_db: 30.0,
+            sample_rate_hz: 16_000,
+            channels: 1,
+            encoding: "LINEAR16".into(),
+            no_speech_probability: 0.1,
+            avg_logprob: None,
+            words: 0,
+            unknown_word_share: None,
+            top_hit_score: None,
+            no_hit: true,
+        }
+    }
+
+    #[test]
+    fn captures_older_than_the_age_limit_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let capture = Capture::open(CaptureConfig {
+            dir: dir.path().to_owned(),
+            fraction: 1.0,
+            max_bytes: u64::MAX,
+            max_age: Duration::from_millis(200),
+        })
+        .unwrap();
+        let format = AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate: Some(16_000),
+            channels: Some(1),
+        };
+        let audio = vec![0u8; 3200];
+        assert!(capture.wants());
+        capture
+            .store(&audio, &format, "", Vec::new(), features())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        capture
+            .store(&audio, &format, "", Vec::new(), features())
+            .unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // A restart takes stock of what is on disk and applies the bounds.
+        std::thread::sleep(Duration::from_millis(300));
+        let reopened = Capture::open(CaptureConfig {
+            dir: dir.path().to_owned(),
+            fraction: 1.0,
+            max_bytes: u64::MAX,
+            max_age: Duration::from_millis(200),
+        })
+        .unwrap();
+        assert_eq!(reopened.total_bytes(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_fraction_is_kept_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let capture = Capture::open(CaptureConfig {
+            dir: dir.path().to_owned(),
+            fraction: 0.25,
+            max_bytes: u64::MAX,
+            max_age: Duration::from_secs(60),
+        })
+        .unwrap();
+        let kept = (0..100).filter(|_| capture.wants()).count();
+        assert_eq!(kept, 25);
+    }
+}
