@@ -111,13 +111,12 @@ impl Baseline {
         if features.is_empty() {
             return Err(DriftError::Empty);
         }
-        let names = features[0].values().map(|(name, _)| name);
-        let profiles = names
+        let rows: Vec<_> = features.iter().map(UtteranceFeatures::values).collect();
+        let profiles = rows[0]
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                let values: Vec<FeatureValue> =
-                    features.iter().map(|f| f.values()[i].1.clone()).collect();
+            .map(|(i, (name, _))| {
+                let values: Vec<FeatureValue> = rows.iter().map(|row| row[i].1.clone()).collect();
                 let bins = bins_for(&values);
                 FeatureProfile {
                     name: name.to_string(),
@@ -336,12 +335,12 @@ impl DriftMonitor {
 
     /// The drift table as the window stands.
     pub fn report(&self) -> DriftReport {
-        let window: Vec<UtteranceFeatures> = self
+        let window: Vec<_> = self
             .window
             .lock()
             .expect("not poisoned")
             .iter()
-            .cloned()
+            .map(UtteranceFeatures::values)
             .collect();
         let full = window.len() >= self.window_size;
         let features = match &self.baseline {
@@ -352,7 +351,7 @@ impl DriftMonitor {
                 .enumerate()
                 .map(|(i, profile)| {
                     let values: Vec<FeatureValue> =
-                        window.iter().map(|f| f.values()[i].1.clone()).collect();
+                        window.iter().map(|row| row[i].1.clone()).collect();
                     let psi = psi(&profile.shares, &profile.bins.shares(&values));
                     FeatureDrift {
                         feature: profile.name.clone(),
