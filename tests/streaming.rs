@@ -580,3 +580,25 @@ async fn a_cancelled_stream_gives_its_queue_place_back() {
     busy_ended.unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn phrase_hints_from_the_config_reach_the_decoder() {
+    let server = TestServer::start(test_config()).await;
+    let mut client = Client::new(server.channel().await);
+    let wav = fixture_bytes("q0006.wav");
+    let mut hinted = config(AudioEncoding::Wav, 0);
+    hinted.recognition.as_mut().unwrap().phrase_hints = vec!["Düsseldorf".into()];
+    let mut transcripts = Vec::new();
+    for stream_config in [config(AudioEncoding::Wav, 0), hinted] {
+        let (responses, ended) = exchange(
+            &mut client,
+            vec![configure(stream_config), audio(&wav), end()],
+        )
+        .await;
+        ended.unwrap();
+        transcripts.push(text(finals(&responses)[0]).to_string());
+    }
+    assert!(!transcripts[0].contains("Düsseldorf"), "{transcripts:?}");
+    assert!(transcripts[1].contains("Düsseldorf"), "{transcripts:?}");
+    server.shutdown().await.unwrap();
+}
