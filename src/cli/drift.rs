@@ -115,30 +115,10 @@ pub(crate) fn drift_report(server: &str) -> anyhow::Result<()> {
                 .into_inner(),
         )
     })?;
-    println!(
-        "window: {} of {} utterances; baseline: {}",
-        report.utterances_in_window,
-        report.window_size,
-        if report.baseline_source.is_empty() {
-            "none (serve --drift-baseline FILE)"
-        } else {
-            &report.baseline_source
-        }
+    print!(
+        "{}",
+        voice_search::service::from_proto_report(report).table()
     );
-    println!(
-        "{:<24} {:>18} {:>18} {:>8}  state",
-        "feature", "reference", "current", "PSI"
-    );
-    for row in &report.features {
-        println!(
-            "{:<24} {:>18} {:>18} {:>8.3}  {}",
-            row.feature,
-            row.reference,
-            row.current,
-            row.psi,
-            row.state().as_str_name()
-        );
-    }
     Ok(())
 }
 

@@ -230,6 +230,17 @@ pub enum DriftState {
     Filling,
 }
 
+impl std::fmt::Display for DriftState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DriftState::Stable => "STABLE",
+            DriftState::Watch => "WATCH",
+            DriftState::Drift => "DRIFT",
+            DriftState::Filling => "FILLING",
+        })
+    }
+}
+
 impl DriftState {
     fn of(psi: f64) -> Self {
         if psi >= DRIFT_PSI {
@@ -269,7 +280,7 @@ impl DriftReport {
             self.utterances_in_window,
             self.window_size,
             if self.baseline_source.is_empty() {
-                "none"
+                "none (serve --drift-baseline FILE)"
             } else {
                 &self.baseline_source
             },
@@ -280,7 +291,7 @@ impl DriftReport {
         );
         for row in &self.features {
             out.push_str(&format!(
-                "{:<24} {:>18} {:>18} {:>8.3}  {:?}\n",
+                "{:<24} {:>18} {:>18} {:>8.3}  {}\n",
                 row.feature, row.reference, row.current, row.psi, row.state
             ));
         }

@@ -33,7 +33,7 @@ use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchErr
 use crate::workers::WorkerPool;
 
 pub use catalog::CatalogService;
-pub use monitor::MonitorService;
+pub use monitor::{from_proto_report, MonitorService};
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
 

@@ -50,6 +50,33 @@ pub fn to_proto_report(report: drift::DriftReport) -> proto::DriftReport {
     }
 }
 
+/// A wire report as the library's, for printing.
+pub fn from_proto_report(report: proto::DriftReport) -> drift::DriftReport {
+    drift::DriftReport {
+        window_size: report.window_size as usize,
+        utterances_in_window: report.utterances_in_window as usize,
+        baseline_source: report.baseline_source,
+        features: report
+            .features
+            .into_iter()
+            .map(|row| drift::FeatureDrift {
+                state: match row.state() {
+                    proto::DriftState::Stable => DriftState::Stable,
+                    proto::DriftState::Watch => DriftState::Watch,
+                    proto::DriftState::Drift => DriftState::Drift,
+                    proto::DriftState::Filling | proto::DriftState::Unspecified => {
+                        DriftState::Filling
+                    }
+                },
+                feature: row.feature,
+                reference: row.reference,
+                current: row.current,
+                psi: row.psi,
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl monitor_server::Monitor for MonitorService {
     async fn get_drift_report(
