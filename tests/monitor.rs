@@ -6,7 +6,6 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use voice_search::audio::resample::to_target_rate;
 use voice_search::audio::{AudioFormat, Encoding};
@@ -24,35 +23,7 @@ use voice_search::proto::{
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine};
 
 use crate::common::{fixture_bytes, whisper};
-use crate::server::{test_config, TestServer};
-
-/// The body of `GET /metrics`.
-async fn scrape(server: &TestServer) -> String {
-    let mut stream = tokio::net::TcpStream::connect(server.metrics_addr)
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// The value of the first sample line starting with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in the scrape:\n{metrics}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use crate::server::{sample, test_config, TestServer};
 
 fn wav_config() -> StreamingVoiceSearchConfig {
     StreamingVoiceSearchConfig {
@@ -98,7 +69,7 @@ async fn a_scrape_after_traffic_shows_every_metric() {
         })
         .await
         .unwrap();
-    let metrics = scrape(&server).await;
+    let metrics = server.scrape().await;
     assert_eq!(
         sample(
             &metrics,
@@ -398,7 +369,7 @@ async fn the_capture_folder_stays_within_its_bounds_and_feeds_eval() {
             .await
             .unwrap();
     }
-    let metrics = scrape(&server).await;
+    let metrics = server.scrape().await;
     assert_eq!(
         sample(&metrics, "voicesearch_captured_utterances_total"),
         12.0

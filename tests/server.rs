@@ -67,11 +67,51 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The body of `GET /metrics`.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// Polls the metrics until `metric` reads `value`; panics after 30 s.
+    pub async fn wait_for_metric(&self, metric: &str, value: f64) {
+        for _ in 0..3000 {
+            if sample(&self.scrape().await, metric) == value {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{metric} never reached {value}");
+    }
+
     /// Sends the shutdown signal and waits for the server to return.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.stop.take().unwrap().send(()).ok();
         (&mut self.task).await.unwrap()
     }
+}
+
+/// The value of the first sample line of a scrape starting with `prefix`.
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in the scrape:\n{metrics}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn health_status(channel: Channel, service: &str) -> ServingStatus {

@@ -10,10 +10,11 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use voice_search::config::ServeConfig;
 use voice_search::proto::catalog_client::CatalogClient;
+use voice_search::proto::monitor_client::MonitorClient;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
-    self, AudioEncoding, EndOfUtterance, RecognitionConfig, SearchOptions,
+    self, AudioEncoding, EndOfUtterance, GetDriftReportRequest, RecognitionConfig, SearchOptions,
     StreamingVoiceSearchConfig, StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
     VoiceSearchRequest,
 };
@@ -214,34 +215,41 @@ async fn interim_results_come_while_audio_arrives_then_the_final_one() {
         search_interim: true,
         ..Default::default()
     });
-    // Twice real time: 100 ms of audio every 50 ms, so interim results have time to run.
-    let (sender, receiver) = mpsc::channel(4);
-    let feeder = tokio::spawn(async move {
-        sender.send(configure(stream_config)).await.unwrap();
-        for chunk in pcm.chunks(rate as usize / 10 * 2) {
-            sender.send(audio(chunk)).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        sender.send(end()).await.unwrap();
-    });
+    // The first two seconds in 100 ms chunks; the rest only once an interim result has
+    // come, so the test does not depend on how fast the machine is.
+    let (sender, receiver) = mpsc::channel(64);
+    sender.send(configure(stream_config)).await.unwrap();
+    let (head, tail) = pcm.split_at(2 * 2 * rate as usize);
+    for chunk in head.chunks(rate as usize / 10 * 2) {
+        sender.send(audio(chunk)).await.unwrap();
+    }
     let mut stream = client
         .streaming_voice_search(ReceiverStream::new(receiver))
         .await
         .unwrap()
         .into_inner();
-    let mut responses = Vec::new();
+    let interim = stream.message().await.unwrap().expect("an interim result");
+    let result = interim.result.as_ref().unwrap();
+    assert!(!result.is_final);
+    assert_eq!(interim.utterance_index, 0);
+    assert!(
+        text(result).starts_with("The number"),
+        "{:?}",
+        result.transcript
+    );
+    for chunk in tail.chunks(rate as usize / 10 * 2) {
+        sender.send(audio(chunk)).await.unwrap();
+    }
+    sender.send(end()).await.unwrap();
+    drop(sender);
+    let mut rest = Vec::new();
     while let Some(response) = stream.message().await.unwrap() {
-        responses.push(response);
+        rest.push(response);
     }
-    feeder.await.unwrap();
-    let (last, interims) = responses.split_last().unwrap();
-    assert!(!interims.is_empty(), "no interim result");
-    for interim in interims {
-        let result = interim.result.as_ref().unwrap();
-        assert!(!result.is_final);
-        assert_eq!(interim.utterance_index, 0);
-        assert!(!text(result).is_empty());
-    }
+    let (last, interims) = rest.split_last().unwrap();
+    assert!(interims
+        .iter()
+        .all(|r| !r.result.as_ref().unwrap().is_final));
     let result = last.result.as_ref().unwrap();
     assert!(result.is_final);
     assert_eq!(
@@ -556,15 +564,34 @@ async fn a_cancelled_stream_gives_its_queue_place_back() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .wait_for_metric("voicesearch_busy_workers", 1.0)
+        .await;
     // This one takes the only queue place, then its client goes away.
     let (sender, responses) = open_utterance(&mut client, &fixture_bytes("q0004.wav"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .wait_for_metric("voicesearch_queued_utterances", 1.0)
+        .await;
     drop(sender);
     drop(responses);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its place comes back while the worker is still busy with the long utterance.
+    server
+        .wait_for_metric("voicesearch_queued_utterances", 0.0)
+        .await;
+    // The long utterance is still running: nothing has reached the drift window, which
+    // a worker feeds as it finishes an utterance (before it takes the next job).
+    let window = MonitorClient::new(server.channel().await)
+        .get_drift_report(GetDriftReportRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .utterances_in_window;
+    assert_eq!(
+        window, 0,
+        "the queued job was not given back when its client left"
+    );
     // Its place is free again while the worker is still busy.
     let (responses, ended) = exchange(
         &mut client,
@@ -600,5 +627,37 @@ async fn phrase_hints_from_the_config_reach_the_decoder() {
     }
     assert!(!transcripts[0].contains("Düsseldorf"), "{transcripts:?}");
     assert!(transcripts[1].contains("Düsseldorf"), "{transcripts:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_error_ends_the_stream_after_the_results_of_earlier_utterances() {
+    let server = TestServer::start(ServeConfig {
+        max_utterance_seconds: 5.0,
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::new(server.channel().await);
+    let (speech, rate) = linear16("q0004.wav");
+    let (responses, ended) = exchange(
+        &mut client,
+        vec![
+            configure(config(AudioEncoding::Linear16, rate)),
+            audio(&speech),
+            end(),
+            audio(&vec![0; 2 * rate as usize * 6]),
+        ],
+    )
+    .await;
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    assert!(
+        status.message().starts_with("utterance 1:"),
+        "{}",
+        status.message()
+    );
+    let results = finals(&responses);
+    assert_eq!(results.len(), 1);
+    assert_eq!(text(results[0]), CONFERENCE);
     server.shutdown().await.unwrap();
 }

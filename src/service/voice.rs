@@ -254,81 +254,110 @@ impl StreamWorker {
         let mut in_flight: Option<InFlight> = None;
         let mut waiting: VecDeque<(Utterance, Instant)> = VecDeque::new();
         let mut client_open = true;
+        // The first error ends the stream, but only after the results of every utterance
+        // already received in full, so that nothing the client sent is lost.
+        let mut failure: Option<Status> = None;
         let mut last_activity = Instant::now();
         let closes_at = opened + Duration::from_secs_f64(self.limits.max_stream_seconds);
         loop {
             if in_flight.is_none() {
                 if let Some((utterance, ended)) = waiting.pop_front() {
-                    in_flight = Some(self.start_final(utterance, ended, &settings)?);
+                    match self.start_final(utterance, ended, &settings) {
+                        Ok(job) => in_flight = Some(job),
+                        Err(status) => {
+                            failure.get_or_insert(status);
+                            waiting.clear();
+                        }
+                    }
                 }
             }
             if !client_open && in_flight.is_none() {
-                return Ok(());
+                return failure.map_or(Ok(()), Err);
             }
             let idle = in_flight.is_none() && client_open;
-            tokio::select! {
+            let event = tokio::select! {
                 // The client cancelled or disconnected: dropping the job frees its place.
                 () = out.closed() => return Ok(()),
                 result = async { (&mut in_flight.as_mut().expect("guarded").outcome).await },
                     if in_flight.is_some() =>
                 {
                     let done = in_flight.take().expect("guarded");
-                    let response = self.respond(&done, result, &settings)?;
-                    if let Some(response) = response {
-                        if out.send(Ok(response)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
                     last_activity = Instant::now();
+                    match self.respond(&done, result, &settings) {
+                        Ok(Some(response)) => {
+                            if out.send(Ok(response)).await.is_err() {
+                                return Ok(());
+                            }
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(status) => Err(status),
+                    }
                 }
                 message = inbound.message(), if client_open => {
                     last_activity = Instant::now();
-                    match message {
-                        Ok(Some(message)) => match message.request {
-                            Some(StreamRequest::Audio(chunk)) => {
-                                session.push(&chunk)?;
-                                if in_flight.is_none() && waiting.is_empty() {
-                                    in_flight = self.start_interim(&mut session, &settings);
-                                }
-                            }
-                            Some(StreamRequest::EndOfUtterance(_)) => {
-                                waiting.push_back((session.finish_utterance()?, Instant::now()));
-                                in_flight.take_if(|job| !job.is_final);
-                            }
-                            Some(StreamRequest::Config(_)) => {
-                                return Err(Status::invalid_argument(
-                                    "a second config: the config comes once, as the first \
-                                     message; open a new stream for other settings",
-                                ))
-                            }
-                            None => return Err(empty_message()),
-                        },
-                        Ok(None) => {
-                            client_open = false;
-                            if session.has_audio() {
-                                waiting.push_back((session.finish_utterance()?, Instant::now()));
-                                in_flight.take_if(|job| !job.is_final);
-                            }
-                        }
-                        // A message over the size limit, or the client reset the stream
-                        // (then nobody hears the status, which is harmless).
-                        Err(status) => return Err(status),
-                    }
+                    self.receive(message, &mut session, &mut waiting, &mut in_flight, &settings)
+                        .map(|open| client_open = open)
                 }
                 () = tokio::time::sleep_until((last_activity + self.idle_timeout).into()), if idle => {
-                    return Err(Status::deadline_exceeded(format!(
+                    Err(Status::deadline_exceeded(format!(
                         "no message for {:.0} s: send audio, end_of_utterance or close the stream",
                         self.idle_timeout.as_secs_f64()
-                    )));
+                    )))
                 }
-                () = tokio::time::sleep_until(closes_at.into()) => {
-                    return Err(Status::out_of_range(format!(
+                () = tokio::time::sleep_until(closes_at.into()), if failure.is_none() => {
+                    Err(Status::out_of_range(format!(
                         "the stream has been open for {:.0} s, the limit: open a new stream",
                         self.limits.max_stream_seconds
-                    )));
+                    )))
                 }
+            };
+            if let Err(status) = event {
+                failure.get_or_insert(status);
+                client_open = false;
+                in_flight.take_if(|job| !job.is_final);
             }
         }
+    }
+
+    /// Takes one inbound message; returns whether the client may send more.
+    fn receive(
+        &self,
+        message: Result<Option<StreamingVoiceSearchRequest>, Status>,
+        session: &mut Session,
+        waiting: &mut VecDeque<(Utterance, Instant)>,
+        in_flight: &mut Option<InFlight>,
+        settings: &StreamSettings,
+    ) -> Result<bool, Status> {
+        // A message over the size limit, or the client reset the stream (then nobody
+        // hears the status, which is harmless).
+        let Some(message) = message? else {
+            if session.has_audio() {
+                waiting.push_back((session.finish_utterance()?, Instant::now()));
+                in_flight.take_if(|job| !job.is_final);
+            }
+            return Ok(false);
+        };
+        match message.request {
+            Some(StreamRequest::Audio(chunk)) => {
+                session.push(&chunk)?;
+                if in_flight.is_none() && waiting.is_empty() {
+                    *in_flight = self.start_interim(session, settings);
+                }
+            }
+            Some(StreamRequest::EndOfUtterance(_)) => {
+                waiting.push_back((session.finish_utterance()?, Instant::now()));
+                in_flight.take_if(|job| !job.is_final);
+            }
+            Some(StreamRequest::Config(_)) => {
+                return Err(Status::invalid_argument(
+                    "a second config: the config comes once, as the first message; open a \
+                     new stream for other settings",
+                ))
+            }
+            None => return Err(empty_message()),
+        }
+        Ok(true)
     }
 
     /// The config, or `None` when the client closed the stream without sending anything.
