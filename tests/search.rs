@@ -614,3 +614,26 @@ fn carrier_phrases_can_be_replaced_from_a_file() {
     std::fs::write(&path, "prefixes = 3").unwrap();
     assert!(CarrierPhrases::load(Some(&path)).is_err());
 }
+
+#[test]
+fn a_read_only_index_searches_while_another_holds_the_writer() {
+    let folder = tempfile::tempdir().unwrap();
+    assert!(
+        CatalogIndex::open_read_only(folder.path()).is_err(),
+        "no index yet"
+    );
+    let writable = CatalogIndex::open(folder.path()).unwrap();
+    writable
+        .upsert(&[doc(city("ber", "Berlin", "", 3_600_000))])
+        .unwrap();
+    assert!(matches!(
+        CatalogIndex::open(folder.path()),
+        Err(SearchError::Locked(_))
+    ));
+    let reader = CatalogIndex::open_read_only(folder.path()).unwrap();
+    assert_eq!(reader.stats().unwrap().document_count, 1);
+    assert!(matches!(
+        reader.upsert(&[doc(city("rom", "Rome", "", 2_800_000))]),
+        Err(SearchError::ReadOnly(_))
+    ));
+}

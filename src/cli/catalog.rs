@@ -82,7 +82,7 @@ pub(crate) fn import_catalog(
 }
 
 pub(crate) fn index_stats(path: &Path) -> anyhow::Result<()> {
-    let stats = CatalogIndex::open(path)?.stats()?;
+    let stats = CatalogIndex::open_read_only(path)?.stats()?;
     println!("index:          {}", path.display());
     println!("documents:      {}", stats.document_count);
     println!("size on disk:   {} bytes", stats.size_bytes);
@@ -100,7 +100,7 @@ pub(crate) fn index_stats(path: &Path) -> anyhow::Result<()> {
 
 pub(crate) fn search(args: SearchArgs) -> anyhow::Result<()> {
     let engine = QueryEngine::new(
-        Arc::new(CatalogIndex::open(&args.index)?),
+        Arc::new(CatalogIndex::open_read_only(&args.index)?),
         CarrierPhrases::load(args.carrier_phrases.as_deref())?,
     );
     let results = engine.search(&SearchRequest {

@@ -56,13 +56,34 @@ pub struct CatalogIndex {
     index: Index,
     fields: Fields,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Absent when opened read-only.
+    writer: Option<Mutex<IndexWriter>>,
     path: PathBuf,
 }
 
 impl CatalogIndex {
-    /// Opens the index at `path`, creating it (and the folder) when missing.
+    /// Opens the index at `path` for reading and writing, creating it (and the folder)
+    /// when missing. Only one process may hold it so.
     pub fn open(path: &Path) -> Result<Self, SearchError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens an existing index for searching only, which works while another process
+    /// (a running server) holds it for writing.
+    pub fn open_read_only(path: &Path) -> Result<Self, SearchError> {
+        if !path.join(VERSION_FILE).exists() {
+            return Err(SearchError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no catalog index here: load one with `voice-search index import`",
+                ),
+            });
+        }
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, writable: bool) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
         std::fs::create_dir_all(path).map_err(|source| SearchError::Io {
             path: path.to_owned(),
@@ -96,12 +117,17 @@ impl CatalogIndex {
             })?;
         }
         schema::register_tokenizer(&index);
-        let writer = index
-            .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
-            .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => SearchError::Locked(path.to_owned()),
-                other => other.into(),
-            })?;
+        let writer = if writable {
+            let writer = index
+                .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
+                .map_err(|e| match e {
+                    tantivy::TantivyError::LockFailure(..) => SearchError::Locked(path.to_owned()),
+                    other => other.into(),
+                })?;
+            Some(Mutex::new(writer))
+        } else {
+            None
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
@@ -110,7 +136,7 @@ impl CatalogIndex {
             index,
             fields,
             reader,
-            writer: Mutex::new(writer),
+            writer,
             path: path.to_owned(),
         })
     }
@@ -126,7 +152,7 @@ impl CatalogIndex {
 
     /// Inserts or replaces documents by id and commits; returns once they are durable.
     pub fn upsert(&self, documents: &[CatalogDocument]) -> Result<UpsertCounts, SearchError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer()?;
         let searcher = self.searcher();
         let mut counts = UpsertCounts::default();
         let mut seen = HashSet::new();
@@ -148,7 +174,7 @@ impl CatalogIndex {
 
     /// Deletes a document by id and commits; false when there was none.
     pub fn delete(&self, id: &str) -> Result<bool, SearchError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer()?;
         let id_term = Term::from_field_text(self.fields.id, id);
         if !self.contains(&self.searcher(), &id_term)? {
             return Ok(false);
@@ -211,6 +237,14 @@ impl CatalogIndex {
     fn contains(&self, searcher: &Searcher, id_term: &Term) -> Result<bool, SearchError> {
         let query = TermQuery::new(id_term.clone(), IndexRecordOption::Basic);
         Ok(searcher.search(&query, &Count)? > 0)
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, SearchError> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| SearchError::ReadOnly(self.path.clone()))?;
+        Ok(writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn commit(&self, writer: &mut IndexWriter) -> Result<(), SearchError> {

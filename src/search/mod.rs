@@ -41,6 +41,8 @@ pub enum SearchError {
          documents through the Catalog RPCs"
     )]
     Locked(PathBuf),
+    #[error("the index at {0} was opened read-only")]
+    ReadOnly(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

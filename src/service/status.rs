@@ -26,9 +26,9 @@ impl From<SearchError> for Status {
             SearchError::InvalidDocument(_) | SearchError::InvalidQuery(_) => {
                 Status::invalid_argument(error.to_string())
             }
-            SearchError::IncompatibleVersion { .. } | SearchError::Locked(_) => {
-                Status::failed_precondition(error.to_string())
-            }
+            SearchError::IncompatibleVersion { .. }
+            | SearchError::Locked(_)
+            | SearchError::ReadOnly(_) => Status::failed_precondition(error.to_string()),
             SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
         }
     }
