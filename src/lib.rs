@@ -2,8 +2,10 @@
 //!
 //! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds [`asr`] (Whisper), whose
 //! transcript feeds [`search`] (the catalog); [`pipeline`] composes the three for the
-//! server and for [`eval`]; [`service`] exposes them over gRPC and knows nothing the
-//! library does not.
+//! server and for [`eval`]. Around the pipeline: [`workers`] (the bounded transcription
+//! pool), [`session`] (one stream's utterances and limits), [`monitor`] (metrics, drift,
+//! capture). [`service`] exposes it all over gRPC and knows nothing the library does not;
+//! [`client`] is the streaming client the command line and the eval use.
 
 pub mod asr;
 pub mod audio;

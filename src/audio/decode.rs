@@ -1,6 +1,6 @@
 //! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW) into
 //! interleaved `f32` samples at full scale 1.0. Every way the bytes can be wrong is a
-//! [`DecodeError`] that says what was wrong; nothing here panics on input.
+//! [`AudioError`] that says what was wrong; nothing here panics on input.
 
 use std::io::Cursor;
 

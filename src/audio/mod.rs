@@ -1,6 +1,6 @@
 //! The audio front end: whatever a phone sends, turned into clean 16 kHz mono samples.
 //!
-//! [`prepare`] runs the stages in order: [`decode`] (bytes to samples), [`normalize`]
+//! [`prepare`] runs the stages in order: [`decode()`] (bytes to samples), [`normalize`]
 //! (downmix, DC removal, loudness), [`vad`] (where the speech is, if anywhere) and
 //! [`resample`] (to 16 kHz). [`UtteranceBuffer`] gathers an utterance that arrives in
 //! pieces; every stage runs on the whole utterance, so how it was cut never changes the

@@ -6,7 +6,7 @@
 //! and apply one gain for the whole utterance that brings it to [`TARGET_LEVEL_DB`]. One
 //! static gain, not a compressor, keeps the speech's own dynamics. The gain is capped at
 //! [`MAX_GAIN_DB`] so that near-silence and faint noise are not lifted to full scale, and
-//! never pushes a peak over [`PEAK_CEILING`], so normalization itself cannot clip.
+//! never pushes a peak over `PEAK_CEILING`, so normalization itself cannot clip.
 //! Clipping already in the input is measured and reported, not repaired.
 
 /// Level the voiced part is brought to, in dBFS RMS.

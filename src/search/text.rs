@@ -206,7 +206,7 @@ pub fn fuzzy_distance(word: &str) -> u8 {
 
 /// Levenshtein distance with adjacent transpositions, giving up above `limit`. Runs on
 /// every catalog word of a similar length per query word, so it keeps three rows on the
-/// stack for words up to [`MAX_FUZZY_LEN`] letters and stops as soon as a row exceeds
+/// stack for words up to `MAX_FUZZY_LEN` letters and stops as soon as a row exceeds
 /// the limit.
 pub fn edit_distance(a: &str, b: &str, limit: u8) -> Option<u8> {
     let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -1,5 +1,5 @@
 //! The gRPC face of the library: tonic services that translate requests, call the
-//! library and map its errors ([`status`]), plus health and reflection. No search or
+//! library and map its errors (`status.rs`), plus health and reflection. No search or
 //! speech logic lives here.
 
 mod catalog;
