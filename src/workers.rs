@@ -101,9 +101,11 @@ impl<T> Drop for JobHandle<T> {
 impl WorkerPool {
     /// Starts the worker threads.
     pub fn new(size: PoolSize) -> Self {
+        // A job always passes through the queue on its way to a worker, so the queue holds
+        // at least one.
         let size = PoolSize {
             workers: size.workers.max(1),
-            ..size
+            queue_depth: size.queue_depth.max(1),
         };
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
