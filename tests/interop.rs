@@ -4,31 +4,14 @@
 
 use std::process::Command;
 
-use voice_search::proto::{self, catalog_client::CatalogClient};
-
 use crate::server::{test_config, TestServer};
 
 #[tokio::test]
 async fn python_grpcio_client_streams_and_gets_hits() {
     let server = TestServer::start(test_config()).await;
-    let documents = vec![
-        proto::Document {
-            id: "dus".into(),
-            title: "Düsseldorf".into(),
-            category: "city".into(),
-            ..Default::default()
-        },
-        proto::Document {
-            id: "ber".into(),
-            title: "Berlin".into(),
-            category: "city".into(),
-            ..Default::default()
-        },
-    ];
-    CatalogClient::new(server.channel().await)
-        .upsert_documents(proto::UpsertDocumentsRequest { documents })
-        .await
-        .unwrap();
+    server
+        .add_documents(&[("dus", "Düsseldorf", "city"), ("ber", "Berlin", "city")])
+        .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/run.sh");
     let addr = server.addr.to_string();
     let output = tokio::task::spawn_blocking(move || Command::new(script).arg(addr).output())

@@ -304,20 +304,11 @@ async fn drift_flags_quiet_noisy_and_narrowband_audio_but_not_clean_audio() {
     })
     .await;
     // The server's index is fresh; fill it as the baseline's was.
-    voice_search::proto::catalog_client::CatalogClient::new(server.channel().await)
-        .upsert_documents(proto::UpsertDocumentsRequest {
-            documents: documents
-                .iter()
-                .map(|(id, title)| proto::Document {
-                    id: id.to_string(),
-                    title: title.to_string(),
-                    category: "demo".into(),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
+    let demo: Vec<_> = documents
+        .iter()
+        .map(|&(id, title)| (id, title, "demo"))
+        .collect();
+    server.add_documents(&demo).await;
     let send_all = |clips: Vec<Vec<u8>>| {
         let server = &server;
         async move {

@@ -67,6 +67,26 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Upserts `(id, title, category)` documents through the Catalog RPC.
+    pub async fn add_documents(&self, documents: &[(&str, &str, &str)]) {
+        use voice_search::proto::{
+            catalog_client::CatalogClient, Document, UpsertDocumentsRequest,
+        };
+        let documents = documents
+            .iter()
+            .map(|&(id, title, category)| Document {
+                id: id.into(),
+                title: title.into(),
+                category: category.into(),
+                ..Default::default()
+            })
+            .collect();
+        CatalogClient::new(self.channel().await)
+            .upsert_documents(UpsertDocumentsRequest { documents })
+            .await
+            .unwrap();
+    }
+
     /// The body of `GET /metrics`.
     pub async fn scrape(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

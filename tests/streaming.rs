@@ -9,7 +9,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use voice_search::config::ServeConfig;
-use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::monitor_client::MonitorClient;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
@@ -119,30 +118,16 @@ async fn assert_still_answers(client: &mut Client) {
     assert_eq!(text(finals(&responses)[0]), CONFERENCE);
 }
 
-async fn add_documents(server: &TestServer) {
-    let documents = [
-        ("dus", "Düsseldorf", "city"),
-        ("ber", "Berlin", "city"),
-        ("iron", "Iron Man", "song"),
-    ]
-    .into_iter()
-    .map(|(id, title, category)| proto::Document {
-        id: id.into(),
-        title: title.into(),
-        category: category.into(),
-        ..Default::default()
-    })
-    .collect();
-    CatalogClient::new(server.channel().await)
-        .upsert_documents(proto::UpsertDocumentsRequest { documents })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn several_utterances_each_get_their_final_result_in_order() {
     let server = TestServer::start(test_config()).await;
-    add_documents(&server).await;
+    server
+        .add_documents(&[
+            ("dus", "Düsseldorf", "city"),
+            ("ber", "Berlin", "city"),
+            ("iron", "Iron Man", "song"),
+        ])
+        .await;
     let mut client = Client::new(server.channel().await);
     let (first, rate) = linear16("q0004.wav");
     let (second, second_rate) = linear16("q0006.wav");
@@ -171,7 +156,13 @@ async fn several_utterances_each_get_their_final_result_in_order() {
 #[tokio::test]
 async fn chunking_never_changes_the_result() {
     let server = TestServer::start(test_config()).await;
-    add_documents(&server).await;
+    server
+        .add_documents(&[
+            ("dus", "Düsseldorf", "city"),
+            ("ber", "Berlin", "city"),
+            ("iron", "Iron Man", "song"),
+        ])
+        .await;
     let mut client = Client::new(server.channel().await);
     let wav = fixture_bytes("q0016.wav");
     let whole = exchange(

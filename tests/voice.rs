@@ -2,7 +2,6 @@
 //! precise status for every kind of bad input, the server still answering afterwards.
 
 use tonic::Code;
-use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
     self, AudioEncoding, RecognitionConfig, StreamingVoiceSearchConfig, TranscribeRequest,
@@ -60,25 +59,9 @@ async fn transcribe_and_voice_search_over_grpc() {
     assert_eq!((audio.sample_rate_hz, audio.channels), (16_000, 1));
     assert!(audio.voice_detected);
 
-    let mut catalog = CatalogClient::new(server.channel().await);
-    let documents = vec![
-        proto::Document {
-            id: "dus".into(),
-            title: "Düsseldorf".into(),
-            category: "city".into(),
-            ..Default::default()
-        },
-        proto::Document {
-            id: "ber".into(),
-            title: "Berlin".into(),
-            category: "city".into(),
-            ..Default::default()
-        },
-    ];
-    catalog
-        .upsert_documents(proto::UpsertDocumentsRequest { documents })
-        .await
-        .unwrap();
+    server
+        .add_documents(&[("dus", "Düsseldorf", "city"), ("ber", "Berlin", "city")])
+        .await;
     let response = voice
         .voice_search(VoiceSearchRequest {
             config: Some(StreamingVoiceSearchConfig {
