@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -71,10 +71,12 @@ pub struct WorkerPool {
 }
 
 /// The pending result of a submitted job; await it for the result. Dropping it before a
-/// worker has started the job cancels the job and gives its place in the queue back.
+/// worker has started the job cancels the job and gives its place in the queue back;
+/// dropping it later raises the job's cancellation flag, which a long job polls.
 pub struct JobHandle<T> {
     result: oneshot::Receiver<T>,
     state: Arc<AtomicU8>,
+    cancelled: Arc<AtomicBool>,
     load: Arc<Load>,
 }
 
@@ -88,6 +90,7 @@ impl<T> Future for JobHandle<T> {
 
 impl<T> Drop for JobHandle<T> {
     fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
         if self
             .state
             .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Relaxed)
@@ -123,10 +126,11 @@ impl WorkerPool {
         }
     }
 
-    /// Queues `job`, or refuses it at once when the queue is full.
+    /// Queues `job`, or refuses it at once when the queue is full. The job gets the flag
+    /// that says its caller has gone.
     pub fn submit<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<JobHandle<T>, PoolFull> {
         let admitted =
             self.load
@@ -142,9 +146,11 @@ impl WorkerPool {
         }
         let (sender, result) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let handle = JobHandle {
             result,
             state: state.clone(),
+            cancelled: cancelled.clone(),
             load: self.load.clone(),
         };
         let load = self.load.clone();
@@ -157,7 +163,7 @@ impl WorkerPool {
             }
             load.queued.fetch_sub(1, Ordering::AcqRel);
             load.running.fetch_add(1, Ordering::AcqRel);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(cancelled)));
             load.running.fetch_sub(1, Ordering::AcqRel);
             match outcome {
                 // A send fails only when the caller left while the job ran; nothing to do.
@@ -214,7 +220,7 @@ mod tests {
         });
         let (release, blocked) = channel::<()>();
         let blocker = pool
-            .submit(move || {
+            .submit(move |_| {
                 blocked.recv().ok();
                 1
             })
@@ -223,8 +229,8 @@ mod tests {
         while pool.running() == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let queued = pool.submit(|| 2).unwrap();
-        let refused = pool.submit(|| 3).err().expect("queue is full");
+        let queued = pool.submit(|_| 2).unwrap();
+        let refused = pool.submit(|_| 3).err().expect("queue is full");
         assert_eq!((refused.workers, refused.queued), (1, 1));
         release.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), 1);
@@ -238,7 +244,7 @@ mod tests {
             queue_depth: 4,
         });
         let (release, blocked) = channel::<()>();
-        let blocker = pool.submit(move || blocked.recv().ok()).unwrap();
+        let blocker = pool.submit(move |_| blocked.recv().ok()).unwrap();
         while pool.running() == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -246,19 +252,42 @@ mod tests {
         let cancelled: Vec<_> = (0..4)
             .map(|_| {
                 let ran = ran.clone();
-                pool.submit(move || ran.fetch_add(1, Ordering::SeqCst))
+                pool.submit(move |_| ran.fetch_add(1, Ordering::SeqCst))
                     .unwrap()
             })
             .collect();
-        assert!(pool.submit(|| 0).is_err(), "the queue is full");
+        assert!(pool.submit(|_| 0).is_err(), "the queue is full");
         drop(cancelled);
         // Cancelled jobs gave their places back while the worker is still busy.
         assert_eq!(pool.queued(), 0);
-        let after = pool.submit(|| 7).unwrap();
+        let after = pool.submit(|_| 7).unwrap();
         release.send(()).unwrap();
         blocker.await.unwrap();
         assert_eq!(after.await.unwrap(), 7);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_of_a_running_job_raises_its_flag() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 1,
+        });
+        let (started, running) = channel::<()>();
+        let (stopped, saw_flag) = channel::<bool>();
+        let job = pool
+            .submit(move |cancelled| {
+                started.send(()).unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !cancelled.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                stopped.send(cancelled.load(Ordering::Relaxed)).unwrap();
+            })
+            .unwrap();
+        running.recv().unwrap();
+        drop(job);
+        assert!(saw_flag.recv().unwrap());
     }
 
     #[tokio::test]
@@ -267,9 +296,9 @@ mod tests {
             workers: 1,
             queue_depth: 1,
         });
-        let failed = pool.submit(|| -> u32 { panic!("bad job") }).unwrap();
+        let failed = pool.submit(|_| -> u32 { panic!("bad job") }).unwrap();
         assert!(failed.await.is_err());
-        assert_eq!(pool.submit(|| 5).unwrap().await.unwrap(), 5);
+        assert_eq!(pool.submit(|_| 5).unwrap().await.unwrap(), 5);
         assert_eq!(pool.running(), 0);
     }
 }

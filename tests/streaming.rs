@@ -532,7 +532,7 @@ async fn streams_beyond_the_limit_are_refused() {
 }
 
 #[tokio::test]
-async fn a_cancelled_stream_gives_its_queue_place_back() {
+async fn a_client_that_leaves_frees_its_queue_place_and_stops_its_work() {
     let server = TestServer::start(ServeConfig {
         workers: 1,
         queue_depth: 1,
@@ -573,30 +573,48 @@ async fn a_cancelled_stream_gives_its_queue_place_back() {
         .await;
     // The long utterance is still running: nothing has reached the drift window, which
     // a worker feeds as it finishes an utterance (before it takes the next job).
-    let window = MonitorClient::new(server.channel().await)
+    assert_eq!(
+        drift_window(&server).await,
+        0,
+        "the queued job was not given back when its client left"
+    );
+    // Its place is free again while the worker is still busy.
+    let mut waiting_client = client.clone();
+    let waiting = tokio::spawn(async move {
+        exchange(
+            &mut waiting_client,
+            vec![
+                configure(config(AudioEncoding::Wav, 0)),
+                audio(&fixture_bytes("q0004.wav")),
+            ],
+        )
+        .await
+    });
+    server
+        .wait_for_metric("voicesearch_queued_utterances", 1.0)
+        .await;
+    // The long utterance's client goes away too: its running job stops early, so the
+    // waiting utterance is the only one ever to finish.
+    busy.abort();
+    let (responses, ended) = waiting.await.unwrap();
+    ended.unwrap();
+    assert_eq!(text(finals(&responses)[0]), CONFERENCE);
+    assert_eq!(
+        drift_window(&server).await,
+        1,
+        "the running job went on after its client left"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Utterances in the server's drift window: how many finished their pipeline run.
+async fn drift_window(server: &TestServer) -> u32 {
+    MonitorClient::new(server.channel().await)
         .get_drift_report(GetDriftReportRequest {})
         .await
         .unwrap()
         .into_inner()
-        .utterances_in_window;
-    assert_eq!(
-        window, 0,
-        "the queued job was not given back when its client left"
-    );
-    // Its place is free again while the worker is still busy.
-    let (responses, ended) = exchange(
-        &mut client,
-        vec![
-            configure(config(AudioEncoding::Wav, 0)),
-            audio(&fixture_bytes("q0004.wav")),
-        ],
-    )
-    .await;
-    ended.unwrap();
-    assert_eq!(text(finals(&responses)[0]), CONFERENCE);
-    let (_, busy_ended) = busy.await.unwrap();
-    busy_ended.unwrap();
-    server.shutdown().await.unwrap();
+        .utterances_in_window
 }
 
 #[tokio::test]

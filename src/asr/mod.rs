@@ -14,6 +14,8 @@ pub mod model;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -51,6 +53,8 @@ pub enum AsrError {
     Language(String, String),
     #[error("the audio is {seconds:.1} s long; the limit is {limit:.1} s")]
     TooLong { seconds: f64, limit: f64 },
+    #[error("the transcription was cancelled: its caller has gone")]
+    Cancelled,
     #[error("inference: {0}")]
     Inference(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
@@ -82,6 +86,18 @@ pub struct TranscribeOptions {
     pub no_speech_certain: f32,
     /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
     pub max_seconds: f64,
+    /// Set from another thread to stop at the next window or decoding pass with
+    /// [`AsrError::Cancelled`]: nobody is waiting for the transcript any more.
+    pub cancelled: Option<Arc<AtomicBool>>,
+}
+
+impl TranscribeOptions {
+    fn check_cancelled(&self) -> Result<(), AsrError> {
+        match &self.cancelled {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(AsrError::Cancelled),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Tokens allowed per window: a base plus a rate no speech reaches (about 4 tokens per
@@ -106,6 +122,7 @@ impl Default for TranscribeOptions {
             no_speech_threshold: 0.6,
             no_speech_certain: 0.85,
             max_seconds: 600.0,
+            cancelled: None,
         }
     }
 }
@@ -275,6 +292,7 @@ impl Whisper {
             if window.len() < SAMPLE_RATE / 10 && seek > 0 {
                 break;
             }
+            options.check_cancelled()?;
             let started = Instant::now();
             let features = Tensor::from_vec(
                 mel.log_mel(window),
@@ -384,6 +402,7 @@ impl Whisper {
         // (result, whether its compression ratio passed)
         let mut tried: Vec<(DecodeResult, bool)> = Vec::new();
         for (i, &temperature) in options.temperatures.iter().enumerate() {
+            options.check_cancelled()?;
             let request = DecodeRequest {
                 prompt,
                 language: self.is_multilingual().then_some(language),

@@ -39,6 +39,7 @@ impl From<AsrError> for Status {
         match error {
             AsrError::Language(..) => Status::invalid_argument(error.to_string()),
             AsrError::TooLong { .. } => Status::out_of_range(error.to_string()),
+            AsrError::Cancelled => Status::cancelled(error.to_string()),
             _ => Status::internal(error.to_string()),
         }
     }

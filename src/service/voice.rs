@@ -71,7 +71,11 @@ impl VoiceSearchService {
         let options = transcribe_options(&config, self.limits.max_utterance_seconds);
         let pipeline = self.pipeline.clone();
         let monitor = self.monitor.clone();
-        let job = self.pool.submit(move || {
+        let job = self.pool.submit(move |cancelled| {
+            let options = TranscribeOptions {
+                cancelled: Some(cancelled),
+                ..options
+            };
             let outcome = pipeline.run(&audio, &format, &options, hits.as_ref())?;
             monitor.observe(&outcome, &format, &audio);
             Ok::<_, PipelineError>(outcome)
@@ -405,7 +409,11 @@ impl StreamWorker {
         let bytes = utterance.bytes;
         let outcome = self
             .pool
-            .submit(move || {
+            .submit(move |cancelled| {
+                let options = TranscribeOptions {
+                    cancelled: Some(cancelled),
+                    ..options
+                };
                 let outcome = pipeline.run(&bytes, &format, &options, Some(&hits))?;
                 monitor.observe(&outcome, &format, &bytes);
                 Ok(outcome)
@@ -428,7 +436,13 @@ impl StreamWorker {
         let hits = settings.search_interim.then(|| settings.hits.clone());
         let outcome = self
             .pool
-            .submit(move || pipeline.run_prefix(&bytes, &format, &options, hits.as_ref()))
+            .submit(move |cancelled| {
+                let options = TranscribeOptions {
+                    cancelled: Some(cancelled),
+                    ..options
+                };
+                pipeline.run_prefix(&bytes, &format, &options, hits.as_ref())
+            })
             .ok()?;
         Some(InFlight {
             index,
