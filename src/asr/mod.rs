@@ -92,6 +92,14 @@ pub struct TranscribeOptions {
 }
 
 impl TranscribeOptions {
+    /// These options, stopping once `flag` is raised.
+    pub fn cancelled_by(self, flag: Arc<AtomicBool>) -> Self {
+        Self {
+            cancelled: Some(flag),
+            ..self
+        }
+    }
+
     fn check_cancelled(&self) -> Result<(), AsrError> {
         match &self.cancelled {
             Some(flag) if flag.load(Ordering::Relaxed) => Err(AsrError::Cancelled),

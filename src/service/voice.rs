@@ -26,7 +26,7 @@ use crate::proto::{
 };
 use crate::search::query::MAX_PAGE_SIZE;
 use crate::session::{Session, SessionLimits, Utterance};
-use crate::workers::{JobFailed, JobHandle, WorkerPool};
+use crate::workers::{JobFailed, JobHandle, PoolFull, WorkerPool};
 
 /// Hits per utterance when the config does not say.
 const DEFAULT_MAX_HITS: usize = 5;
@@ -69,17 +69,15 @@ impl VoiceSearchService {
         let config = config.ok_or_else(|| Status::invalid_argument("config is missing"))?;
         let format = audio_format(&config)?;
         let options = transcribe_options(&config, self.limits.max_utterance_seconds);
-        let pipeline = self.pipeline.clone();
-        let monitor = self.monitor.clone();
-        let job = self.pool.submit(move |cancelled| {
-            let options = TranscribeOptions {
-                cancelled: Some(cancelled),
-                ..options
-            };
-            let outcome = pipeline.run(&audio, &format, &options, hits.as_ref())?;
-            monitor.observe(&outcome, &format, &audio);
-            Ok::<_, PipelineError>(outcome)
-        })?;
+        let job = submit_utterance(
+            &self.pool,
+            &self.pipeline,
+            &self.monitor,
+            audio,
+            format,
+            options,
+            hits,
+        )?;
         let outcome = job.await??;
         self.monitor.metrics.utterance(&outcome, started.elapsed());
         Ok(outcome)
@@ -95,6 +93,26 @@ impl VoiceSearchService {
             idle_timeout: self.idle_timeout,
         }
     }
+}
+
+/// Queues a whole utterance on the pool: the pipeline run, then the monitor's record of
+/// it (drift window, capture). Unary calls and stream finals both come through here.
+fn submit_utterance(
+    pool: &WorkerPool,
+    pipeline: &Pipeline,
+    monitor: &Arc<Monitor>,
+    bytes: Vec<u8>,
+    format: AudioFormat,
+    options: TranscribeOptions,
+    hits: Option<HitOptions>,
+) -> Result<PendingOutcome, PoolFull> {
+    let (pipeline, monitor) = (pipeline.clone(), monitor.clone());
+    pool.submit(move |cancelled| {
+        let options = options.cancelled_by(cancelled);
+        let outcome = pipeline.run(&bytes, &format, &options, hits.as_ref())?;
+        monitor.observe(&outcome, &format, &bytes);
+        Ok(outcome)
+    })
 }
 
 fn transcribe_options(config: &RecognitionConfig, max_seconds: f64) -> TranscribeOptions {
@@ -399,26 +417,16 @@ impl StreamWorker {
         ended: Instant,
         settings: &StreamSettings,
     ) -> Result<InFlight, Status> {
-        let pipeline = self.pipeline.clone();
-        let monitor = self.monitor.clone();
-        let (format, options, hits) = (
+        let outcome = submit_utterance(
+            &self.pool,
+            &self.pipeline,
+            &self.monitor,
+            utterance.bytes,
             settings.format,
             settings.options.clone(),
-            settings.hits.clone(),
-        );
-        let bytes = utterance.bytes;
-        let outcome = self
-            .pool
-            .submit(move |cancelled| {
-                let options = TranscribeOptions {
-                    cancelled: Some(cancelled),
-                    ..options
-                };
-                let outcome = pipeline.run(&bytes, &format, &options, Some(&hits))?;
-                monitor.observe(&outcome, &format, &bytes);
-                Ok(outcome)
-            })
-            .map_err(|full| utterance_status(utterance.index, full.into()))?;
+            Some(settings.hits.clone()),
+        )
+        .map_err(|full| utterance_status(utterance.index, full.into()))?;
         Ok(InFlight {
             index: utterance.index,
             is_final: true,
@@ -437,10 +445,7 @@ impl StreamWorker {
         let outcome = self
             .pool
             .submit(move |cancelled| {
-                let options = TranscribeOptions {
-                    cancelled: Some(cancelled),
-                    ..options
-                };
+                let options = options.cancelled_by(cancelled);
                 pipeline.run_prefix(&bytes, &format, &options, hits.as_ref())
             })
             .ok()?;
