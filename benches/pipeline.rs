@@ -37,13 +37,13 @@ fn bench(c: &mut Criterion) {
     let folder = tempfile::tempdir().unwrap();
     let index = Arc::new(CatalogIndex::open(folder.path()).unwrap());
     import::import_jsonl(&index, import::DEMO_CATALOG.as_bytes(), 1000, |_| {}).unwrap();
-    let pipeline = Pipeline {
-        whisper: Some(Arc::new(whisper)),
-        search: Some(Arc::new(QueryEngine::new(
+    let pipeline = Pipeline::new(
+        Some(Arc::new(whisper)),
+        Some(Arc::new(QueryEngine::new(
             index,
             CarrierPhrases::load(None).unwrap(),
         ))),
-    };
+    );
     let wav = three_second_wav();
     let format = AudioFormat {
         encoding: Encoding::Wav,
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let options = TranscribeOptions::default();
     let hits = HitOptions {
         max_hits: 5,
-        categories: Vec::new(),
+        ..Default::default()
     };
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);
@@ -64,11 +64,12 @@ fn bench(c: &mut Criterion) {
     group.finish();
     let outcome = pipeline.run(&wav, &format, &options, Some(&hits)).unwrap();
     println!(
-        "transcript {:?}; front end {:.1} ms, transcription {:.1} ms, search {:.2} ms",
+        "transcript {:?}; front end {:.1} ms, transcription {:.1} ms, search {:.2} ms, rescore {:.1} ms",
         outcome.transcript.text,
         outcome.timings.front_end.as_secs_f64() * 1e3,
         outcome.timings.transcription.as_secs_f64() * 1e3,
         outcome.timings.search.as_secs_f64() * 1e3,
+        outcome.timings.rescore.as_secs_f64() * 1e3,
     );
 }
 

@@ -261,15 +261,15 @@ async fn drift_flags_quiet_noisy_and_narrowband_audio_but_not_clean_audio() {
             })
             .collect();
         index.upsert(&docs).unwrap();
-        let pipeline = Pipeline {
-            whisper: Some(Arc::new(
+        let pipeline = Pipeline::new(
+            Some(Arc::new(
                 voice_search::asr::Whisper::load(Path::new(crate::common::MODEL_DIR)).unwrap(),
             )),
-            search: Some(Arc::new(QueryEngine::new(
+            Some(Arc::new(QueryEngine::new(
                 index,
                 CarrierPhrases::load(None).unwrap(),
             ))),
-        };
+        );
         let format = AudioFormat {
             encoding: Encoding::Wav,
             sample_rate: None,
@@ -277,7 +277,7 @@ async fn drift_flags_quiet_noisy_and_narrowband_audio_but_not_clean_audio() {
         };
         let hits = HitOptions {
             max_hits: 5,
-            categories: Vec::new(),
+            ..Default::default()
         };
         let features: Vec<UtteranceFeatures> = clean()
             .iter()

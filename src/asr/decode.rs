@@ -66,21 +66,11 @@ pub fn decode(
     request: &DecodeRequest,
 ) -> Result<DecodeResult, AsrError> {
     let decoder = &model.decoder;
-    let mut initial = Vec::new();
-    if !request.prompt.is_empty() {
-        initial.push(special.start_of_prev);
-        let start = request.prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
-        initial.extend(&request.prompt[start..]);
-    }
-    let sot_index = initial.len();
-    initial.push(special.start_of_transcript);
-    if let Some(language) = request.language {
-        initial.push(language);
-        initial.extend(special.transcribe);
-    }
-    if !request.timestamps {
-        initial.push(special.no_timestamps);
-    }
+    let initial = start_sequence(special, request.prompt, request.language, request.timestamps);
+    let sot_index = initial
+        .iter()
+        .position(|&t| t == special.start_of_transcript)
+        .expect("the start sequence holds start-of-transcript");
 
     let device = &Device::Cpu;
     let mut cache = fresh.clone();
@@ -126,6 +116,32 @@ pub fn decode(
         avg_logprob,
         no_speech_prob,
     })
+}
+
+/// The tokens a window's decoding starts from: the previous text (at most the last 223
+/// tokens of `prompt`), start-of-transcript, the language and task for multilingual
+/// models, and no-timestamps when timestamps are off.
+pub fn start_sequence(
+    special: &SpecialTokens,
+    prompt: &[u32],
+    language: Option<u32>,
+    timestamps: bool,
+) -> Vec<u32> {
+    let mut initial = Vec::new();
+    if !prompt.is_empty() {
+        initial.push(special.start_of_prev);
+        let start = prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
+        initial.extend(&prompt[start..]);
+    }
+    initial.push(special.start_of_transcript);
+    if let Some(language) = language {
+        initial.push(language);
+        initial.extend(special.transcribe);
+    }
+    if !timestamps {
+        initial.push(special.no_timestamps);
+    }
+    initial
 }
 
 /// Greedy (temperature 0) or sampled decoding of one hypothesis.

@@ -8,10 +8,13 @@
 
 pub mod ct2;
 pub mod decode;
+pub mod forced;
 mod kernels;
 pub mod mel;
 pub mod model;
 pub mod tokens;
+mod tree;
+pub mod trie;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +26,8 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use decode::{compression_ratio, DecodeRequest, DecodeResult};
+pub use forced::{AcousticContext, BeamMatch, ReadingScore};
+pub use trie::TokenTrie;
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
@@ -276,6 +281,16 @@ impl Whisper {
         samples: &[f32],
         options: &TranscribeOptions,
     ) -> Result<Transcript, AsrError> {
+        Ok(self.transcribe_in_context(samples, options)?.0)
+    }
+
+    /// Transcribes, and keeps what scoring other readings of the same audio needs
+    /// ([`Whisper::score_readings`]) when the audio fits one window and held speech.
+    pub fn transcribe_in_context(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<(Transcript, Option<AcousticContext>), AsrError> {
         let seconds = samples.len() as f64 / SAMPLE_RATE as f64;
         if seconds > options.max_seconds {
             return Err(AsrError::TooLong {
@@ -294,6 +309,7 @@ impl Whisper {
         let mut first_no_speech = None;
         let (mut logprob_sum, mut token_count, mut prob_sum) = (0f32, 0usize, 0f32);
         let mut timings = AsrTimings::default();
+        let mut context = None;
         while seek < samples.len() {
             let window = &samples[seek..samples.len().min(seek + N_SAMPLES)];
             // A sliver left at the end holds nothing to decode.
@@ -332,6 +348,17 @@ impl Whisper {
                 options,
             )?;
             timings.decoder += started.elapsed();
+            if !long_form {
+                context = Some(AcousticContext {
+                    start: decode::start_sequence(
+                        &self.special,
+                        &prompt,
+                        self.is_multilingual().then_some(language_token),
+                        timestamps,
+                    ),
+                    fresh,
+                });
+            }
             first_no_speech.get_or_insert(result.no_speech_prob);
             let silent = result.no_speech_prob > options.no_speech_certain
                 || (result.no_speech_prob > options.no_speech_threshold
@@ -376,7 +403,7 @@ impl Whisper {
             .iter()
             .find(|(_, id)| Some(*id) == language)
             .map_or_else(|| "en".to_string(), |(code, _)| code.clone());
-        Ok(Transcript {
+        let transcript = Transcript {
             text,
             segments,
             language,
@@ -392,7 +419,9 @@ impl Whisper {
                 0.0
             },
             timings,
-        })
+        };
+        let context = context.filter(|_| !transcript.text.is_empty());
+        Ok((transcript, context))
     }
 
     /// Decodes at rising temperatures while the result looks like a failure: a

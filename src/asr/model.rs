@@ -147,8 +147,8 @@ impl Attention {
         let head_dim = d_model / self.heads;
         let scale = (head_dim as f64).powf(-0.5);
         let query = self.split_heads(&self.query.forward(x)?)?;
-        let attended = if time == 1 {
-            // A decoding step: one query, no mask needed.
+        let attended = if time == 1 && mask.is_none() {
+            // A decoding step: one query that may see everything.
             kernels::attend_one(&query, keys, values, scale as f32)?
         } else {
             let mut scores = (query * scale)?.matmul(&keys.t()?)?;
@@ -364,11 +364,35 @@ impl Decoder {
     ) -> candle_core::Result<Tensor> {
         let (_, time) = tokens.dims2()?;
         let offset = cache.len();
-        let mut x = self
-            .tokens
-            .forward(tokens)?
-            .broadcast_add(&self.positions.narrow(0, offset, time)?)?;
-        let mask = causal_mask(time, offset, x.device())?;
+        let positions = self.positions.narrow(0, offset, time)?;
+        let mask = causal_mask(time, offset, tokens.device())?;
+        self.forward_at(tokens, &positions, mask.as_ref(), cache)
+    }
+
+    /// Runs the nodes of a token tree [1, time] after those in `cache`: each node at its
+    /// own position (its depth after the shared prefix) and seeing only what `mask`
+    /// [time, cached + time] leaves at 0, so that many continuations of one prefix run as
+    /// one sequence over a single copy of the cross-attention cache.
+    pub fn forward_tree(
+        &self,
+        tokens: &Tensor,
+        positions: &[u32],
+        mask: &Tensor,
+        cache: &mut DecoderCache,
+    ) -> candle_core::Result<Tensor> {
+        let index = Tensor::new(positions, tokens.device())?;
+        let positions = self.positions.index_select(&index, 0)?;
+        self.forward_at(tokens, &positions, Some(mask), cache)
+    }
+
+    fn forward_at(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut DecoderCache,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = self.tokens.forward(tokens)?.broadcast_add(positions)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let normed = block.self_norm.forward(&x)?;
             let (keys, values) = block.self_attention.keys_values(&normed)?;
@@ -379,10 +403,7 @@ impl Decoder {
                 ),
                 None => (keys, values),
             };
-            x = (&x
-                + block
-                    .self_attention
-                    .attend(&normed, &keys, &values, mask.as_ref())?)?;
+            x = (&x + block.self_attention.attend(&normed, &keys, &values, mask)?)?;
             cache.self_kv[i] = Some((keys, values));
             let normed = block.cross_norm.forward(&x)?;
             let (ck, cv) = &cache.cross_kv[i];
@@ -390,6 +411,35 @@ impl Decoder {
             x = block.feed_forward.forward(&x)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Log-probabilities of chosen next tokens after each of the hidden states
+    /// [rows, d_model]: `targets[r]` lists the tokens asked of row `r`. The rows go
+    /// through one matrix product with the vocabulary, as forced scoring asks many rows
+    /// at once.
+    pub fn target_log_probs(
+        &self,
+        hidden: &Tensor,
+        targets: &[Vec<u32>],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let vocab = self.tokens.embeddings().dim(0)?;
+        let logits = hidden.matmul(&self.tokens.embeddings().t()?)?;
+        let normalizers = logits.log_sum_exp(1)?.to_vec1::<f32>()?;
+        let flat: Vec<u32> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(row, tokens)| tokens.iter().map(move |&t| (row * vocab) as u32 + t))
+            .collect();
+        let mut picked = logits
+            .flatten_all()?
+            .index_select(&Tensor::new(flat.as_slice(), hidden.device())?, 0)?
+            .to_vec1::<f32>()?
+            .into_iter();
+        Ok(targets
+            .iter()
+            .zip(normalizers)
+            .map(|(tokens, lse)| tokens.iter().map(|_| picked.next().unwrap_or(f32::NEG_INFINITY) - lse).collect())
+            .collect())
     }
 
     /// Logits over the vocabulary of hidden states [rows, d_model], one vector per row; the

@@ -49,6 +49,9 @@ pub(crate) struct EvalArgs {
     /// belong to the server.
     #[arg(long)]
     server: Option<String>,
+    /// Plain text search of the transcript, without the catalog's re-scoring.
+    #[arg(long)]
+    no_catalog_bias: bool,
     /// With --server: clips streamed at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -65,10 +68,10 @@ pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     };
     let report = Report::new(clips).with_run(run);
     print!("{}", report.table());
-    for clip in report.clips.iter().filter(|c| c.expected_doc.is_some()) {
-        if clip.hits.first() != clip.expected_doc.as_ref() {
+    for clip in &report.clips {
+        if let Some(reason) = clip.miss_reason() {
             println!(
-                "miss {}: {:?} -> {:?} (expected {})",
+                "miss {} ({reason:?}): {:?} -> {:?} (expected {})",
                 clip.id,
                 clip.hypothesis,
                 clip.hits.first(),
@@ -98,20 +101,33 @@ pub(crate) fn evaluate_in_process(
             ),
         }
     }
-    let mut pipeline = Pipeline {
-        whisper: None,
-        search: Some(Arc::new(QueryEngine::new(
-            index,
-            CarrierPhrases::load(args.carrier_phrases.as_deref())?,
-        ))),
+    let engine = Arc::new(QueryEngine::new(
+        index,
+        CarrierPhrases::load(args.carrier_phrases.as_deref())?,
+    ));
+    let whisper = if args.text_queries {
+        None
+    } else {
+        Some(Arc::new(load_model(&args.model)?))
     };
-    if !args.text_queries {
-        pipeline.whisper = Some(Arc::new(load_model(&args.model)?));
+    let started = Instant::now();
+    let pipeline = Pipeline::new(whisper, Some(engine));
+    if let Some(bias) = pipeline.bias() {
+        let stats = bias.stats();
+        println!(
+            "catalog trie: {} entries, {} sequences, {} nodes, {:.1} MiB, built in {:.2} s",
+            stats.entries,
+            stats.sequences,
+            stats.nodes,
+            stats.memory_bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64()
+        );
     }
     let options = args.decoding.options();
     let hit_options = HitOptions {
         max_hits: 5,
         categories: Vec::new(),
+        catalog_bias: !args.no_catalog_bias,
     };
     let format = AudioFormat {
         encoding: Encoding::Wav,
@@ -129,6 +145,8 @@ pub(crate) fn evaluate_in_process(
         let started = Instant::now();
         let mut scores = None;
         let mut features = None;
+        let mut decision = None;
+        let mut rescore_ms = None;
         let (hypothesis, hits) = if args.text_queries {
             let query = match args.corrupt_seed {
                 Some(seed) => eval::corrupt::corrupt(&entry.text, seed),
@@ -153,8 +171,11 @@ pub(crate) fn evaluate_in_process(
                 Encoding::Wav,
                 pipeline.unknown_word_share(&outcome.transcript.text),
             ));
+            rescore_ms = Some(outcome.timings.rescore.as_secs_f64() * 1e3);
+            decision = outcome.decision;
             (outcome.transcript.text, outcome.hits)
         };
+        let top_confidence = hits.first().map(|h| h.confidence);
         clips.push(ClipResult {
             id: entry.id.clone(),
             condition: entry.condition.clone(),
@@ -162,13 +183,16 @@ pub(crate) fn evaluate_in_process(
             reference: entry.text.clone(),
             hypothesis,
             expected_doc: entry.expected_doc.clone(),
-            hits: hits.into_iter().map(|h| h.id).collect(),
+            hits: hits.into_iter().map(|h| h.hit.id).collect(),
             audio_seconds: entry.duration_s,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             no_speech_prob: scores.map(|s| s.0),
             avg_logprob: scores.map(|s| s.1),
             features,
             error: None,
+            rescore_ms,
+            decision,
+            top_confidence,
         });
         bar.inc(1);
     }
@@ -252,6 +276,9 @@ pub(crate) async fn evaluate_over_grpc(
                 avg_logprob: None,
                 features: None,
                 error,
+                rescore_ms: None,
+                decision: None,
+                top_confidence: result.and_then(|r| r.hits.first()).map(|h| h.confidence),
             })
         }));
     }

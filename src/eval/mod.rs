@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::UtteranceFeatures;
+use crate::pipeline::CatalogDecision;
 
 /// One clip of an evaluation manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +94,48 @@ pub struct ClipResult {
     pub features: Option<UtteranceFeatures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Rescoring time of catalog biasing, in-process runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescore_ms: Option<f64>,
+    /// What catalog biasing did: every candidate with its features and confidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<CatalogDecision>,
+    /// Confidence of the first hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_confidence: Option<f32>,
+}
+
+/// Where a query's miss came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissReason {
+    /// The expected document was not among the candidates (or the hits, without
+    /// catalog biasing).
+    NotCandidate,
+    /// Among the candidates, but another ranked above it.
+    RankedBelow,
+    /// The best candidate was rejected as out of catalog and text search did not put
+    /// the expected document first.
+    Rejected,
+}
+
+impl ClipResult {
+    /// Why a query did not find its document first; `None` for a hit or a non-query.
+    pub fn miss_reason(&self) -> Option<MissReason> {
+        let expected = self.expected_doc.as_ref()?;
+        if self.hits.first() == Some(expected) {
+            return None;
+        }
+        Some(match &self.decision {
+            Some(d) if !d.candidates.iter().any(|c| &c.id == expected) => {
+                MissReason::NotCandidate
+            }
+            Some(d) if d.rejected => MissReason::Rejected,
+            Some(_) => MissReason::RankedBelow,
+            None if self.hits.contains(expected) => MissReason::RankedBelow,
+            None => MissReason::NotCandidate,
+        })
+    }
 }
 
 /// Figures over a set of clips.
@@ -111,6 +154,10 @@ pub struct Summary {
     /// Share of queries whose expected document came first, and among the first five.
     pub top1: f64,
     pub top5: f64,
+    /// Misses by where they came from.
+    pub misses: BTreeMap<MissReason, usize>,
+    /// p50 of the catalog biasing stage, in-process runs.
+    pub rescore_ms_p50: f64,
 }
 
 /// The whole report.
@@ -191,19 +238,32 @@ impl Report {
     /// A short table: one row per condition and the overall figures.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<40} {:>5} {:>6} {:>6} {:>6} {:>8} {:>8}\n",
-            "condition", "clips", "wer", "top1", "top5", "p50 ms", "p95 ms"
+            "{:<40} {:>5} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  {}\n",
+            "condition",
+            "clips",
+            "wer",
+            "top1",
+            "top5",
+            "p50 ms",
+            "p95 ms",
+            "rescore",
+            "misses: not candidate / ranked below / rejected"
         );
         let row = |name: &str, s: &Summary| {
+            let miss = |reason| s.misses.get(&reason).copied().unwrap_or(0);
             format!(
-                "{:<40} {:>5} {:>6.3} {:>6} {:>6} {:>8.1} {:>8.1}\n",
+                "{:<40} {:>5} {:>6.3} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1}  {} / {} / {}\n",
                 name,
                 s.clips,
                 s.wer,
                 ratio(s.top1, s.queries),
                 ratio(s.top5, s.queries),
                 s.latency_ms_p50,
-                s.latency_ms_p95
+                s.latency_ms_p95,
+                s.rescore_ms_p50,
+                miss(MissReason::NotCandidate),
+                miss(MissReason::RankedBelow),
+                miss(MissReason::Rejected),
             )
         };
         for (name, summary) in &self.by_condition {
@@ -286,6 +346,17 @@ fn summarize(clips: &[&ClipResult]) -> Summary {
         queries: queries.len(),
         top1: share(1),
         top5: share(5),
+        misses: clips
+            .iter()
+            .filter_map(|c| c.miss_reason())
+            .fold(BTreeMap::new(), |mut counts, reason| {
+                *counts.entry(reason).or_default() += 1;
+                counts
+            }),
+        rescore_ms_p50: percentile(
+            &clips.iter().filter_map(|c| c.rescore_ms).collect::<Vec<_>>(),
+            50.0,
+        ),
     }
 }
 

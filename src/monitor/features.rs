@@ -57,7 +57,7 @@ impl UtteranceFeatures {
             avg_logprob: spoke.then_some(outcome.transcript.avg_logprob),
             words: outcome.transcript.text.split_whitespace().count(),
             unknown_word_share,
-            top_hit_score: outcome.hits.first().map(|h| h.score),
+            top_hit_score: outcome.hits.first().map(|h| h.hit.score),
             no_hit: outcome.hits.is_empty(),
         }
     }

@@ -60,7 +60,7 @@ impl Monitor {
             self.metrics.drift(&row.feature, row.psi);
         }
         if let Some(capture) = self.capture.as_ref().filter(|c| c.wants()) {
-            let hits = outcome.hits.iter().map(|h| h.id.clone()).collect();
+            let hits = outcome.hits.iter().map(|h| h.hit.id.clone()).collect();
             match capture.store(bytes, format, &outcome.transcript.text, hits, features) {
                 Ok(()) => self.metrics.captured(),
                 Err(error) => tracing::warn!(%error, "utterance not captured"),

@@ -17,6 +17,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDo
 
 use super::document::{CatalogDocument, ATTRIBUTE_FIELDS};
 use super::schema::{self, Fields, SCHEMA_VERSION};
+use super::spoken::SpokenCatalog;
 use super::text::{analyze, phonetic_codes};
 use super::SearchError;
 
@@ -59,6 +60,8 @@ pub struct CatalogIndex {
     /// Absent when opened read-only.
     writer: Option<Mutex<IndexWriter>>,
     path: PathBuf,
+    /// The spoken forms of every committed document.
+    spoken: SpokenCatalog,
 }
 
 impl CatalogIndex {
@@ -132,13 +135,36 @@ impl CatalogIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()?;
-        Ok(Self {
+        let opened = Self {
             index,
             fields,
             reader,
             writer,
             path: path.to_owned(),
-        })
+            spoken: SpokenCatalog::default(),
+        };
+        opened.spoken.upsert(&opened.all_documents()?);
+        Ok(opened)
+    }
+
+    /// Every committed document, parsed again from its stored JSON.
+    fn all_documents(&self) -> Result<Vec<CatalogDocument>, SearchError> {
+        let searcher = self.searcher();
+        let mut documents = Vec::with_capacity(searcher.num_docs() as usize);
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            for doc in segment.doc_ids_alive() {
+                let address = tantivy::DocAddress::new(ordinal as u32, doc);
+                documents.push(CatalogDocument::from_json(Value::Object(
+                    self.source(&searcher, address)?,
+                ))?);
+            }
+        }
+        Ok(documents)
+    }
+
+    /// The spoken forms of the committed documents.
+    pub fn spoken(&self) -> &SpokenCatalog {
+        &self.spoken
     }
 
     pub fn fields(&self) -> &Fields {
@@ -169,6 +195,7 @@ impl CatalogIndex {
             writer.add_document(self.to_tantivy(document))?;
         }
         self.commit(&mut writer)?;
+        self.spoken.upsert(documents);
         Ok(counts)
     }
 
@@ -181,6 +208,7 @@ impl CatalogIndex {
         }
         writer.delete_term(id_term);
         self.commit(&mut writer)?;
+        self.spoken.remove(id);
         Ok(true)
     }
 

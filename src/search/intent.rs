@@ -77,6 +77,22 @@ pub struct Intent {
     pub words: Vec<String>,
     /// The category the phrasing prefers; a preference, never a filter.
     pub category: Option<String>,
+    /// Analyzed words taken off the start and the end.
+    pub prefix_words: usize,
+    pub suffix_words: usize,
+}
+
+/// A transcript cut where its carrier phrases end, in its own words and spelling:
+/// "Directions to Scenic Taddy." is "Directions to" + "Scenic Taddy" + ".". Another
+/// reading of the name goes between `prefix` and `suffix`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarrierSplit {
+    pub prefix: String,
+    /// The name as heard; empty when the transcript had no words.
+    pub slot: String,
+    /// Carrier words after the name, and the closing punctuation.
+    pub suffix: String,
+    pub intent: Intent,
 }
 
 const SONG: &str = "song";
@@ -252,6 +268,7 @@ impl CarrierPhrases {
     /// since the recognizer misspells them too.
     pub fn interpret_words(&self, mut words: Vec<String>) -> Intent {
         let mut category: Option<&str> = None;
+        let (mut prefix_words, mut suffix_words) = (0, 0);
         loop {
             let prefix = self
                 .prefixes
@@ -271,10 +288,12 @@ impl CarrierPhrases {
             match (prefix, suffix) {
                 (Some(p), _) => {
                     words.drain(..p.words.len());
+                    prefix_words += p.words.len();
                     category = p.category.as_deref().or(category);
                 }
                 (None, Some(s)) => {
                     words.truncate(words.len() - s.words.len());
+                    suffix_words += s.words.len();
                     category = category.or(s.category.as_deref());
                 }
                 (None, None) => break,
@@ -290,6 +309,59 @@ impl CarrierPhrases {
         Intent {
             words,
             category: category.map(str::to_string),
+            prefix_words,
+            suffix_words,
+        }
+    }
+
+    /// Cuts a transcript into carrier prefix, name and carrier suffix, keeping its own
+    /// spelling: each whitespace-separated word counts for the analyzed words it gives.
+    pub fn split(&self, text: &str) -> CarrierSplit {
+        let raw: Vec<&str> = text.split_whitespace().collect();
+        let counts: Vec<usize> = raw.iter().map(|w| analyze(w).len()).collect();
+        let intent = self.interpret(text);
+        // Raw words whose analyzed words lie wholly in the first `n` analyzed ones.
+        let covering = |n: usize, counts: &mut dyn Iterator<Item = usize>| {
+            let mut taken = 0;
+            let mut words = 0;
+            for count in counts {
+                if taken + count > n {
+                    break;
+                }
+                taken += count;
+                words += 1;
+                if taken == n {
+                    break;
+                }
+            }
+            words
+        };
+        let front = if intent.prefix_words == 0 {
+            0
+        } else {
+            covering(intent.prefix_words, &mut counts.iter().copied())
+        };
+        let back = if intent.suffix_words == 0 {
+            0
+        } else {
+            covering(intent.suffix_words, &mut counts.iter().rev().copied())
+        };
+        let back = back.min(raw.len() - front);
+        let mut slot = raw[front..raw.len() - back].join(" ");
+        let mut suffix = raw[raw.len() - back..].join(" ");
+        if back == 0 {
+            // The closing punctuation stays after whichever reading replaces the name.
+            let kept = slot.trim_end_matches(['.', '?', '!', ',']).len();
+            suffix = slot[kept..].to_string();
+            slot.truncate(kept);
+        } else {
+            suffix = format!(" {suffix}");
+        }
+        CarrierSplit {
+            prefix: raw[..front].join(" "),
+            slot,
+            suffix,
+            intent,
         }
     }
 }
@@ -345,6 +417,27 @@ mod tests {
             interpret("waether in chicago"),
             ("chicago".into(), Some("city".into()))
         );
+    }
+
+    #[test]
+    fn a_transcript_splits_around_its_name_in_its_own_spelling() {
+        let carriers = CarrierPhrases::default();
+        let split = carriers.split("Show me Scenic Taddy on the map.");
+        assert_eq!(
+            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            ("Show me", "Scenic Taddy", " on the map.")
+        );
+        let split = carriers.split("Play Let There Be Rock by AC/DC.");
+        assert_eq!(
+            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            ("Play", "Let There Be Rock by AC/DC", ".")
+        );
+        let split = carriers.split("Schenectady");
+        assert_eq!(
+            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            ("", "Schenectady", "")
+        );
+        assert_eq!(split.intent.category, None);
     }
 
     #[test]

@@ -2,21 +2,26 @@
 //!
 //! [`document`] validates catalog documents, [`schema`] lays out the tantivy index,
 //! [`index`] keeps it durable on disk, [`import`] bulk-loads JSON Lines, [`text`] is the analysis both sides share,
-//! [`intent`] takes carrier phrases off a query and [`query`] ranks the catalog for it.
+//! [`intent`] takes carrier phrases off a query and [`query`] ranks the catalog for it;
+//! [`spoken`] holds how each entry is said, for recognition.
 
+pub mod candidates;
 pub mod document;
 pub mod import;
 pub mod index;
 pub mod intent;
 pub mod query;
 pub mod schema;
+pub mod spoken;
 pub mod text;
 
 use std::path::PathBuf;
 
+pub use candidates::{Candidate, CandidateLimits, CandidateSet};
 pub use document::CatalogDocument;
 pub use index::{CatalogIndex, IndexStats, UpsertCounts};
-pub use intent::{CarrierPhrases, Intent};
+pub use intent::{CarrierPhrases, CarrierSplit, Intent};
+pub use spoken::{CatalogChange, SoundAlike, SpokenCatalog, SpokenEntry};
 pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
 
 /// Everything that can go wrong in search and catalog maintenance.

@@ -141,6 +141,10 @@ impl QueryEngine {
         &self.index
     }
 
+    pub fn carriers(&self) -> &CarrierPhrases {
+        &self.carriers
+    }
+
     /// Share of the words of `text` (as analyzed for search) that occur nowhere in the
     /// catalog; `None` for a text without words. A monitoring signal: it rises when people
     /// ask for what the catalog lacks, or when the recognizer garbles.
@@ -468,7 +472,7 @@ fn field_boost(fields: &super::schema::Fields, field: Field) -> f32 {
     }
 }
 
-fn popularity_prior(popularity: f64) -> f32 {
+pub(super) fn popularity_prior(popularity: f64) -> f32 {
     ((1.0 + popularity.max(0.0)).ln() / (1.0 + POPULARITY_FULL).ln()).min(1.0) as f32
 }
 
@@ -499,7 +503,7 @@ fn parse_page_token(token: &str, fingerprint: u64) -> Result<usize, SearchError>
 }
 
 /// A short passage of `body` around the first matched word, matches in `<b></b>`.
-fn snippet(body: &str, matched: &BTreeSet<String>) -> String {
+pub(super) fn snippet(body: &str, matched: &BTreeSet<String>) -> String {
     const WORDS_BEFORE: usize = 8;
     const WORDS_TOTAL: usize = 30;
     let words: Vec<&str> = body.split_whitespace().collect();

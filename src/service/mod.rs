@@ -89,10 +89,7 @@ pub async fn serve(
             None
         }
     };
-    let pipeline = Pipeline {
-        whisper,
-        search: Some(engine.clone()),
-    };
+    let pipeline = Pipeline::new(whisper, Some(engine.clone()));
     let baseline = config
         .drift_baseline
         .as_deref()
@@ -104,7 +101,7 @@ pub async fn serve(
         capture,
         Some(engine.clone()),
     ));
-    if pipeline.whisper.is_some() {
+    if pipeline.whisper().is_some() {
         monitor.metrics.set_model(
             &config.model.file_name().map_or_else(
                 || config.model.display().to_string(),

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert::json_to_document;
 use super::status::{blocking, counted};
 use crate::monitor::Monitor;
+use crate::pipeline::{HitSource, RankedHit};
 use crate::proto::search_server::Search;
 use crate::proto::{self, SearchRequest, SearchResponse};
 use crate::search::{self, QueryEngine, SearchHit};
@@ -23,16 +24,37 @@ impl SearchService {
     }
 }
 
-/// Library hits as wire hits.
+/// A library hit as a wire hit.
+fn to_proto_hit(hit: SearchHit, confidence: f32, source: proto::HitSource) -> proto::Hit {
+    proto::Hit {
+        document: Some(json_to_document(&hit.source)),
+        id: hit.id,
+        title: hit.title,
+        score: hit.score,
+        snippet: hit.snippet,
+        category: hit.category,
+        confidence,
+        source: source.into(),
+    }
+}
+
+/// Text search hits as wire hits (no confidence: typed text has no acoustic evidence).
 pub fn to_proto_hits(hits: Vec<SearchHit>) -> Vec<proto::Hit> {
     hits.into_iter()
-        .map(|hit| proto::Hit {
-            document: Some(json_to_document(&hit.source)),
-            id: hit.id,
-            title: hit.title,
-            score: hit.score,
-            snippet: hit.snippet,
-            category: hit.category,
+        .map(|hit| to_proto_hit(hit, 0.0, proto::HitSource::Text))
+        .collect()
+}
+
+/// Voice hits, with their confidence and how each was found.
+pub fn to_proto_ranked_hits(hits: Vec<RankedHit>) -> Vec<proto::Hit> {
+    hits.into_iter()
+        .map(|ranked| {
+            let source = match ranked.source {
+                HitSource::Text => proto::HitSource::Text,
+                HitSource::SoundAlike => proto::HitSource::SoundAlike,
+                HitSource::Acoustic => proto::HitSource::Acoustic,
+            };
+            to_proto_hit(ranked.hit, ranked.confidence, source)
         })
         .collect()
 }

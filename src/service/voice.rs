@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::search::to_proto_hits;
+use super::search::to_proto_ranked_hits;
 use super::status::counted;
 use crate::asr::{self, TranscribeOptions};
 use crate::audio::{AudioFormat, AudioInfo, Encoding};
@@ -180,6 +180,7 @@ pub fn hit_options(search: Option<&proto::SearchOptions>) -> Result<HitOptions, 
     Ok(HitOptions {
         max_hits,
         categories,
+        catalog_bias: !search.is_some_and(|s| s.disable_catalog_bias),
     })
 }
 
@@ -480,7 +481,7 @@ impl StreamWorker {
                 .utterance(&outcome, job.ended.elapsed());
         }
         let hits = if job.is_final || settings.search_interim {
-            to_proto_hits(outcome.hits)
+            to_proto_ranked_hits(outcome.hits)
         } else {
             Vec::new()
         };
@@ -564,7 +565,7 @@ impl VoiceSearch for VoiceSearchService {
                     is_final: true,
                     audio: Some(to_proto_audio(&outcome.audio)),
                     transcript: Some(to_proto_transcript(outcome.transcript)),
-                    hits: to_proto_hits(outcome.hits),
+                    hits: to_proto_ranked_hits(outcome.hits),
                 }),
             }))
         }

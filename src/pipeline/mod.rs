@@ -1,0 +1,441 @@
+//! The one place that composes the stages: audio bytes -> front end -> Whisper ->
+//! catalog search. The gRPC service and the eval command both run utterances through
+//! here, so what is measured is what is served.
+//!
+//! With catalog biasing (the default), recognition and search meet here: search
+//! proposes candidates (text search of the transcript, sound-alikes of the name heard),
+//! the recognizer's beam over the catalog's names ([`bias`]) proposes more, the speech
+//! model scores each candidate's readings in the query's own carrier words, and
+//! [`rerank`] turns that into a ranking and a confidence per hit.
+
+pub mod bias;
+pub mod rerank;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::asr::{AcousticContext, AsrError, Segment, TranscribeOptions, Transcript, Whisper};
+use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
+use crate::search::text::analyze;
+use crate::search::{
+    CandidateLimits, CandidateSet, QueryEngine, SearchError, SearchHit, SearchRequest,
+};
+use bias::CatalogBias;
+use rerank::{CandidateFeatures, RerankModel, UNSCORED};
+
+/// Why an utterance could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(
+        "the server runs without a speech model: fetch one with models/fetch.sh and pass --model"
+    )]
+    NoModel,
+    #[error("the server runs without a catalog index")]
+    NoIndex,
+}
+
+/// Which hits to return for an utterance.
+#[derive(Debug, Clone)]
+pub struct HitOptions {
+    pub max_hits: usize,
+    pub categories: Vec<String>,
+    /// Let the catalog decide what a name can be (candidates re-scored by the speech
+    /// model); off gives plain text search of the transcript.
+    pub catalog_bias: bool,
+}
+
+impl Default for HitOptions {
+    fn default() -> Self {
+        Self {
+            max_hits: 10,
+            categories: Vec::new(),
+            catalog_bias: true,
+        }
+    }
+}
+
+/// How a hit was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HitSource {
+    /// Text search of the transcript.
+    Text,
+    /// Its name sounds like the name heard.
+    SoundAlike,
+    /// The recognizer's beam over the catalog's names heard it.
+    Acoustic,
+}
+
+/// A hit with how sure the pipeline is of it.
+#[derive(Debug, Clone)]
+pub struct RankedHit {
+    pub hit: SearchHit,
+    /// Calibrated probability that this is what was meant, 0..1.
+    pub confidence: f32,
+    pub source: HitSource,
+}
+
+/// One candidate as the reranker saw it, for error analysis and fitting.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoredCandidate {
+    pub id: String,
+    pub reading: String,
+    pub features: CandidateFeatures,
+    pub confidence: f32,
+}
+
+/// What catalog biasing did for one utterance.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CatalogDecision {
+    /// Every candidate, best first.
+    pub candidates: Vec<ScoredCandidate>,
+    /// The best candidate was below the model's confidence floor: the hits are those of
+    /// plain text search.
+    pub rejected: bool,
+    /// Mean log-probability of the free transcript's own reading of the name.
+    pub free_reading: f32,
+}
+
+/// Candidates the recognizer's catalog beam proposes, and its width.
+const BEAM_WIDTH: usize = 8;
+const BEAM_PROPOSALS: usize = 8;
+/// Candidates re-scored by the speech model, after a first cut by search's own signals.
+const RESCORED: usize = 24;
+
+/// Time spent in each stage of one utterance (the model's own stages are in
+/// [`Transcript::timings`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    /// Bytes to samples.
+    pub decode: Duration,
+    /// Downmix, loudness, voice activity and resampling.
+    pub front_end: Duration,
+    pub transcription: Duration,
+    pub search: Duration,
+    /// Catalog biasing: the constrained beam, candidates and their re-scoring.
+    pub rescore: Duration,
+}
+
+/// What one utterance gave.
+#[derive(Debug, Clone)]
+pub struct UtteranceOutcome {
+    pub transcript: Transcript,
+    pub hits: Vec<RankedHit>,
+    /// Present when catalog biasing ran.
+    pub decision: Option<CatalogDecision>,
+    pub audio: AudioInfo,
+    pub timings: StageTimings,
+}
+
+/// The stages, loaded once and shared by every request.
+#[derive(Clone, Default)]
+pub struct Pipeline {
+    whisper: Option<Arc<Whisper>>,
+    search: Option<Arc<QueryEngine>>,
+    bias: Option<Arc<CatalogBias>>,
+    rerank: RerankModel,
+}
+
+impl Pipeline {
+    /// Composes the stages present; with both a model and a catalog, the catalog's
+    /// names are followed for biasing.
+    pub fn new(whisper: Option<Arc<Whisper>>, search: Option<Arc<QueryEngine>>) -> Self {
+        let bias = match (&whisper, &search) {
+            (Some(whisper), Some(search)) => Some(CatalogBias::follow(
+                whisper.clone(),
+                search.index().spoken(),
+            )),
+            _ => None,
+        };
+        Self {
+            whisper,
+            search,
+            bias,
+            rerank: RerankModel::default(),
+        }
+    }
+
+    pub fn whisper(&self) -> Option<&Arc<Whisper>> {
+        self.whisper.as_ref()
+    }
+
+    pub fn search(&self) -> Option<&Arc<QueryEngine>> {
+        self.search.as_ref()
+    }
+
+    pub fn bias(&self) -> Option<&Arc<CatalogBias>> {
+        self.bias.as_ref()
+    }
+
+    /// Front end and transcription; hits too when `hits` is given.
+    pub fn run(
+        &self,
+        bytes: &[u8],
+        format: &AudioFormat,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let started = Instant::now();
+        let decoded = audio::decode(bytes, format)?;
+        self.run_decoded(decoded, started.elapsed(), options, hits)
+    }
+
+    /// Like [`Pipeline::run`] for the part of an utterance heard so far (an interim
+    /// result): audio cut short by a chunk boundary is read up to its last whole frame.
+    pub fn run_prefix(
+        &self,
+        bytes: &[u8],
+        format: &AudioFormat,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let started = Instant::now();
+        let decoded = audio::decode_prefix(bytes, format)?;
+        self.run_decoded(decoded, started.elapsed(), options, hits)
+    }
+
+    fn run_decoded(
+        &self,
+        decoded: Decoded,
+        decode: Duration,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
+        let started = Instant::now();
+        let prepared = audio::prepare_decoded(decoded)?;
+        if prepared.info.duration_seconds > options.max_seconds {
+            return Err(AudioError::TooLong {
+                seconds: prepared.info.duration_seconds,
+                limit: options.max_seconds,
+            }
+            .into());
+        }
+        let front_end = started.elapsed();
+
+        let started = Instant::now();
+        // The energy detector heard nothing: no model run, so nothing can be invented.
+        let (mut transcript, context) = if prepared.info.voice.speech {
+            whisper.transcribe_in_context(&prepared.samples, options)?
+        } else {
+            (Transcript::silent(), None)
+        };
+        // Times count from the utterance as sent, not from the trimmed speech.
+        let shift = prepared.info.voice.start_seconds as f32;
+        for Segment {
+            start_seconds,
+            end_seconds,
+            ..
+        } in &mut transcript.segments
+        {
+            *start_seconds += shift;
+            *end_seconds += shift;
+        }
+        let transcription = started.elapsed();
+
+        let started = Instant::now();
+        let mut rescore = Duration::ZERO;
+        let mut decision = None;
+        let hits = match (hits, context) {
+            (Some(_), _) if transcript.text.trim().is_empty() => Vec::new(),
+            (Some(hit_options), Some(context)) if hit_options.catalog_bias => {
+                let (hits, made) =
+                    self.catalog_hits(whisper, &context, &transcript.text, hit_options)?;
+                rescore = started.elapsed();
+                decision = Some(made);
+                hits
+            }
+            (Some(hit_options), _) => self.search_text(&transcript.text, hit_options)?,
+            (None, _) => Vec::new(),
+        };
+        Ok(UtteranceOutcome {
+            transcript,
+            hits,
+            decision,
+            audio: prepared.info,
+            timings: StageTimings {
+                decode,
+                front_end,
+                transcription,
+                search: started.elapsed() - rescore,
+                rescore,
+            },
+        })
+    }
+
+    /// Hits chosen with the catalog: candidates from search and from the recognizer's
+    /// beam, each scored by the speech model in the transcript's carrier words.
+    fn catalog_hits(
+        &self,
+        whisper: &Whisper,
+        context: &AcousticContext,
+        text: &str,
+        options: &HitOptions,
+    ) -> Result<(Vec<RankedHit>, CatalogDecision), PipelineError> {
+        let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
+        let split = engine.carriers().split(text);
+        let proposed: Vec<String> = match &self.bias {
+            Some(bias) => bias
+                .propose(whisper, context, &split.prefix, BEAM_WIDTH, BEAM_PROPOSALS)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+            None => Vec::new(),
+        };
+        let CandidateSet {
+            split,
+            mut candidates,
+        } = engine.candidates(&[text], &proposed, CandidateLimits::default())?;
+        if !options.categories.is_empty() {
+            candidates.retain(|c| {
+                options
+                    .categories
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.entry.category))
+            });
+        }
+        // A first cut by what search alone knows, so that re-scoring stays bounded.
+        candidates.sort_by(|a, b| {
+            let key = |c: &crate::search::Candidate| {
+                c.text_score.max(c.sound) + f32::from(u8::from(c.proposed))
+            };
+            key(b).total_cmp(&key(a))
+        });
+        candidates.truncate(RESCORED);
+
+        // Every reading of every candidate, plus the name as heard, after the carrier.
+        let mut readings: Vec<String> = vec![split.slot.clone()];
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        for (c, candidate) in candidates.iter().enumerate() {
+            for (r, reading) in candidate.entry.readings.iter().enumerate() {
+                readings.push(format!("{reading}{}", split.suffix));
+                owners.push((c, r));
+            }
+        }
+        let scores = whisper.score_readings(context, &split.prefix, &readings)?;
+        let mean = |i: usize| scores[i].map_or(UNSCORED, |s| s.mean());
+        let free_reading = mean(0);
+        let mut best: Vec<(f32, usize)> = vec![(UNSCORED, 0); candidates.len()];
+        for (i, &(c, r)) in owners.iter().enumerate() {
+            let score = mean(i + 1);
+            if score > best[c].0 {
+                best[c] = (score, r);
+            }
+        }
+        let top = best.iter().map(|b| b.0).fold(UNSCORED, f32::max);
+        let mut scored: Vec<(ScoredCandidate, HitSource, Option<usize>)> = candidates
+            .iter()
+            .zip(&best)
+            .map(|(candidate, &(acoustic, reading))| {
+                let features = CandidateFeatures {
+                    acoustic,
+                    margin: acoustic - top,
+                    vs_free: acoustic - free_reading,
+                    text_score: candidate.text_score,
+                    text_rank: candidate.text_rank.map_or(0.0, |r| 1.0 / (1.0 + r as f32)),
+                    sound: candidate.sound,
+                    proposed: f32::from(u8::from(candidate.proposed)),
+                    popularity: candidate.popularity,
+                    category_match: f32::from(u8::from(candidate.category_match)),
+                    qualifier_heard: candidate.qualifier_heard,
+                    shortened: f32::from(u8::from(candidate.entry.shortened[reading])),
+                };
+                let source = if candidate.proposed {
+                    HitSource::Acoustic
+                } else if candidate.text_rank.is_some() {
+                    HitSource::Text
+                } else {
+                    HitSource::SoundAlike
+                };
+                (
+                    ScoredCandidate {
+                        id: candidate.entry.id.clone(),
+                        reading: candidate.entry.readings[reading].clone(),
+                        confidence: self.rerank.confidence(&features),
+                        features,
+                    },
+                    source,
+                    candidate.text_rank,
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
+        let rejected = scored
+            .first()
+            .is_none_or(|(best, _, _)| best.confidence < self.rerank.reject_below);
+        let chosen: Vec<&(ScoredCandidate, HitSource, Option<usize>)> = if rejected {
+            // Nothing in the catalog reads as what was said: text search order.
+            let mut by_text: Vec<_> = scored.iter().filter(|s| s.2.is_some()).collect();
+            by_text.sort_by_key(|s| s.2);
+            by_text
+        } else {
+            scored.iter().collect()
+        };
+        let chosen: Vec<&(ScoredCandidate, HitSource, Option<usize>)> =
+            chosen.into_iter().take(options.max_hits.max(1)).collect();
+        let matched = chosen
+            .first()
+            .map(|(c, _, _)| analyze(&c.reading))
+            .unwrap_or_default();
+        let ids: Vec<(String, f32)> = chosen
+            .iter()
+            .map(|(c, _, _)| (c.id.clone(), c.confidence))
+            .collect();
+        let hits = engine
+            .hits_by_id(&ids, &matched)?
+            .into_iter()
+            .zip(&chosen)
+            .map(|(hit, (candidate, source, _))| RankedHit {
+                confidence: candidate.confidence,
+                source: *source,
+                hit,
+            })
+            .collect();
+        Ok((
+            hits,
+            CatalogDecision {
+                candidates: scored.into_iter().map(|s| s.0).collect(),
+                rejected,
+                free_reading,
+            },
+        ))
+    }
+
+    /// Share of the transcript's words the catalog lacks (see
+    /// [`QueryEngine::unknown_word_share`]); `None` without words or without an index.
+    pub fn unknown_word_share(&self, text: &str) -> Option<f32> {
+        self.search.as_ref()?.unknown_word_share(text)
+    }
+
+    /// Searches the catalog with a transcript (no acoustic evidence: each hit's
+    /// confidence is its score relative to the best one, scaled by how far it leads).
+    pub fn search_text(
+        &self,
+        text: &str,
+        options: &HitOptions,
+    ) -> Result<Vec<RankedHit>, PipelineError> {
+        let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
+        let results = engine.search(&SearchRequest {
+            query: text.to_string(),
+            categories: options.categories.clone(),
+            page_size: options.max_hits.max(1),
+            page_token: String::new(),
+        })?;
+        let total: f32 = results.hits.iter().map(|h| h.score.max(0.0)).sum();
+        Ok(results
+            .hits
+            .into_iter()
+            .map(|hit| RankedHit {
+                confidence: if total > 0.0 { hit.score.max(0.0) / total } else { 0.0 },
+                source: HitSource::Text,
+                hit,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,203 @@
+//! Candidate entries for a spoken query: what text search finds from the transcripts,
+//! what sounds like the name heard, and any entries recognition proposes, each with what
+//! search knows of it (rank, score, sound similarity, popularity, category, qualifier
+//! words heard). Choosing among them is the caller's: the speech model judges best.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::intent::CarrierSplit;
+use super::query::{popularity_prior, snippet, QueryEngine, SearchHit, SearchRequest};
+use super::spoken::{sound_key, SpokenEntry};
+use super::text::{analyze, edit_distance, fuzzy_distance};
+use super::SearchError;
+
+/// How many candidates each source may give.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateLimits {
+    /// Text search hits of the best transcript.
+    pub text: usize,
+    /// Text search hits of each other transcript.
+    pub alternative_text: usize,
+    pub sound: usize,
+}
+
+impl Default for CandidateLimits {
+    fn default() -> Self {
+        Self {
+            text: 20,
+            alternative_text: 5,
+            sound: 10,
+        }
+    }
+}
+
+/// One entry that may be what was said.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub entry: Arc<SpokenEntry>,
+    /// Best rank (0 first) in text search of any transcript.
+    pub text_rank: Option<usize>,
+    /// Its text search score over the best text search score of the query (0..1).
+    pub text_score: f32,
+    /// Sound similarity of the heard name to the entry's readings (0 when not close).
+    pub sound: f32,
+    /// Found as a sound-alike (not only scored as one).
+    pub by_sound: bool,
+    /// Proposed by the caller (the recognizer's catalog beam).
+    pub proposed: bool,
+    /// Popularity prior, 0..1 on a log scale.
+    pub popularity: f32,
+    /// Whether the entry is of the category the carrier phrase asks for.
+    pub category_match: bool,
+    /// Share of the entry's qualifier words (artist, state, ...) heard in the transcript.
+    pub qualifier_heard: f32,
+}
+
+/// The candidates of one query and how its best transcript splits.
+#[derive(Debug, Clone)]
+pub struct CandidateSet {
+    pub split: CarrierSplit,
+    pub candidates: Vec<Candidate>,
+}
+
+impl QueryEngine {
+    /// Candidates for `transcripts` (the best first), plus the entries in `proposed`.
+    pub fn candidates(
+        &self,
+        transcripts: &[&str],
+        proposed: &[String],
+        limits: CandidateLimits,
+    ) -> Result<CandidateSet, SearchError> {
+        let best = transcripts.first().copied().unwrap_or("");
+        let split = self.carriers().split(best);
+        let spoken = self.index().spoken();
+        let heard_words = analyze(best);
+        let mut found: Vec<Candidate> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        let mut add = |entry: Arc<SpokenEntry>, found: &mut Vec<Candidate>| -> usize {
+            *position.entry(entry.id.clone()).or_insert_with(|| {
+                found.push(Candidate {
+                    text_rank: None,
+                    text_score: 0.0,
+                    sound: 0.0,
+                    by_sound: false,
+                    proposed: false,
+                    popularity: popularity_prior(entry.popularity),
+                    category_match: split.intent.category.as_deref() == Some(entry.category.as_str()),
+                    qualifier_heard: heard_share(&entry.qualifier_words, &heard_words),
+                    entry,
+                });
+                found.len() - 1
+            })
+        };
+        let mut top_score = 0f32;
+        for (i, text) in transcripts.iter().enumerate() {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let page_size = if i == 0 { limits.text } else { limits.alternative_text };
+            let hits = self
+                .search(&SearchRequest {
+                    query: text.to_string(),
+                    page_size,
+                    ..Default::default()
+                })?
+                .hits;
+            if i == 0 {
+                top_score = hits.first().map_or(0.0, |h| h.score);
+            }
+            for (rank, hit) in hits.into_iter().enumerate() {
+                let Some(entry) = spoken.get(&hit.id) else {
+                    continue;
+                };
+                let at = add(entry, &mut found);
+                let candidate = &mut found[at];
+                candidate.text_rank = Some(candidate.text_rank.map_or(rank, |r| r.min(rank)));
+                let relative = if top_score > 0.0 { hit.score / top_score } else { 0.0 };
+                candidate.text_score = candidate.text_score.max(relative.min(1.0));
+            }
+        }
+        for words in heard_spans(&split.intent.words) {
+            for alike in spoken.sound_alikes(&words, limits.sound) {
+                let at = add(alike.entry, &mut found);
+                found[at].by_sound = true;
+            }
+        }
+        for id in proposed {
+            if let Some(entry) = spoken.get(id) {
+                let at = add(entry, &mut found);
+                found[at].proposed = true;
+            }
+        }
+        let heard = sound_key(&split.intent.words);
+        for candidate in &mut found {
+            candidate.sound = candidate.entry.sound_similarity_to(&heard).unwrap_or(0.0);
+        }
+        Ok(CandidateSet {
+            split,
+            candidates: found,
+        })
+    }
+
+    /// The hits for entries chosen by id, in order, with snippets around `matched`
+    /// words; ids no longer in the catalog are skipped.
+    pub fn hits_by_id(
+        &self,
+        chosen: &[(String, f32)],
+        matched: &[String],
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let matched: BTreeSet<String> = matched.iter().cloned().collect();
+        let mut hits = Vec::with_capacity(chosen.len());
+        for (id, score) in chosen {
+            let Some(source) = self.index().get(id)? else {
+                continue;
+            };
+            let text = |key: &str| {
+                source
+                    .get(key)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            hits.push(SearchHit {
+                id: id.clone(),
+                title: text("title"),
+                category: text("category"),
+                score: *score,
+                snippet: snippet(&text("body"), &matched),
+                source,
+            });
+        }
+        Ok(hits)
+    }
+}
+
+/// The name as heard, and the same without a trailing qualifier or a misheard leading
+/// carrier word: a recognizer errs at both ends of a name.
+fn heard_spans(words: &[String]) -> Vec<Vec<String>> {
+    let n = words.len();
+    let mut spans = vec![words.to_vec()];
+    for (start, end) in [(0, n.saturating_sub(1)), (0, n.saturating_sub(2)), (1, n), (2, n)] {
+        if end > start && (start, end) != (0, n) {
+            spans.push(words[start..end].to_vec());
+        }
+    }
+    spans
+}
+
+/// Share of `wanted` words found in `heard`, exactly or within the fuzzy distance.
+fn heard_share(wanted: &[String], heard: &[String]) -> f32 {
+    if wanted.is_empty() {
+        return 0.0;
+    }
+    let found = wanted
+        .iter()
+        .filter(|w| {
+            heard
+                .iter()
+                .any(|h| h == *w || edit_distance(h, w, fuzzy_distance(w)).is_some())
+        })
+        .count();
+    found as f32 / wanted.len() as f32
+}

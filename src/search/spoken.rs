@@ -1,0 +1,533 @@
+//! How people say catalog entries, and the catalog's names held in memory for
+//! recognition.
+//!
+//! [`spoken_forms`] turns a document into the names a person would say ("The Godfather:
+//! Part II" -> "The Godfather Part Two", "Piano Sonata No. 14 ..., \"Moonlight\": ..." ->
+//! "the Moonlight Sonata", "Kraków" -> "Krakow") and the readings that qualify them
+//! ("Rehab by Amy Winehouse", "Springfield, Illinois"), cased as written, since the
+//! speech model scores them as text. [`SpokenCatalog`] keeps every entry's forms and
+//! sound keys in step with the index (built when it opens, changed by every committed
+//! upsert and delete) and tells followers of each change, so that recognition can bias
+//! towards what the catalog holds without knowing documents.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rphonetic::DoubleMetaphone;
+
+use super::document::CatalogDocument;
+use super::text::analyze;
+
+/// Most names and readings kept per entry: a bound on what recognition scores.
+const MAX_NAMES: usize = 6;
+const MAX_READINGS: usize = 16;
+/// Writers named in a song's body ("Written by A, B & C") that a reading may credit.
+const MAX_WRITERS: usize = 2;
+/// Words after which a Roman numeral is a number ("Part II"), not a letter.
+const NUMBERED: &[&str] = &["part", "chapter", "episode", "volume", "vol", "book", "act"];
+/// Classical forms a nickname is said with ("the Moonlight Sonata").
+const WORK_FORMS: &[&str] = &[
+    "sonata",
+    "symphony",
+    "concerto",
+    "serenade",
+    "suite",
+    "overture",
+    "requiem",
+    "mass",
+    "quartet",
+    "nocturne",
+    "etude",
+    "waltz",
+];
+/// Longest sound key compared, in code letters.
+const SOUND_KEY_LEN: usize = 24;
+
+/// What a person would say for one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpokenEntry {
+    pub id: String,
+    pub category: String,
+    pub popularity: f64,
+    /// The entry's names alone, as said.
+    pub names: Vec<String>,
+    /// Names and qualified readings ("Rehab by Amy Winehouse"), the names first.
+    pub readings: Vec<String>,
+    /// Whether each reading shortens the written title (a part before ":" or ",").
+    pub shortened: Vec<bool>,
+    /// Analyzed words of the qualifiers: artist, writers, state, country.
+    pub qualifier_words: Vec<String>,
+    /// Sound keys of the readings, in order.
+    sound_keys: Vec<String>,
+}
+
+/// A name of the entry and whether it shortens the title.
+struct Name {
+    text: String,
+    shortened: bool,
+}
+
+/// The spoken forms of a document.
+pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
+    let names = names(document);
+    let mut qualifiers: Vec<(String, &str)> = Vec::new();
+    let category = document.category.to_lowercase();
+    match category.as_str() {
+        "song" => {
+            if let Some(artist) = document.attribute("artist") {
+                qualifiers.push((clean(&artist), " by "));
+            }
+            for writer in writers(&document.body) {
+                qualifiers.push((writer, " by "));
+            }
+        }
+        "city" => {
+            for key in ["state", "country"] {
+                if let Some(place) = document.attribute(key) {
+                    qualifiers.push((clean(&place), ", "));
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut readings: Vec<String> = Vec::new();
+    let mut shortened = Vec::new();
+    let mut push = |text: String, short: bool| {
+        if readings.len() < MAX_READINGS && !text.is_empty() && !readings.contains(&text) {
+            readings.push(text);
+            shortened.push(short);
+        }
+    };
+    for name in &names {
+        push(name.text.clone(), name.shortened);
+    }
+    for (qualifier, joint) in &qualifiers {
+        for name in &names {
+            push(format!("{}{joint}{qualifier}", name.text), name.shortened);
+        }
+    }
+    let qualifier_words = qualifiers
+        .iter()
+        .flat_map(|(q, _)| analyze(q))
+        .collect();
+    let sound_keys = readings.iter().map(|r| sound_key(&analyze(r))).collect();
+    SpokenEntry {
+        id: document.id.clone(),
+        category,
+        popularity: document.popularity.unwrap_or(0.0),
+        names: names.into_iter().map(|n| n.text).collect(),
+        readings,
+        shortened,
+        qualifier_words,
+        sound_keys,
+    }
+}
+
+/// The names of a document: its title cleaned, without parentheses, cut before ":" or
+/// ",", with numbers spelled out, and a classical work's nickname.
+fn names(document: &CatalogDocument) -> Vec<Name> {
+    let title = deunicode::deunicode(&document.title);
+    let mut out: Vec<Name> = Vec::new();
+    let mut add = |text: String, shortened: bool| {
+        let text = clean(&text);
+        if !text.is_empty() && out.len() < MAX_NAMES && !out.iter().any(|n| n.text == text) {
+            out.push(Name { text, shortened });
+        }
+    };
+    let unquoted = title.replace('"', "");
+    add(unquoted.clone(), false);
+    let spelled = spell_numbers(&unquoted);
+    add(spelled.clone(), false);
+    let bare = without_parentheses(&unquoted);
+    add(bare.clone(), false);
+    add(spell_numbers(&bare), false);
+    // A quoted nickname, and the work it names: "Moonlight" -> "the Moonlight Sonata".
+    let nickname = title.split('"').nth(1).map(str::trim).filter(|n| !n.is_empty());
+    if let Some(nickname) = nickname {
+        let lower = title.to_lowercase();
+        if let Some(form) = WORK_FORMS.iter().find(|f| lower.contains(*f)) {
+            add(format!("the {nickname} {}", capitalize(form)), true);
+        }
+        add(nickname.to_string(), true);
+    }
+    if let Some(cut) = bare.find([':', ',']) {
+        let head = &bare[..cut];
+        if !analyze(head).is_empty() && analyze(&bare[cut..]).len() >= 2 {
+            add(head.to_string(), true);
+            add(spell_numbers(head), true);
+        }
+    }
+    out
+}
+
+/// The surnames of a song's writers, from "Written by A, B & C." in its body.
+fn writers(body: &str) -> Vec<String> {
+    let Some(start) = body.find("Written by ") else {
+        return Vec::new();
+    };
+    let rest = &body[start + "Written by ".len()..];
+    let list = rest.split(". ").next().unwrap_or(rest).trim_end_matches('.');
+    list.split([',', '&', '/'])
+        .filter_map(|writer| writer.split_whitespace().last().map(clean))
+        .filter(|surname| surname.len() > 2)
+        .take(MAX_WRITERS)
+        .collect()
+}
+
+/// A name as text to say: ASCII, "&" as "and", no quotes, brackets or colons, single
+/// spaces.
+fn clean(text: &str) -> String {
+    let text = deunicode::deunicode(text).replace('&', " and ");
+    let kept: String = text
+        .chars()
+        .map(|c| match c {
+            '"' | '(' | ')' | '[' | ']' | ':' | ';' | '*' | '_' | '|' => ' ',
+            c => c,
+        })
+        .collect();
+    kept.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_matches([',', '.', ' ', '-'])
+        .to_string()
+}
+
+fn without_parentheses(text: &str) -> String {
+    let mut depth = 0usize;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+/// Digits and numbering Roman numerals as words: "Terminator 2" -> "Terminator Two",
+/// "Part II" -> "Part Two", "Apollo 13" -> "Apollo Thirteen".
+fn spell_numbers(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out = Vec::with_capacity(words.len());
+    for (i, word) in words.iter().enumerate() {
+        let core = word.trim_end_matches([':', ',', '.']);
+        let tail = &word[core.len()..];
+        let after_numbering = i > 0
+            && NUMBERED.contains(&words[i - 1].trim_end_matches('.').to_lowercase().as_str());
+        let value = if core.chars().all(|c| c.is_ascii_digit()) && !core.is_empty() {
+            core.parse::<u64>().ok()
+        } else if after_numbering {
+            roman_value(core)
+        } else {
+            None
+        };
+        match value.and_then(number_words) {
+            Some(spelled) => out.push(format!("{}{tail}", capitalize(&spelled))),
+            None => out.push(word.to_string()),
+        }
+    }
+    out.join(" ")
+}
+
+fn roman_value(word: &str) -> Option<u64> {
+    let lower = word.to_lowercase();
+    if lower.is_empty() || !lower.chars().all(|c| matches!(c, 'i' | 'v' | 'x')) {
+        return None;
+    }
+    let value = |c| match c {
+        'i' => 1i64,
+        'v' => 5,
+        _ => 10,
+    };
+    let chars: Vec<i64> = lower.chars().map(value).collect();
+    let total: i64 = chars
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if chars.get(i + 1).is_some_and(|&n| n > v) {
+                -v
+            } else {
+                v
+            }
+        })
+        .sum();
+    u64::try_from(total).ok().filter(|&t| t > 0)
+}
+
+/// A number below 100, or a year-like number below 10,000, in words.
+fn number_words(n: u64) -> Option<String> {
+    const UNITS: [&str; 20] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+        "eighteen", "nineteen",
+    ];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    let below_100 = |n: u64| -> String {
+        match n {
+            0..=19 => UNITS[n as usize].to_string(),
+            _ if n % 10 == 0 => TENS[(n / 10) as usize].to_string(),
+            _ => format!("{} {}", TENS[(n / 10) as usize], UNITS[(n % 10) as usize]),
+        }
+    };
+    match n {
+        0..=99 => Some(below_100(n)),
+        // Years are said in pairs: 1984 -> "nineteen eighty four".
+        1100..=9999 if n % 100 != 0 => Some(format!("{} {}", below_100(n / 100), below_100(n % 100))),
+        _ => None,
+    }
+}
+
+/// The sound of words run together, so that a name misheard across word boundaries
+/// ("scenic taddy") still meets the written one ("schenectady").
+pub fn sound_key(words: &[String]) -> String {
+    let joined: String = words.concat();
+    if joined.is_empty() {
+        return String::new();
+    }
+    DoubleMetaphone::new(Some(SOUND_KEY_LEN))
+        .double_metaphone(&joined)
+        .primary()
+}
+
+/// Similarity of two sound keys: 1 for the same, falling with the edits between them;
+/// `None` when they differ by more than `1 - floor` of the longer.
+fn sound_similarity(a: &str, b: &str, floor: f32) -> Option<f32> {
+    let longest = a.len().max(b.len());
+    if longest == 0 {
+        return None;
+    }
+    let limit = ((1.0 - floor) * longest as f32).floor() as usize;
+    let edits = bounded_levenshtein(a.as_bytes(), b.as_bytes(), limit)?;
+    Some(1.0 - edits as f32 / longest as f32)
+}
+
+/// Levenshtein distance, or `None` once it must exceed `limit`.
+fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        let mut row_min = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            row_min = row_min.min(current[j]);
+        }
+        if row_min > limit {
+            return None;
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    (previous[b.len()] <= limit).then_some(previous[b.len()])
+}
+
+/// A change to the catalog's entries, told to followers after it is committed.
+#[derive(Debug, Clone)]
+pub enum CatalogChange {
+    Added(Arc<SpokenEntry>),
+    Removed(Arc<SpokenEntry>),
+}
+
+type Follower = Box<dyn Fn(&CatalogChange) + Send + Sync>;
+
+/// Every entry's spoken forms, by id.
+#[derive(Default)]
+pub struct SpokenCatalog {
+    state: RwLock<CatalogState>,
+}
+
+#[derive(Default)]
+struct CatalogState {
+    entries: HashMap<String, Arc<SpokenEntry>>,
+    followers: Vec<Follower>,
+}
+
+/// An entry whose sound is close to what was heard.
+#[derive(Debug, Clone)]
+pub struct SoundAlike {
+    pub entry: Arc<SpokenEntry>,
+    pub similarity: f32,
+}
+
+/// Sound similarity below which an entry is not a sound-alike.
+const SOUND_FLOOR: f32 = 0.6;
+
+impl SpokenCatalog {
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<SpokenEntry>> {
+        self.read().entries.get(id).cloned()
+    }
+
+    /// Adds or replaces the entries of documents just committed.
+    pub fn upsert(&self, documents: &[CatalogDocument]) {
+        let mut state = self.write();
+        for document in documents {
+            let entry = Arc::new(spoken_forms(document));
+            if let Some(old) = state.entries.insert(entry.id.clone(), entry.clone()) {
+                state.tell(&CatalogChange::Removed(old));
+            }
+            state.tell(&CatalogChange::Added(entry));
+        }
+    }
+
+    /// Drops the entry of a document just deleted.
+    pub fn remove(&self, id: &str) {
+        let mut state = self.write();
+        if let Some(old) = state.entries.remove(id) {
+            state.tell(&CatalogChange::Removed(old));
+        }
+    }
+
+    /// Registers `follower` for every later change and returns the entries held now, in
+    /// one step, so that the follower misses nothing and sees nothing twice.
+    pub fn follow(
+        &self,
+        follower: impl Fn(&CatalogChange) + Send + Sync + 'static,
+    ) -> Vec<Arc<SpokenEntry>> {
+        let mut state = self.write();
+        state.followers.push(Box::new(follower));
+        state.entries.values().cloned().collect()
+    }
+
+    /// Entries whose readings sound most like `words` (a name as heard), best first,
+    /// at most `limit`, each at its best-matching reading.
+    pub fn sound_alikes(&self, words: &[String], limit: usize) -> Vec<SoundAlike> {
+        let heard = sound_key(words);
+        if heard.is_empty() {
+            return Vec::new();
+        }
+        let state = self.read();
+        let mut found: Vec<SoundAlike> = state
+            .entries
+            .values()
+            .filter_map(|entry| {
+                let similarity = entry.sound_similarity_to(&heard)?;
+                Some(SoundAlike {
+                    entry: entry.clone(),
+                    similarity,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then(b.entry.popularity.total_cmp(&a.entry.popularity))
+        });
+        found.truncate(limit);
+        found
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CatalogState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CatalogState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CatalogState {
+    fn tell(&self, change: &CatalogChange) {
+        for follower in &self.followers {
+            follower(change);
+        }
+    }
+}
+
+impl SpokenEntry {
+    /// The best similarity of the entry's readings to a sound key heard (see
+    /// [`sound_key`]); `None` when none comes close.
+    pub fn sound_similarity_to(&self, heard: &str) -> Option<f32> {
+        self.sound_keys
+            .iter()
+            .filter_map(|key| sound_similarity(heard, key, SOUND_FLOOR))
+            .max_by(f32::total_cmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(json: &str) -> SpokenEntry {
+        spoken_forms(&CatalogDocument::from_json_str(json).unwrap())
+    }
+
+    #[test]
+    fn names_are_said_as_people_say_them() {
+        let godfather = entry(r#"{"id":"m","title":"The Godfather: Part II","category":"movie"}"#);
+        assert!(godfather.names.contains(&"The Godfather Part Two".to_string()), "{:?}", godfather.names);
+        let terminator =
+            entry(r#"{"id":"t","title":"Terminator 2: Judgment Day","category":"movie"}"#);
+        assert!(terminator.names.contains(&"Terminator Two Judgment Day".to_string()));
+        let lodz = entry(r#"{"id":"c","title":"Łódź","category":"city","country":"Poland"}"#);
+        assert_eq!(lodz.readings, ["Lodz", "Lodz, Poland"]);
+        let moonlight = entry(
+            r#"{"id":"s","title":"Piano Sonata No. 14 in C Sharp Minor, Op. 27, No. 2, \"Moonlight\": I. Adagio sostenuto","category":"song","artist":"Maurizio Pollini","body":"Written by Ludwig van Beethoven."}"#,
+        );
+        assert!(moonlight.names.contains(&"the Moonlight Sonata".to_string()), "{:?}", moonlight.names);
+        assert!(moonlight.readings.contains(&"the Moonlight Sonata by Beethoven".to_string()));
+        let acdc = entry(r#"{"id":"a","title":"Rock & Roll","category":"song","artist":"AC/DC"}"#);
+        assert_eq!(acdc.readings, ["Rock and Roll", "Rock and Roll by AC/DC"]);
+        assert_eq!(acdc.qualifier_words, ["ac", "dc"]);
+    }
+
+    #[test]
+    fn sound_keys_cross_word_boundaries() {
+        let words = |s: &str| analyze(s);
+        let schenectady = entry(r#"{"id":"c","title":"Schenectady","category":"city"}"#);
+        let heard = sound_key(&words("scenic taddy"));
+        assert!(schenectady.sound_similarity_to(&heard).is_some(), "{heard}");
+        let chicago = entry(r#"{"id":"d","title":"Chicago","category":"city"}"#);
+        assert!(chicago.sound_similarity_to(&heard).is_none());
+    }
+
+    #[test]
+    fn followers_see_every_committed_change_once() {
+        let catalog = SpokenCatalog::default();
+        let doc = |id: &str, title: &str| {
+            CatalogDocument::from_json_str(&format!(
+                r#"{{"id":"{id}","title":"{title}","category":"movie"}}"#
+            ))
+            .unwrap()
+        };
+        catalog.upsert(&[doc("a", "Alien")]);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let held = catalog.follow(move |change| {
+            log.lock().unwrap().push(match change {
+                CatalogChange::Added(e) => format!("+{}", e.names[0]),
+                CatalogChange::Removed(e) => format!("-{}", e.names[0]),
+            })
+        });
+        assert_eq!(held.len(), 1);
+        catalog.upsert(&[doc("a", "Aliens"), doc("b", "Brazil")]);
+        catalog.remove("b");
+        catalog.remove("missing");
+        assert_eq!(*seen.lock().unwrap(), ["-Alien", "+Aliens", "+Brazil", "-Brazil"]);
+    }
+}
