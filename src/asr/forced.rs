@@ -1,8 +1,10 @@
 //! Forced scoring: how likely the model finds given readings of audio it has already
 //! heard. A transcription keeps its first window's cross-attention cache as an
-//! [`AcousticContext`]; [`Whisper::score_readings`] then teacher-forces any number of
-//! texts after a shared prefix (the carrier words of a query) in one tree pass, and
-//! [`Whisper::constrained_search`] lets a beam run only where a [`TokenTrie`] allows.
+//! [`AcousticContext`]. [`Whisper::score_readings`] then teacher-forces any number of
+//! readings, each after the first few words of the transcript (its carrier words), in
+//! one tree pass; [`Whisper::constrained_search`] runs beams that may only follow a
+//! [`TokenTrie`], entered after several such prefixes at once, since the recognizer
+//! mishears carrier words too ("Hotels and" for "hotels in").
 
 use std::collections::HashMap;
 
@@ -19,7 +21,17 @@ pub struct AcousticContext {
     pub(super) start: Vec<u32>,
 }
 
-/// A reading's likelihood: summed over its tokens and the end of text that closes it.
+/// A reading to score: `text` after the transcript's first `after_words` words, closed
+/// by the first token of `then` (what the transcript says after the name), or by the
+/// end of text when `then` is empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    pub after_words: usize,
+    pub text: &'a str,
+    pub then: &'a str,
+}
+
+/// A reading's likelihood: summed over its tokens and the token that closes it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReadingScore {
     pub sum_logprob: f32,
@@ -37,16 +49,24 @@ impl ReadingScore {
     }
 }
 
-/// A catalog entry the constrained beam reached: the payload its trie path ends in and
-/// the mean log-probability of the path.
+/// A catalog entry a constrained beam reached: the payload its trie path ends in, the
+/// mean log-probability of the path, and after how many transcript words it started.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BeamMatch {
     pub payload: u32,
     pub mean_logprob: f32,
+    pub after_words: usize,
 }
 
 /// Most nodes one scoring pass decodes: a bound on its cost whatever the caller asks.
 const MAX_TREE_NODES: usize = 1024;
+
+/// The transcript's first words as a chain of tree nodes: `boundary[k]` is the node
+/// after the first `k` words (`None`: the prompt itself).
+struct Chain {
+    nodes: Vec<NewNode>,
+    boundary: Vec<Option<usize>>,
+}
 
 impl Whisper {
     /// Token ids of `text` as the decoder would write it after earlier words (with the
@@ -64,103 +84,119 @@ impl Whisper {
             .to_vec())
     }
 
-    /// Scores each continuation after `prefix`: the log-probability of its tokens and of
-    /// the end of text after them, given the audio. Continuations that share a start
-    /// share its decoding; those past the decoder's context get no score.
+    /// The first `words` words of a transcript as tree nodes, one boundary per word.
+    fn chain(&self, words: &[&str]) -> Result<Chain, AsrError> {
+        let mut nodes = Vec::new();
+        let mut boundary = vec![None];
+        for word in words {
+            for token in self.text_tokens(word)? {
+                let parent = nodes.len().checked_sub(1);
+                nodes.push(NewNode { parent, token });
+            }
+            boundary.push(nodes.len().checked_sub(1));
+        }
+        Ok(Chain { nodes, boundary })
+    }
+
+    /// Scores each reading: the log-probability of its tokens and of its closing
+    /// token, given the audio and the transcript words before it. Readings that share a
+    /// start share its decoding; those past the decoder's context or the pass's bound
+    /// get no score.
     pub fn score_readings(
         &self,
         context: &AcousticContext,
-        prefix: &str,
-        continuations: &[String],
+        words: &[&str],
+        readings: &[Reading],
     ) -> Result<Vec<Option<ReadingScore>>, AsrError> {
-        let mut prompt = context.start.clone();
-        prompt.extend(self.text_tokens(prefix)?);
+        let deepest = readings.iter().map(|r| r.after_words).max().unwrap_or(0);
+        let chain = self.chain(&words[..deepest.min(words.len())])?;
         let room = self
             .model
             .config
             .max_target_positions
-            .saturating_sub(prompt.len());
-        let mut sequences = Vec::with_capacity(continuations.len());
-        for text in continuations {
-            let mut tokens = self.text_tokens(text)?;
-            tokens.push(self.special.end_of_text);
-            sequences.push((tokens.len() <= room).then_some(tokens));
-        }
-        // The tree of all continuations: a node per distinct (parent, token) but the
-        // closing end of text, which is only ever asked for.
+            .saturating_sub(context.start.len() + chain.nodes.len() + 1);
+        let mut nodes = chain.nodes.clone();
         let mut ids: HashMap<(Option<usize>, u32), usize> = HashMap::new();
-        let mut nodes: Vec<NewNode> = Vec::new();
-        let mut paths: Vec<Option<Vec<usize>>> = Vec::with_capacity(sequences.len());
-        for sequence in &sequences {
-            let path = sequence.as_ref().and_then(|tokens| {
-                let inner = &tokens[..tokens.len() - 1];
-                let mut parent = None;
-                let known = inner
-                    .iter()
-                    .take_while(|&&token| match ids.get(&(parent, token)) {
-                        Some(&id) => {
-                            parent = Some(id);
-                            true
-                        }
-                        None => false,
-                    })
-                    .count();
-                let missing = inner.len() - known;
-                if nodes.len() + missing > MAX_TREE_NODES {
-                    return None;
-                }
-                let mut parent = None;
-                let mut path = Vec::with_capacity(inner.len());
-                for &token in inner {
-                    let id = *ids.entry((parent, token)).or_insert_with(|| {
-                        nodes.push(NewNode { parent, token });
-                        nodes.len() - 1
-                    });
-                    path.push(id);
-                    parent = Some(id);
-                }
-                Some(path)
-            });
-            paths.push(path);
-        }
-        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-        let mut first_tokens: Vec<u32> = Vec::new();
-        for (sequence, path) in sequences.iter().zip(&paths) {
-            let (Some(tokens), Some(path)) = (sequence, path) else {
+        // Per reading: its tokens, closing token, and the node of each token.
+        let mut paths: Vec<Option<(Vec<u32>, Vec<usize>, Option<usize>)>> = Vec::new();
+        for reading in readings {
+            let root = chain.boundary.get(reading.after_words).copied().flatten();
+            let mut tokens = self.text_tokens(reading.text)?;
+            let closing = self
+                .text_tokens(reading.then)?
+                .first()
+                .copied()
+                .unwrap_or(self.special.end_of_text);
+            if tokens.is_empty()
+                || tokens.len() + 1 > room
+                || reading.after_words >= chain.boundary.len()
+            {
+                paths.push(None);
                 continue;
-            };
-            first_tokens.push(tokens[0]);
+            }
+            let mut parent = root;
+            let known = tokens
+                .iter()
+                .take_while(|&&token| match ids.get(&(parent, token)) {
+                    Some(&id) => {
+                        parent = Some(id);
+                        true
+                    }
+                    None => false,
+                })
+                .count();
+            if nodes.len() + tokens.len() - known > MAX_TREE_NODES {
+                paths.push(None);
+                continue;
+            }
+            let mut parent = root;
+            let mut path = Vec::with_capacity(tokens.len());
+            for &token in &tokens {
+                let id = *ids.entry((parent, token)).or_insert_with(|| {
+                    nodes.push(NewNode { parent, token });
+                    nodes.len() - 1
+                });
+                path.push(id);
+                parent = Some(id);
+            }
+            tokens.push(closing);
+            paths.push(Some((tokens, path, root)));
+        }
+        // What each node is asked to predict; the prompt's own row predicts readings
+        // that start the transcript.
+        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+        let mut from_prompt: Vec<u32> = Vec::new();
+        for (tokens, path, root) in paths.iter().flatten() {
+            match root {
+                Some(node) => asked[*node].push(tokens[0]),
+                None => from_prompt.push(tokens[0]),
+            }
             for (i, &node) in path.iter().enumerate() {
                 asked[node].push(tokens[i + 1]);
             }
         }
-        for list in &mut asked {
+        for list in asked.iter_mut().chain(std::iter::once(&mut from_prompt)) {
             list.sort_unstable();
             list.dedup();
         }
-        first_tokens.sort_unstable();
-        first_tokens.dedup();
-
-        let mut tree = TokenTree::new(&self.model, &context.fresh, &prompt)?;
-        let first: HashMap<u32, f32> = first_tokens
-            .iter()
-            .copied()
-            .zip(tree.prompt_log_probs(&first_tokens)?)
-            .collect();
+        let mut tree = TokenTree::new(&self.model, &context.fresh, &context.start)?;
+        let prompt_scores = tree.prompt_log_probs(&from_prompt)?;
         let scores = tree.extend(&nodes, &asked)?;
-        let lookup = |node: usize, token: u32| {
-            asked[node]
-                .binary_search(&token)
-                .map_or(f32::NEG_INFINITY, |i| scores[node][i])
+        let lookup = |node: Option<usize>, token: u32| {
+            let (list, values) = match node {
+                Some(n) => (&asked[n], &scores[n]),
+                None => (&from_prompt, &prompt_scores),
+            };
+            list.binary_search(&token)
+                .map_or(f32::NEG_INFINITY, |i| values[i])
         };
-        Ok(sequences
+        Ok(paths
             .iter()
-            .zip(&paths)
-            .map(|(sequence, path)| {
-                let (tokens, path) = (sequence.as_ref()?, path.as_ref()?);
-                let mut sum = first[&tokens[0]];
+            .map(|entry| {
+                let (tokens, path, root) = entry.as_ref()?;
+                let mut sum = lookup(*root, tokens[0]);
                 for (i, &node) in path.iter().enumerate() {
-                    sum += lookup(node, tokens[i + 1]);
+                    sum += lookup(Some(node), tokens[i + 1]);
                 }
                 Some(ReadingScore {
                     sum_logprob: sum,
@@ -170,106 +206,149 @@ impl Whisper {
             .collect())
     }
 
-    /// A beam of `width` paths through `trie` after `prefix`, each step keeping the
-    /// likeliest extensions the trie allows; returns every entry a path completed, best
-    /// first by mean log-probability, at most `limit`.
+    /// Beams of `width` paths through `trie`, one entered after each count of
+    /// transcript words in `entries`, all decoded together; each step keeps a beam's
+    /// likeliest extensions the trie allows. Returns the entries the paths reached (each
+    /// at its best), best first by mean log-probability, at most `limit`.
     pub fn constrained_search(
         &self,
         context: &AcousticContext,
-        prefix: &str,
+        words: &[&str],
+        entries: &[usize],
         trie: &TokenTrie,
         width: usize,
         limit: usize,
     ) -> Result<Vec<BeamMatch>, AsrError> {
-        let mut prompt = context.start.clone();
-        prompt.extend(self.text_tokens(prefix)?);
+        let entries: Vec<usize> = entries.iter().copied().filter(|&e| e <= words.len()).collect();
+        let deepest = entries.iter().copied().max().unwrap_or(0);
+        let chain = self.chain(&words[..deepest])?;
         let max_depth = self
             .model
             .config
             .max_target_positions
-            .saturating_sub(prompt.len() + 1)
+            .saturating_sub(context.start.len() + chain.nodes.len() + 1)
             .min(trie.max_depth());
-        let mut tree = TokenTree::new(&self.model, &context.fresh, &prompt)?;
-        // A path: its last tree node, its summed log-probability and
-        // its length.
-        struct Path {
+        let mut tree = TokenTree::new(&self.model, &context.fresh, &context.start)?;
+        let root = trie.root();
+        let first_tokens: Vec<u32> = trie.children(root).map(|(token, _)| token).collect();
+        // The chain, each entry boundary asked for the trie's first tokens.
+        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); chain.nodes.len()];
+        let mut prompt_entry = false;
+        for &entry in &entries {
+            match chain.boundary[entry] {
+                Some(node) => asked[node] = first_tokens.clone(),
+                None => prompt_entry = true,
+            }
+        }
+        let mut chain_scores = tree.extend(&chain.nodes, &asked)?;
+        let prompt_scores = if prompt_entry {
+            tree.prompt_log_probs(&first_tokens)?
+        } else {
+            Vec::new()
+        };
+        /// A path: its entry, last tree node, summed log-probability and length, and
+        /// the extension under consideration (token, trie child, its log-probability).
+        struct Step {
+            entry: usize,
             tree_node: Option<usize>,
             sum: f32,
             len: usize,
+            token: u32,
+            child: TrieNode,
+            logprob: f32,
         }
-        let root = trie.root();
-        let first_tokens: Vec<u32> = trie.children(root).map(|(token, _)| token).collect();
-        let first_scores = tree.prompt_log_probs(&first_tokens)?;
-        let mut frontier: Vec<(Path, u32, TrieNode, f32)> = trie
-            .children(root)
-            .zip(first_scores)
-            .map(|((token, child), lp)| {
-                (
-                    Path {
-                        tree_node: None,
-                        sum: 0.0,
-                        len: 0,
-                    },
+        let mut frontier: Vec<Step> = Vec::new();
+        for &entry in &entries {
+            let node = chain.boundary[entry];
+            let scores = match node {
+                Some(n) => std::mem::take(&mut chain_scores[n]),
+                None => prompt_scores.clone(),
+            };
+            for ((token, child), logprob) in trie.children(root).zip(scores) {
+                frontier.push(Step {
+                    entry,
+                    tree_node: node,
+                    sum: 0.0,
+                    len: 0,
                     token,
                     child,
-                    lp,
-                )
-            })
-            .collect();
-        let mut best: HashMap<u32, f32> = HashMap::new();
+                    logprob,
+                });
+            }
+        }
+        let mut best: HashMap<u32, (f32, usize)> = HashMap::new();
+        let mut record = |payload: u32, mean: f32, entry: usize| {
+            let slot = best.entry(payload).or_insert((f32::NEG_INFINITY, entry));
+            if mean > slot.0 {
+                *slot = (mean, entry);
+            }
+        };
         for _ in 0..max_depth {
-            frontier.sort_by(|a, b| (b.0.sum + b.3).total_cmp(&(a.0.sum + a.3)));
-            frontier.truncate(width);
-            if frontier.is_empty() {
+            // Each beam keeps its own `width` best, so that one entry point cannot
+            // crowd out the others.
+            frontier.sort_by(|a, b| {
+                a.entry
+                    .cmp(&b.entry)
+                    .then((b.sum + b.logprob).total_cmp(&(a.sum + a.logprob)))
+            });
+            let mut kept = Vec::with_capacity(width * entries.len());
+            let mut count: HashMap<usize, usize> = HashMap::new();
+            for step in frontier {
+                let taken = count.entry(step.entry).or_default();
+                if *taken >= width {
+                    continue;
+                }
+                *taken += 1;
+                let mean = (step.sum + step.logprob) / (step.len + 1) as f32;
+                // A path into a branch that holds one entry has found it.
+                match trie.sole_payload(step.child) {
+                    Some(payload) => record(payload, mean, step.entry),
+                    None => kept.push(step),
+                }
+            }
+            if kept.is_empty() {
                 break;
             }
-            let nodes: Vec<NewNode> = frontier
+            let nodes: Vec<NewNode> = kept
                 .iter()
-                .map(|(path, token, _, _)| NewNode {
-                    parent: path.tree_node,
-                    token: *token,
+                .map(|s| NewNode {
+                    parent: s.tree_node,
+                    token: s.token,
                 })
                 .collect();
-            let asked: Vec<Vec<u32>> = frontier
+            let asked: Vec<Vec<u32>> = kept
                 .iter()
-                .map(|(_, _, child, _)| trie.children(*child).map(|(t, _)| t).collect())
+                .map(|s| trie.children(s.child).map(|(t, _)| t).collect())
                 .collect();
             let first_id = tree.node_count();
             let scores = tree.extend(&nodes, &asked)?;
             let mut next = Vec::new();
-            for (i, ((path, _, child, lp), child_scores)) in
-                frontier.into_iter().zip(scores).enumerate()
-            {
-                let reached = Path {
-                    tree_node: Some(first_id + i),
-                    sum: path.sum + lp,
-                    len: path.len + 1,
-                };
-                let mean = reached.sum / reached.len as f32;
-                for &payload in trie.payloads(child) {
-                    let entry = best.entry(payload).or_insert(f32::NEG_INFINITY);
-                    *entry = entry.max(mean);
+            for (i, (step, child_scores)) in kept.into_iter().zip(scores).enumerate() {
+                let sum = step.sum + step.logprob;
+                let len = step.len + 1;
+                for &payload in trie.payloads(step.child) {
+                    record(payload, sum / len as f32, step.entry);
                 }
-                for ((token, grandchild), lp) in trie.children(child).zip(child_scores) {
-                    next.push((
-                        Path {
-                            tree_node: reached.tree_node,
-                            sum: reached.sum,
-                            len: reached.len,
-                        },
+                for ((token, child), logprob) in trie.children(step.child).zip(child_scores) {
+                    next.push(Step {
+                        entry: step.entry,
+                        tree_node: Some(first_id + i),
+                        sum,
+                        len,
                         token,
-                        grandchild,
-                        lp,
-                    ));
+                        child,
+                        logprob,
+                    });
                 }
             }
             frontier = next;
         }
         let mut matches: Vec<BeamMatch> = best
             .into_iter()
-            .map(|(payload, mean_logprob)| BeamMatch {
+            .map(|(payload, (mean_logprob, after_words))| BeamMatch {
                 payload,
                 mean_logprob,
+                after_words,
             })
             .collect();
         matches.sort_by(|a, b| b.mean_logprob.total_cmp(&a.mean_logprob));

@@ -47,6 +47,106 @@ impl HalfMatrix {
             });
         out
     }
+
+    /// `matrix · x` for each of a few vectors, [xs, rows] row-major: the weights stream
+    /// through memory once for all of them, which a packed matrix product cannot beat
+    /// at this size.
+    pub fn mul_rows(&self, xs: &[Vec<f32>]) -> Vec<f32> {
+        const BLOCK: usize = 256;
+        let n = xs.len();
+        let blocks: Vec<Vec<f32>> = (0..self.rows.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|block| {
+                let start = block * BLOCK;
+                let end = (start + BLOCK).min(self.rows);
+                let mut part = vec![0f32; (end - start) * n];
+                for r in start..end {
+                    let weights = &self.data[r * self.cols..(r + 1) * self.cols];
+                    for (i, x) in xs.iter().enumerate() {
+                        part[(r - start) * n + i] = dot_half(weights, x);
+                    }
+                }
+                part
+            })
+            .collect();
+        let mut out = vec![0f32; n * self.rows];
+        for (block, part) in blocks.iter().enumerate() {
+            for (offset, chunk) in part.chunks_exact(n).enumerate() {
+                let r = block * BLOCK + offset;
+                for (i, &value) in chunk.iter().enumerate() {
+                    out[i * self.rows + r] = value;
+                }
+            }
+        }
+        out
+    }
+
+    /// Log-softmax of `matrix · x` for each of a few vectors, read only at each one's
+    /// `targets`: the weights stream through memory once for all the vectors, in
+    /// parallel blocks that each keep a running maximum and sum of exponentials.
+    pub fn log_softmax_at(&self, xs: &[Vec<f32>], targets: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        const BLOCK: usize = 2048;
+        let n = xs.len();
+        // Per block: (max, sum of exp(logit - max)) per vector, and the target logits
+        // that fall in the block as (vector, target index, logit).
+        type Partial = (Vec<(f32, f32)>, Vec<(usize, usize, f32)>);
+        let partials: Vec<Partial> = (0..self.rows.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|block| {
+                let start = block * BLOCK;
+                let end = (start + BLOCK).min(self.rows);
+                let mut logits = vec![0f32; (end - start) * n];
+                for r in start..end {
+                    let weights = &self.data[r * self.cols..(r + 1) * self.cols];
+                    for (i, x) in xs.iter().enumerate() {
+                        logits[(r - start) * n + i] = dot_half(weights, x);
+                    }
+                }
+                let stats = (0..n)
+                    .map(|i| {
+                        let column = logits.iter().skip(i).step_by(n);
+                        let max = column.clone().copied().fold(f32::NEG_INFINITY, f32::max);
+                        (max, column.map(|&l| (l - max).exp()).sum::<f32>())
+                    })
+                    .collect();
+                let picks = targets
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, tokens)| {
+                        tokens.iter().enumerate().filter_map(move |(k, &t)| {
+                            let t = t as usize;
+                            (start..end).contains(&t).then_some((i, k, t))
+                        })
+                    })
+                    .map(|(i, k, t)| (i, k, logits[(t - start) * n + i]))
+                    .collect();
+                (stats, picks)
+            })
+            .collect();
+        let normalizers: Vec<f32> = (0..n)
+            .map(|i| {
+                let max = partials
+                    .iter()
+                    .map(|(stats, _)| stats[i].0)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = partials
+                    .iter()
+                    .map(|(stats, _)| stats[i].1 * (stats[i].0 - max).exp())
+                    .sum();
+                max + sum.ln()
+            })
+            .collect();
+        let mut out: Vec<Vec<f32>> = targets
+            .iter()
+            .map(|t| vec![f32::NEG_INFINITY; t.len()])
+            .collect();
+        for (_, picks) in &partials {
+            for &(i, k, logit) in picks {
+                out[i][k] = logit - normalizers[i];
+            }
+        }
+        out
+    }
 }
 
 fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
@@ -225,14 +325,12 @@ impl CustomOp3 for AttendOne {
         );
         let (batch, heads, queries, head_dim) = q_layout.shape().dims4()?;
         let keys = k_layout.shape().dims4()?.2;
-        if queries != 1 {
-            candle_core::bail!("attend-one takes one query per head, got {queries}")
-        }
-        let mut out = vec![0f32; batch * heads * head_dim];
+        let mut out = vec![0f32; batch * heads * queries * head_dim];
         out.par_chunks_mut(head_dim)
             .enumerate()
-            .for_each(|(bh, out)| {
-                let q = &q[bh * head_dim..(bh + 1) * head_dim];
+            .for_each(|(row, out)| {
+                let bh = row / queries;
+                let q = &q[row * head_dim..(row + 1) * head_dim];
                 let k = &k[bh * keys * head_dim..(bh + 1) * keys * head_dim];
                 let v = &v[bh * keys * head_dim..(bh + 1) * keys * head_dim];
                 let mut scores: Vec<f32> = k
@@ -248,7 +346,7 @@ impl CustomOp3 for AttendOne {
             });
         Ok((
             CpuStorage::F32(out),
-            Shape::from((batch, heads, 1, head_dim)),
+            Shape::from((batch, heads, queries, head_dim)),
         ))
     }
 }

@@ -26,7 +26,7 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use decode::{compression_ratio, DecodeRequest, DecodeResult};
-pub use forced::{AcousticContext, BeamMatch, ReadingScore};
+pub use forced::{AcousticContext, BeamMatch, Reading, ReadingScore};
 pub use trie::TokenTrie;
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use model::{DecoderCache, WhisperConfig, WhisperModel};

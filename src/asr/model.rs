@@ -5,6 +5,7 @@
 //! values are cached too, so each new token costs one position, not the whole prefix.
 
 use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
 use candle_nn::{
     embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
@@ -44,8 +45,9 @@ struct Projection {
     half: kernels::HalfMatrix,
 }
 
-/// Rows up to which the matrix-vector path is taken.
-const VECTOR_ROWS: usize = 4;
+/// Rows up to which the streamed half-precision path is taken: decoding steps, beams
+/// and the small token trees of forced scoring.
+const VECTOR_ROWS: usize = 32;
 
 impl Projection {
     fn new(linear: Linear) -> candle_core::Result<Self> {
@@ -73,10 +75,12 @@ impl Projection {
         if rows > VECTOR_ROWS {
             return self.linear.forward(x);
         }
-        let mut out = Vec::with_capacity(rows * self.half.rows());
-        for row in x.reshape((rows, inputs))?.to_vec2::<f32>()? {
-            out.extend(self.half.mul_vec(&row));
-        }
+        let rows = x.reshape((rows, inputs))?.to_vec2::<f32>()?;
+        let out = if rows.len() == 1 {
+            self.half.mul_vec(&rows[0])
+        } else {
+            self.half.mul_rows(&rows)
+        };
         let mut shape = dims;
         *shape.last_mut().expect("non-empty") = self.half.rows();
         let out = Tensor::from_vec(out, shape, x.device())?;
@@ -147,8 +151,9 @@ impl Attention {
         let head_dim = d_model / self.heads;
         let scale = (head_dim as f64).powf(-0.5);
         let query = self.split_heads(&self.query.forward(x)?)?;
-        let attended = if time == 1 && mask.is_none() {
-            // A decoding step: one query that may see everything.
+        let attended = if mask.is_none() && time <= VECTOR_ROWS {
+            // A few queries that may see every key: decoding steps, beams and small
+            // trees' cross-attention.
             kernels::attend_one(&query, keys, values, scale as f32)?
         } else {
             let mut scores = (query * scale)?.matmul(&keys.t()?)?;
@@ -413,35 +418,6 @@ impl Decoder {
         self.norm.forward(&x)
     }
 
-    /// Log-probabilities of chosen next tokens after each of the hidden states
-    /// [rows, d_model]: `targets[r]` lists the tokens asked of row `r`. The rows go
-    /// through one matrix product with the vocabulary, as forced scoring asks many rows
-    /// at once.
-    pub fn target_log_probs(
-        &self,
-        hidden: &Tensor,
-        targets: &[Vec<u32>],
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let vocab = self.tokens.embeddings().dim(0)?;
-        let logits = hidden.matmul(&self.tokens.embeddings().t()?)?;
-        let normalizers = logits.log_sum_exp(1)?.to_vec1::<f32>()?;
-        let flat: Vec<u32> = targets
-            .iter()
-            .enumerate()
-            .flat_map(|(row, tokens)| tokens.iter().map(move |&t| (row * vocab) as u32 + t))
-            .collect();
-        let mut picked = logits
-            .flatten_all()?
-            .index_select(&Tensor::new(flat.as_slice(), hidden.device())?, 0)?
-            .to_vec1::<f32>()?
-            .into_iter();
-        Ok(targets
-            .iter()
-            .zip(normalizers)
-            .map(|(tokens, lse)| tokens.iter().map(|_| picked.next().unwrap_or(f32::NEG_INFINITY) - lse).collect())
-            .collect())
-    }
-
     /// Logits over the vocabulary of hidden states [rows, d_model], one vector per row; the
     /// output projection shares the token embedding matrix. Only the positions decoding
     /// needs go through it: a 51,864-wide projection is the costliest step per token.
@@ -452,7 +428,38 @@ impl Decoder {
             .map(|row| self.output.mul_vec(row))
             .collect())
     }
+
+    /// Log-probabilities of chosen next tokens after each of the hidden states
+    /// [rows, d_model]: `targets[r]` lists the tokens asked of row `r`. A few rows stream
+    /// the half-precision vocabulary once; many go through one matrix product.
+    pub fn target_log_probs(
+        &self,
+        hidden: &Tensor,
+        targets: &[Vec<u32>],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        if targets.len() <= STREAMED_ROWS {
+            return Ok(self.output.log_softmax_at(&hidden.to_vec2::<f32>()?, targets));
+        }
+        let vocab = self.tokens.embeddings().dim(0)?;
+        let logits = hidden
+            .matmul(&self.tokens.embeddings().t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(logits
+            .par_chunks(vocab)
+            .zip(targets)
+            .map(|(row, tokens)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let lse = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+                tokens.iter().map(|&t| row[t as usize] - lse).collect()
+            })
+            .collect())
+    }
 }
+
+/// Rows up to which [`Decoder::target_log_probs`] streams the half-precision matrix
+/// rather than multiplying: below this, packing the matrix costs more than it saves.
+const STREAMED_ROWS: usize = 16;
 
 /// -inf above the diagonal for a block of `time` new tokens after `offset` cached ones;
 /// none for a single token, which may see everything.

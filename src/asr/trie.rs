@@ -125,6 +125,22 @@ impl TokenTrie {
             .filter(|&(_, child)| self.nodes[child as usize].live > 0)
     }
 
+    /// The payload of the one sequence left through `node`, if only one is: past that
+    /// point the trie has nothing left to choose.
+    pub fn sole_payload(&self, node: TrieNode) -> Option<u32> {
+        let mut node = node as usize;
+        if self.nodes[node].live != 1 {
+            return None;
+        }
+        loop {
+            if let Some(&payload) = self.nodes[node].payloads.first() {
+                return Some(payload);
+            }
+            let (_, child) = self.children(node as TrieNode).next()?;
+            node = child as usize;
+        }
+    }
+
     /// Payloads of the sequences ending at `node`.
     pub fn payloads(&self, node: TrieNode) -> &[u32] {
         &self.nodes[node as usize].payloads
@@ -167,6 +183,9 @@ mod tests {
             .collect();
         assert_eq!(below, [2, 4]);
         assert_eq!(trie.max_depth(), 3);
+        assert_eq!(trie.sole_payload(walk(&trie, &[1, 4]).unwrap()), Some(12));
+        assert_eq!(trie.sole_payload(walk(&trie, &[1, 2]).unwrap()), None);
+        assert_eq!(trie.sole_payload(walk(&trie, &[1, 2, 3]).unwrap()), Some(10));
     }
 
     #[test]

@@ -71,26 +71,28 @@ impl CatalogBias {
         }
     }
 
-    /// The entries a beam of `width` over the trie reaches after `prefix`, best first:
-    /// (entry id, mean log-probability of its name).
+    /// The entries beams of `width` over the trie reach, entered after each count of
+    /// transcript `words` in `entries`, best first: (entry id, after how many words).
     pub fn propose(
         &self,
         whisper: &Whisper,
         context: &AcousticContext,
-        prefix: &str,
+        words: &[&str],
+        entries: &[usize],
         width: usize,
         limit: usize,
-    ) -> Result<Vec<(String, f32)>, AsrError> {
+    ) -> Result<Vec<(String, usize)>, AsrError> {
         let state = self.read();
         if state.trie.is_empty() {
             return Ok(Vec::new());
         }
-        let matches = whisper.constrained_search(context, prefix, &state.trie, width, limit)?;
+        let matches =
+            whisper.constrained_search(context, words, entries, &state.trie, width, limit)?;
         Ok(matches
             .into_iter()
             .filter_map(|m| {
                 let id = state.ids.get(m.payload as usize)?.clone()?;
-                Some((id, m.mean_logprob))
+                Some((id, m.after_words))
             })
             .collect())
     }

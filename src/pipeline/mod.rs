@@ -14,8 +14,11 @@ pub mod rerank;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::asr::{AcousticContext, AsrError, Segment, TranscribeOptions, Transcript, Whisper};
+use crate::asr::{
+    AcousticContext, AsrError, Reading, Segment, TranscribeOptions, Transcript, Whisper,
+};
 use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
+use crate::search::spoken::sound_key;
 use crate::search::text::analyze;
 use crate::search::{
     CandidateLimits, CandidateSet, QueryEngine, SearchError, SearchHit, SearchRequest,
@@ -102,11 +105,15 @@ pub struct CatalogDecision {
     pub free_reading: f32,
 }
 
-/// Candidates the recognizer's catalog beam proposes, and its width.
-const BEAM_WIDTH: usize = 8;
-const BEAM_PROPOSALS: usize = 8;
-/// Candidates re-scored by the speech model, after a first cut by search's own signals.
-const RESCORED: usize = 24;
+/// Candidates the recognizer's catalog beams propose, the width of each beam, and the
+/// first words of a transcript after which a beam also enters.
+const BEAM_WIDTH: usize = 6;
+const BEAM_PROPOSALS: usize = 10;
+const BEAM_ENTRY_WORDS: usize = 3;
+/// Candidates re-scored by the speech model, after a first cut by search's own signals,
+/// and readings of each: the cost of re-scoring grows with their product.
+const RESCORED: usize = 16;
+const READINGS_PER_CANDIDATE: usize = 3;
 
 /// Time spent in each stage of one utterance (the model's own stages are in
 /// [`Transcript::timings`]).
@@ -279,19 +286,34 @@ impl Pipeline {
         options: &HitOptions,
     ) -> Result<(Vec<RankedHit>, CatalogDecision), PipelineError> {
         let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
-        let split = engine.carriers().split(text);
-        let proposed: Vec<String> = match &self.bias {
-            Some(bias) => bias
-                .propose(whisper, context, &split.prefix, BEAM_WIDTH, BEAM_PROPOSALS)?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect(),
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let carrier = engine.carriers().split(text);
+        let after_carrier = carrier.prefix.split_whitespace().count();
+        // The beam enters after the carrier words; without any, also after each of
+        // the first few words, in case the carrier was misheard past recognition.
+        let mut entries: Vec<usize> = vec![after_carrier];
+        if after_carrier == 0 {
+            entries.extend(1..=BEAM_ENTRY_WORDS);
+        }
+        entries.retain(|&e| e < words.len().max(1));
+        entries.sort_unstable();
+        entries.dedup();
+        let proposed: Vec<(String, usize)> = match &self.bias {
+            Some(bias) => bias.propose(
+                whisper,
+                context,
+                &words,
+                &entries,
+                BEAM_WIDTH,
+                BEAM_PROPOSALS,
+            )?,
             None => Vec::new(),
         };
+        let proposed_ids: Vec<String> = proposed.iter().map(|(id, _)| id.clone()).collect();
         let CandidateSet {
             split,
             mut candidates,
-        } = engine.candidates(&[text], &proposed, CandidateLimits::default())?;
+        } = engine.candidates(&[text], &proposed_ids, CandidateLimits::default())?;
         if !options.categories.is_empty() {
             candidates.retain(|c| {
                 options
@@ -309,34 +331,82 @@ impl Pipeline {
         });
         candidates.truncate(RESCORED);
 
-        // Every reading of every candidate, plus the name as heard, after the carrier.
-        let mut readings: Vec<String> = vec![split.slot.clone()];
-        let mut owners: Vec<(usize, usize)> = Vec::new();
+        // Each candidate's readings that sound most like the name heard, after the
+        // carrier words and after the words its beam entered at; and the transcript's
+        // own reading of the name after each of those.
+        let heard = sound_key(&split.intent.words);
+        let suffix_words = split.suffix.split_whitespace().count();
+        let name_end = words.len().saturating_sub(suffix_words);
+        let mut alignments: Vec<usize> = vec![after_carrier];
+        alignments.extend(proposed.iter().map(|&(_, k)| k));
+        alignments.sort_unstable();
+        alignments.dedup();
+        let free_texts: Vec<String> = alignments
+            .iter()
+            .map(|&k| {
+                if k == after_carrier {
+                    split.slot.clone()
+                } else {
+                    words[k.min(name_end)..name_end].join(" ")
+                }
+            })
+            .collect();
+        let mut readings: Vec<Reading> = alignments
+            .iter()
+            .zip(&free_texts)
+            .map(|(&k, free)| Reading {
+                after_words: k,
+                text: free,
+                then: &split.suffix,
+            })
+            .collect();
+        let mut owners: Vec<(usize, usize, usize)> = Vec::new();
         for (c, candidate) in candidates.iter().enumerate() {
-            for (r, reading) in candidate.entry.readings.iter().enumerate() {
-                readings.push(format!("{reading}{}", split.suffix));
-                owners.push((c, r));
+            let mut at = vec![after_carrier];
+            at.extend(
+                proposed
+                    .iter()
+                    .filter(|(id, k)| *id == candidate.entry.id && *k != after_carrier)
+                    .map(|&(_, k)| k),
+            );
+            for r in candidate.entry.readings_like(&heard, READINGS_PER_CANDIDATE) {
+                for &k in &at {
+                    readings.push(Reading {
+                        after_words: k,
+                        text: &candidate.entry.readings[r],
+                        then: &split.suffix,
+                    });
+                    owners.push((c, r, k));
+                }
             }
         }
-        let scores = whisper.score_readings(context, &split.prefix, &readings)?;
+        let scores = whisper.score_readings(context, &words, &readings)?;
         let mean = |i: usize| scores[i].map_or(UNSCORED, |s| s.mean());
-        let free_reading = mean(0);
-        let mut best: Vec<(f32, usize)> = vec![(UNSCORED, 0); candidates.len()];
-        for (i, &(c, r)) in owners.iter().enumerate() {
-            let score = mean(i + 1);
+        let free_at = |k: usize| {
+            alignments
+                .iter()
+                .position(|&a| a == k)
+                .map_or(UNSCORED, mean)
+        };
+        let free_reading = free_at(after_carrier);
+        // Per candidate: its best reading's score, that reading, and the score of the
+        // transcript's own reading at the same alignment.
+        let mut best: Vec<(f32, usize, f32)> = vec![(UNSCORED, 0, free_reading); candidates.len()];
+        for (i, &(c, r, k)) in owners.iter().enumerate() {
+            let score = mean(alignments.len() + i);
             if score > best[c].0 {
-                best[c] = (score, r);
+                best[c] = (score, r, free_at(k));
             }
         }
         let top = best.iter().map(|b| b.0).fold(UNSCORED, f32::max);
         let mut scored: Vec<(ScoredCandidate, HitSource, Option<usize>)> = candidates
             .iter()
             .zip(&best)
-            .map(|(candidate, &(acoustic, reading))| {
+            .map(|(candidate, &(acoustic, reading, free))| {
                 let features = CandidateFeatures {
                     acoustic,
                     margin: acoustic - top,
-                    vs_free: acoustic - free_reading,
+                    vs_free: acoustic - free,
                     text_score: candidate.text_score,
                     text_rank: candidate.text_rank.map_or(0.0, |r| 1.0 / (1.0 + r as f32)),
                     sound: candidate.sound,

@@ -118,11 +118,9 @@ impl QueryEngine {
                 candidate.text_score = candidate.text_score.max(relative.min(1.0));
             }
         }
-        for words in heard_spans(&split.intent.words) {
-            for alike in spoken.sound_alikes(&words, limits.sound) {
-                let at = add(alike.entry, &mut found);
-                found[at].by_sound = true;
-            }
+        for alike in spoken.sound_alikes(&heard_spans(&split.intent.words), limits.sound) {
+            let at = add(alike.entry, &mut found);
+            found[at].by_sound = true;
         }
         for id in proposed {
             if let Some(entry) = spoken.get(id) {

@@ -366,12 +366,20 @@ impl CarrierPhrases {
     }
 }
 
-/// Whether spoken words match phrase words, allowing misspellings of long words.
+/// Short words a recognizer swaps for one another inside a phrase ("hotels and" for
+/// "hotels in").
+const SWAPPED_WORDS: &[&str] = &["in", "on", "and", "an", "at", "to", "of", "for"];
+
+/// Whether spoken words match phrase words, allowing misspellings of long words and,
+/// after a phrase's first word, swapped short words.
 fn same_words(spoken: &[String], phrase: &[String]) -> bool {
-    spoken
-        .iter()
-        .zip(phrase)
-        .all(|(s, p)| s == p || edit_distance(s, p, fuzzy_distance(p).min(1)).is_some())
+    spoken.iter().zip(phrase).enumerate().all(|(i, (s, p))| {
+        s == p
+            || edit_distance(s, p, fuzzy_distance(p).min(1)).is_some()
+            || (i > 0
+                && SWAPPED_WORDS.contains(&s.as_str())
+                && SWAPPED_WORDS.contains(&p.as_str()))
+    })
 }
 
 #[cfg(test)]
@@ -416,6 +424,10 @@ mod tests {
         assert_eq!(
             interpret("waether in chicago"),
             ("chicago".into(), Some("city".into()))
+        );
+        assert_eq!(
+            interpret("hotels and marseille france"),
+            ("marseille france".into(), Some("city".into()))
         );
     }
 

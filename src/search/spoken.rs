@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use rayon::prelude::*;
 use rphonetic::DoubleMetaphone;
 
 use super::document::CatalogDocument;
@@ -312,13 +313,18 @@ fn sound_similarity(a: &str, b: &str, floor: f32) -> Option<f32> {
     Some(1.0 - edits as f32 / longest as f32)
 }
 
-/// Levenshtein distance, or `None` once it must exceed `limit`.
+/// Levenshtein distance, or `None` once it must exceed `limit`. Sound keys are short,
+/// so the rows live on the stack.
 fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
-    if a.len().abs_diff(b.len()) > limit {
+    const MAX: usize = SOUND_KEY_LEN + 1;
+    if a.len().abs_diff(b.len()) > limit || b.len() >= MAX {
         return None;
     }
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
+    let mut previous = [0usize; MAX];
+    let mut current = [0usize; MAX];
+    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
     for i in 1..=a.len() {
         current[0] = i;
         let mut row_min = i;
@@ -413,21 +419,28 @@ impl SpokenCatalog {
         state.entries.values().cloned().collect()
     }
 
-    /// Entries whose readings sound most like `words` (a name as heard), best first,
-    /// at most `limit`, each at its best-matching reading.
-    pub fn sound_alikes(&self, words: &[String], limit: usize) -> Vec<SoundAlike> {
-        let heard = sound_key(words);
-        if heard.is_empty() {
+    /// Entries whose readings sound most like any of `heard` (spans of a name as
+    /// heard), best first, at most `limit`. One parallel pass over the catalog.
+    pub fn sound_alikes(&self, heard: &[Vec<String>], limit: usize) -> Vec<SoundAlike> {
+        let keys: Vec<String> = heard
+            .iter()
+            .map(|words| sound_key(words))
+            .filter(|key| !key.is_empty())
+            .collect();
+        if keys.is_empty() {
             return Vec::new();
         }
         let state = self.read();
-        let mut found: Vec<SoundAlike> = state
-            .entries
-            .values()
+        let entries: Vec<&Arc<SpokenEntry>> = state.entries.values().collect();
+        let mut found: Vec<SoundAlike> = entries
+            .par_iter()
             .filter_map(|entry| {
-                let similarity = entry.sound_similarity_to(&heard)?;
+                let similarity = keys
+                    .iter()
+                    .filter_map(|key| entry.sound_similarity_to(key))
+                    .max_by(f32::total_cmp)?;
                 Some(SoundAlike {
-                    entry: entry.clone(),
+                    entry: (*entry).clone(),
                     similarity,
                 })
             })
@@ -459,6 +472,19 @@ impl CatalogState {
 }
 
 impl SpokenEntry {
+    /// Indices of the `n` readings that sound most like `heard` (a [`sound_key`]), the
+    /// closest first: the readings worth the speech model's time.
+    pub fn readings_like(&self, heard: &str, n: usize) -> Vec<usize> {
+        let mut ranked: Vec<(usize, f32)> = self
+            .sound_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (i, sound_similarity(heard, key, 0.0).unwrap_or(0.0)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.into_iter().take(n).map(|(i, _)| i).collect()
+    }
+
     /// The best similarity of the entry's readings to a sound key heard (see
     /// [`sound_key`]); `None` when none comes close.
     pub fn sound_similarity_to(&self, heard: &str) -> Option<f32> {
