@@ -48,6 +48,27 @@ impl HalfMatrix {
         out
     }
 
+    /// Products of the weight rows `rows` with every vector, into `out` [vector][row]:
+    /// four vectors at a time, so each weight is loaded and widened once per four.
+    fn block_products(&self, rows: std::ops::Range<usize>, xs: &[Vec<f32>], out: &mut [f32]) {
+        let width = rows.len();
+        for r in rows.clone() {
+            let weights = &self.data[r * self.cols..(r + 1) * self.cols];
+            let at = r - rows.start;
+            let mut i = 0;
+            while i + 4 <= xs.len() {
+                let four = dot_half_x4(weights, [&xs[i], &xs[i + 1], &xs[i + 2], &xs[i + 3]]);
+                for (k, value) in four.into_iter().enumerate() {
+                    out[(i + k) * width + at] = value;
+                }
+                i += 4;
+            }
+            for (k, x) in xs.iter().enumerate().skip(i) {
+                out[k * width + at] = dot_half(weights, x);
+            }
+        }
+    }
+
     /// `matrix · x` for each of a few vectors, [xs, rows] row-major: the weights stream
     /// through memory once for all of them, which a packed matrix product cannot beat
     /// at this size.
@@ -60,22 +81,16 @@ impl HalfMatrix {
                 let start = block * BLOCK;
                 let end = (start + BLOCK).min(self.rows);
                 let mut part = vec![0f32; (end - start) * n];
-                for r in start..end {
-                    let weights = &self.data[r * self.cols..(r + 1) * self.cols];
-                    for (i, x) in xs.iter().enumerate() {
-                        part[(r - start) * n + i] = dot_half(weights, x);
-                    }
-                }
+                self.block_products(start..end, xs, &mut part);
                 part
             })
             .collect();
         let mut out = vec![0f32; n * self.rows];
         for (block, part) in blocks.iter().enumerate() {
-            for (offset, chunk) in part.chunks_exact(n).enumerate() {
-                let r = block * BLOCK + offset;
-                for (i, &value) in chunk.iter().enumerate() {
-                    out[i * self.rows + r] = value;
-                }
+            let start = block * BLOCK;
+            let width = part.len() / n.max(1);
+            for (i, values) in part.chunks_exact(width.max(1)).enumerate() {
+                out[i * self.rows + start..i * self.rows + start + width].copy_from_slice(values);
             }
         }
         out
@@ -96,17 +111,13 @@ impl HalfMatrix {
                 let start = block * BLOCK;
                 let end = (start + BLOCK).min(self.rows);
                 let mut logits = vec![0f32; (end - start) * n];
-                for r in start..end {
-                    let weights = &self.data[r * self.cols..(r + 1) * self.cols];
-                    for (i, x) in xs.iter().enumerate() {
-                        logits[(r - start) * n + i] = dot_half(weights, x);
-                    }
-                }
-                let stats = (0..n)
-                    .map(|i| {
-                        let column = logits.iter().skip(i).step_by(n);
-                        let max = column.clone().copied().fold(f32::NEG_INFINITY, f32::max);
-                        (max, column.map(|&l| (l - max).exp()).sum::<f32>())
+                self.block_products(start..end, xs, &mut logits);
+                let width = end - start;
+                let stats = logits
+                    .chunks_exact(width)
+                    .map(|row| {
+                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        (max, row.iter().map(|&l| fast_exp(l - max)).sum::<f32>())
                     })
                     .collect();
                 let picks = targets
@@ -118,7 +129,7 @@ impl HalfMatrix {
                             (start..end).contains(&t).then_some((i, k, t))
                         })
                     })
-                    .map(|(i, k, t)| (i, k, logits[(t - start) * n + i]))
+                    .map(|(i, k, t)| (i, k, logits[i * width + t - start]))
                     .collect();
                 (stats, picks)
             })
@@ -159,6 +170,78 @@ fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
         return unsafe { dot_half_f16c(row, x) };
     }
     row.iter().zip(x).map(|(w, v)| w.to_f32() * v).sum()
+}
+
+/// One half-precision row against four vectors.
+fn dot_half_x4(row: &[half::f16], xs: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the features the function is compiled for were just detected.
+            return unsafe { dot_half_x4_avx512(row, xs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: as above.
+            return unsafe { dot_half_x4_f16c(row, xs) };
+        }
+    }
+    xs.map(|x| row.iter().zip(x).map(|(w, v)| w.to_f32() * v).sum())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_half_x4_f16c(row: &[half::f16], xs: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let chunks = row.len() / 8;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in 0..chunks {
+        // SAFETY: c * 8 + 8 <= row.len() == x.len() for every x; unaligned loads.
+        let weights = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i));
+        for (a, x) in acc.iter_mut().zip(xs) {
+            *a = _mm256_fmadd_ps(weights, _mm256_loadu_ps(x.as_ptr().add(c * 8)), *a);
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), x) in out.iter_mut().zip(acc).zip(xs) {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+        let tail: f32 = row[chunks * 8..]
+            .iter()
+            .zip(&x[chunks * 8..])
+            .map(|(w, v)| w.to_f32() * v)
+            .sum();
+        *o = lanes.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_half_x4_avx512(row: &[half::f16], xs: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let chunks = row.len() / 16;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for c in 0..chunks {
+        // SAFETY: c * 16 + 16 <= row.len() == x.len() for every x; unaligned loads.
+        let weights =
+            _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(c * 16) as *const __m256i));
+        for (a, x) in acc.iter_mut().zip(xs) {
+            *a = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x.as_ptr().add(c * 16)), *a);
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), x) in out.iter_mut().zip(acc).zip(xs) {
+        let tail: f32 = row[chunks * 16..]
+            .iter()
+            .zip(&x[chunks * 16..])
+            .map(|(w, v)| w.to_f32() * v)
+            .sum();
+        *o = _mm512_reduce_add_ps(a) + tail;
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]

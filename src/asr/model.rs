@@ -46,8 +46,11 @@ struct Projection {
 }
 
 /// Rows up to which the streamed half-precision path is taken: decoding steps, beams
-/// and the small token trees of forced scoring.
+/// and the token trees of forced scoring.
 const VECTOR_ROWS: usize = 32;
+/// Queries up to which cross-attention takes the one-query kernel rather than a
+/// matrix product.
+const ATTEND_ONE_QUERIES: usize = 32;
 
 impl Projection {
     fn new(linear: Linear) -> candle_core::Result<Self> {
@@ -151,7 +154,7 @@ impl Attention {
         let head_dim = d_model / self.heads;
         let scale = (head_dim as f64).powf(-0.5);
         let query = self.split_heads(&self.query.forward(x)?)?;
-        let attended = if mask.is_none() && time <= VECTOR_ROWS {
+        let attended = if mask.is_none() && time <= ATTEND_ONE_QUERIES {
             // A few queries that may see every key: decoding steps, beams and small
             // trees' cross-attention.
             kernels::attend_one(&query, keys, values, scale as f32)?

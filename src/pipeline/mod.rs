@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::asr::{
-    AcousticContext, AsrError, Reading, Segment, TranscribeOptions, Transcript, Whisper,
+    AcousticContext, AsrError, Reading, ReadingScore, Segment, TranscribeOptions, Transcript,
+    Whisper,
 };
 use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
 use crate::search::spoken::sound_key;
@@ -110,10 +111,17 @@ pub struct CatalogDecision {
 const BEAM_WIDTH: usize = 6;
 const BEAM_PROPOSALS: usize = 10;
 const BEAM_ENTRY_WORDS: usize = 3;
-/// Candidates re-scored by the speech model, after a first cut by search's own signals,
-/// and readings of each: the cost of re-scoring grows with their product.
-const RESCORED: usize = 16;
-const READINGS_PER_CANDIDATE: usize = 3;
+/// Most candidates re-scored by the speech model, and readings of each: the cost of
+/// re-scoring grows with their product.
+const RESCORED: usize = 24;
+const READINGS_PER_CANDIDATE: usize = 2;
+/// Candidates from each of search's sources.
+const CANDIDATE_LIMITS: CandidateLimits = CandidateLimits {
+    text: 8,
+    alternative_text: 3,
+    sound: 5,
+    qualified: 3,
+};
 
 /// Time spent in each stage of one utterance (the model's own stages are in
 /// [`Transcript::timings`]).
@@ -313,7 +321,7 @@ impl Pipeline {
         let CandidateSet {
             split,
             mut candidates,
-        } = engine.candidates(&[text], &proposed_ids, CandidateLimits::default())?;
+        } = engine.candidates(&[text], &proposed_ids, CANDIDATE_LIMITS)?;
         if !options.categories.is_empty() {
             candidates.retain(|c| {
                 options
@@ -322,13 +330,7 @@ impl Pipeline {
                     .any(|k| k.eq_ignore_ascii_case(&c.entry.category))
             });
         }
-        // A first cut by what search alone knows, so that re-scoring stays bounded.
-        candidates.sort_by(|a, b| {
-            let key = |c: &crate::search::Candidate| {
-                c.text_score.max(c.sound) + f32::from(u8::from(c.proposed))
-            };
-            key(b).total_cmp(&key(a))
-        });
+        // Each source gave its best few; a cap keeps re-scoring bounded all the same.
         candidates.truncate(RESCORED);
 
         // Each candidate's readings that sound most like the name heard, after the
@@ -381,32 +383,39 @@ impl Pipeline {
             }
         }
         let scores = whisper.score_readings(context, &words, &readings)?;
-        let mean = |i: usize| scores[i].map_or(UNSCORED, |s| s.mean());
+        let unscored = ReadingScore {
+            sum_logprob: UNSCORED,
+            tokens: 1,
+        };
+        let score_of = |i: usize| scores[i].unwrap_or(unscored);
         let free_at = |k: usize| {
             alignments
                 .iter()
                 .position(|&a| a == k)
-                .map_or(UNSCORED, mean)
+                .map_or(unscored, score_of)
         };
-        let free_reading = free_at(after_carrier);
+        let free_reading = free_at(after_carrier).mean();
         // Per candidate: its best reading's score, that reading, and the score of the
         // transcript's own reading at the same alignment.
-        let mut best: Vec<(f32, usize, f32)> = vec![(UNSCORED, 0, free_reading); candidates.len()];
+        let mut best: Vec<(ReadingScore, usize, ReadingScore)> =
+            vec![(unscored, 0, free_at(after_carrier)); candidates.len()];
         for (i, &(c, r, k)) in owners.iter().enumerate() {
-            let score = mean(alignments.len() + i);
-            if score > best[c].0 {
+            let score = score_of(alignments.len() + i);
+            if score.mean() > best[c].0.mean() {
                 best[c] = (score, r, free_at(k));
             }
         }
-        let top = best.iter().map(|b| b.0).fold(UNSCORED, f32::max);
+        let top = best.iter().map(|b| b.0.mean()).fold(UNSCORED, f32::max);
         let mut scored: Vec<(ScoredCandidate, HitSource, Option<usize>)> = candidates
             .iter()
             .zip(&best)
             .map(|(candidate, &(acoustic, reading, free))| {
                 let features = CandidateFeatures {
-                    acoustic,
-                    margin: acoustic - top,
-                    vs_free: acoustic - free,
+                    acoustic: acoustic.mean(),
+                    margin: acoustic.mean() - top,
+                    vs_free: acoustic.mean() - free.mean(),
+                    sum_vs_free: acoustic.sum_logprob - free.sum_logprob,
+                    length_ratio: acoustic.tokens as f32 / free.tokens.max(1) as f32,
                     text_score: candidate.text_score,
                     text_rank: candidate.text_rank.map_or(0.0, |r| 1.0 / (1.0 + r as f32)),
                     sound: candidate.sound,

@@ -8,10 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 /// The features, in the order of the model's weights.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 13] = [
     "acoustic",
     "margin",
     "vs_free",
+    "sum_vs_free",
+    "length_ratio",
     "text_score",
     "text_rank",
     "sound",
@@ -34,6 +36,11 @@ pub struct CandidateFeatures {
     pub margin: f32,
     /// `acoustic` less the free transcript's own reading of the name.
     pub vs_free: f32,
+    /// The same for summed log-probabilities: a reading that leaves out what was
+    /// heard scores well per token but loses here.
+    pub sum_vs_free: f32,
+    /// Tokens of the reading over tokens of the free transcript's reading.
+    pub length_ratio: f32,
     pub text_score: f32,
     /// 1 / (1 + rank) in text search; 0 when text search did not find it.
     pub text_rank: f32,
@@ -52,6 +59,8 @@ impl CandidateFeatures {
             self.acoustic,
             self.margin,
             self.vs_free,
+            self.sum_vs_free,
+            self.length_ratio,
             self.text_score,
             self.text_rank,
             self.sound,

@@ -20,6 +20,8 @@ pub struct CandidateLimits {
     /// Text search hits of each other transcript.
     pub alternative_text: usize,
     pub sound: usize,
+    /// The most popular entries whose qualifier was heard.
+    pub qualified: usize,
 }
 
 impl Default for CandidateLimits {
@@ -28,6 +30,7 @@ impl Default for CandidateLimits {
             text: 20,
             alternative_text: 5,
             sound: 10,
+            qualified: 5,
         }
     }
 }
@@ -50,7 +53,8 @@ pub struct Candidate {
     pub popularity: f32,
     /// Whether the entry is of the category the carrier phrase asks for.
     pub category_match: bool,
-    /// Share of the entry's qualifier words (artist, state, ...) heard in the transcript.
+    /// Share of the words of the entry's best-heard qualifier (artist, state, ...) found
+    /// in the transcript.
     pub qualifier_heard: f32,
 }
 
@@ -85,7 +89,11 @@ impl QueryEngine {
                     proposed: false,
                     popularity: popularity_prior(entry.popularity),
                     category_match: split.intent.category.as_deref() == Some(entry.category.as_str()),
-                    qualifier_heard: heard_share(&entry.qualifier_words, &heard_words),
+                    qualifier_heard: entry
+                        .qualifiers
+                        .iter()
+                        .map(|group| heard_share(group, &heard_words))
+                        .fold(0.0, f32::max),
                     entry,
                 });
                 found.len() - 1
@@ -121,6 +129,9 @@ impl QueryEngine {
         for alike in spoken.sound_alikes(&heard_spans(&split.intent.words), limits.sound) {
             let at = add(alike.entry, &mut found);
             found[at].by_sound = true;
+        }
+        for entry in spoken.qualified_by(&split.intent.words, limits.qualified) {
+            add(entry, &mut found);
         }
         for id in proposed {
             if let Some(entry) = spoken.get(id) {

@@ -56,8 +56,8 @@ pub struct SpokenEntry {
     pub readings: Vec<String>,
     /// Whether each reading shortens the written title (a part before ":" or ",").
     pub shortened: Vec<bool>,
-    /// Analyzed words of the qualifiers: artist, writers, state, country.
-    pub qualifier_words: Vec<String>,
+    /// Analyzed words of each qualifier: artist, writers, state, country.
+    pub qualifiers: Vec<Vec<String>>,
     /// Sound keys of the readings, in order.
     sound_keys: Vec<String>,
 }
@@ -109,7 +109,8 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
     }
     let qualifier_words = qualifiers
         .iter()
-        .flat_map(|(q, _)| analyze(q))
+        .map(|(q, _)| analyze(q))
+        .filter(|words| !words.is_empty())
         .collect();
     let sound_keys = readings.iter().map(|r| sound_key(&analyze(r))).collect();
     SpokenEntry {
@@ -119,7 +120,7 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
         names: names.into_iter().map(|n| n.text).collect(),
         readings,
         shortened,
-        qualifier_words,
+        qualifiers: qualifier_words,
         sound_keys,
     }
 }
@@ -128,34 +129,39 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
 /// ",", with numbers spelled out, and a classical work's nickname.
 fn names(document: &CatalogDocument) -> Vec<Name> {
     let title = deunicode::deunicode(&document.title);
-    let mut out: Vec<Name> = Vec::new();
-    let mut add = |text: String, shortened: bool| {
-        let text = clean(&text);
-        if !text.is_empty() && out.len() < MAX_NAMES && !out.iter().any(|n| n.text == text) {
-            out.push(Name { text, shortened });
-        }
-    };
+    // (text, shortened), cleaned and deduplicated at the end.
+    let mut forms: Vec<(String, bool)> = Vec::new();
     let unquoted = title.replace('"', "");
-    add(unquoted.clone(), false);
-    let spelled = spell_numbers(&unquoted);
-    add(spelled.clone(), false);
+    forms.push((clean(&unquoted), false));
+    // As written, accents and all ("Düsseldorf"): the recognizer writes many names so.
+    let written = without_parentheses(&document.title.replace('"', ""));
+    if !written.is_ascii() {
+        forms.push((clean_keeping_letters(&written), false));
+    }
     let bare = without_parentheses(&unquoted);
-    add(bare.clone(), false);
-    add(spell_numbers(&bare), false);
+    for text in [spell_numbers(&unquoted), bare.clone(), spell_numbers(&bare)] {
+        forms.push((clean(&text), false));
+    }
     // A quoted nickname, and the work it names: "Moonlight" -> "the Moonlight Sonata".
     let nickname = title.split('"').nth(1).map(str::trim).filter(|n| !n.is_empty());
     if let Some(nickname) = nickname {
         let lower = title.to_lowercase();
         if let Some(form) = WORK_FORMS.iter().find(|f| lower.contains(*f)) {
-            add(format!("the {nickname} {}", capitalize(form)), true);
+            forms.push((clean(&format!("the {nickname} {}", capitalize(form))), true));
         }
-        add(nickname.to_string(), true);
+        forms.push((clean(nickname), true));
     }
     if let Some(cut) = bare.find([':', ',']) {
         let head = &bare[..cut];
         if !analyze(head).is_empty() && analyze(&bare[cut..]).len() >= 2 {
-            add(head.to_string(), true);
-            add(spell_numbers(head), true);
+            forms.push((clean(head), true));
+            forms.push((clean(&spell_numbers(head)), true));
+        }
+    }
+    let mut out: Vec<Name> = Vec::new();
+    for (text, shortened) in forms {
+        if !text.is_empty() && out.len() < MAX_NAMES && !out.iter().any(|n| n.text == text) {
+            out.push(Name { text, shortened });
         }
     }
     out
@@ -178,7 +184,12 @@ fn writers(body: &str) -> Vec<String> {
 /// A name as text to say: ASCII, "&" as "and", no quotes, brackets or colons, single
 /// spaces.
 fn clean(text: &str) -> String {
-    let text = deunicode::deunicode(text).replace('&', " and ");
+    clean_keeping_letters(&deunicode::deunicode(text))
+}
+
+/// [`clean`] without the folding to ASCII.
+fn clean_keeping_letters(text: &str) -> String {
+    let text = text.replace('&', " and ");
     let kept: String = text
         .chars()
         .map(|c| match c {
@@ -454,6 +465,25 @@ impl SpokenCatalog {
         found
     }
 
+    /// The most popular entries all of whose qualifiers (artist, state, country) were
+    /// heard among `words`: "rotsaf poland" still names a city in Poland.
+    pub fn qualified_by(&self, words: &[String], limit: usize) -> Vec<Arc<SpokenEntry>> {
+        let state = self.read();
+        let entries: Vec<&Arc<SpokenEntry>> = state.entries.values().collect();
+        let mut found: Vec<Arc<SpokenEntry>> = entries
+            .par_iter()
+            .filter(|e| {
+                e.qualifiers
+                    .iter()
+                    .any(|group| group.iter().all(|q| words.contains(q)))
+            })
+            .map(|e| (*e).clone())
+            .collect();
+        found.sort_by(|a, b| b.popularity.total_cmp(&a.popularity).then(a.id.cmp(&b.id)));
+        found.truncate(limit);
+        found
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, CatalogState> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -511,7 +541,7 @@ mod tests {
             entry(r#"{"id":"t","title":"Terminator 2: Judgment Day","category":"movie"}"#);
         assert!(terminator.names.contains(&"Terminator Two Judgment Day".to_string()));
         let lodz = entry(r#"{"id":"c","title":"Łódź","category":"city","country":"Poland"}"#);
-        assert_eq!(lodz.readings, ["Lodz", "Lodz, Poland"]);
+        assert_eq!(lodz.readings, ["Lodz", "Łódź", "Lodz, Poland", "Łódź, Poland"]);
         let moonlight = entry(
             r#"{"id":"s","title":"Piano Sonata No. 14 in C Sharp Minor, Op. 27, No. 2, \"Moonlight\": I. Adagio sostenuto","category":"song","artist":"Maurizio Pollini","body":"Written by Ludwig van Beethoven."}"#,
         );
@@ -519,7 +549,7 @@ mod tests {
         assert!(moonlight.readings.contains(&"the Moonlight Sonata by Beethoven".to_string()));
         let acdc = entry(r#"{"id":"a","title":"Rock & Roll","category":"song","artist":"AC/DC"}"#);
         assert_eq!(acdc.readings, ["Rock and Roll", "Rock and Roll by AC/DC"]);
-        assert_eq!(acdc.qualifier_words, ["ac", "dc"]);
+        assert_eq!(acdc.qualifiers, [["ac", "dc"]]);
     }
 
     #[test]

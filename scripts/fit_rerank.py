@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Fits the catalog reranker (src/pipeline/rerank.rs) from an eval report.
+
+    voice-search eval --manifest ../shared/eval/manifest.jsonl --report eval.json
+    python3 scripts/fit_rerank.py eval.json [--out models/rerank.json]
+
+Every candidate of every transcribed clip is one row: its features (as the report's
+`decision.candidates[].features` gives them) and whether it is the clip's expected
+document. Clips without one (conversation, out-of-catalog speech) give negatives only,
+which teaches the model when nothing should be trusted. The model is an L2-regularized
+logistic regression, fitted by Newton's method; no third-party packages.
+
+The figures printed are cross-validated: clips are split into folds by target document
+(both clips of one target fall in the same fold), each fold scored by a model fitted on
+the others. The confidence floor (`reject_below`: below it the hits fall back to text
+search order) is chosen on those held-out scores. The weights written are then fitted
+on all clips.
+"""
+
+import argparse
+import json
+import math
+import random
+
+FEATURES = [
+    "acoustic",
+    "margin",
+    "vs_free",
+    "sum_vs_free",
+    "length_ratio",
+    "text_score",
+    "text_rank",
+    "sound",
+    "proposed",
+    "popularity",
+    "category_match",
+    "qualifier_heard",
+    "shortened",
+]
+L2 = 0.1
+FLOORS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
+BINS = 10
+
+
+def load(path):
+    report = json.load(open(path))
+    clips = []
+    for clip in report["clips"]:
+        decision = clip.get("decision")
+        if not decision or not decision["candidates"]:
+            continue
+        rows = [
+            (
+                [float(c["features"][f]) for f in FEATURES],
+                c["id"] == clip.get("expected_doc"),
+                c["id"],
+            )
+            for c in decision["candidates"]
+        ]
+        clips.append(
+            {
+                "id": clip["id"],
+                "expected": clip.get("expected_doc"),
+                "group": clip.get("expected_doc") or clip["id"],
+                "condition": clip.get("condition", ""),
+                "rows": rows,
+            }
+        )
+    return clips
+
+
+def sigmoid(z):
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def solve(matrix, vector):
+    """Gaussian elimination with partial pivoting."""
+    n = len(vector)
+    a = [row[:] + [vector[i]] for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        if abs(a[col][col]) < 1e-12:
+            continue
+        for r in range(n):
+            if r != col:
+                factor = a[r][col] / a[col][col]
+                for c in range(col, n + 1):
+                    a[r][c] -= factor * a[col][c]
+    return [a[i][n] / a[i][i] if abs(a[i][i]) > 1e-12 else 0.0 for i in range(n)]
+
+
+def fit(clips):
+    """Weights and bias of an L2-regularized logistic regression (bias not penalized)."""
+    rows = [(x + [1.0], float(y)) for clip in clips for x, y, _ in clip["rows"]]
+    n = len(FEATURES) + 1
+    w = [0.0] * n
+    for _ in range(50):
+        gradient = [0.0] * n
+        hessian = [[0.0] * n for _ in range(n)]
+        for x, y in rows:
+            p = sigmoid(sum(a * b for a, b in zip(w, x)))
+            for i in range(n):
+                gradient[i] += (p - y) * x[i]
+                for j in range(n):
+                    hessian[i][j] += p * (1 - p) * x[i] * x[j]
+        for i in range(n - 1):
+            gradient[i] += L2 * w[i]
+            hessian[i][i] += L2
+        step = solve(hessian, gradient)
+        w = [a - b for a, b in zip(w, step)]
+        if max(abs(s) for s in step) < 1e-6:
+            break
+    return w[:-1], w[-1]
+
+
+def confidence(weights, bias, x):
+    return sigmoid(bias + sum(a * b for a, b in zip(weights, x)))
+
+
+def decide(clip, weights, bias, floor):
+    """(first hit id, its confidence) as the pipeline decides."""
+    scored = sorted(
+        ((confidence(weights, bias, x), doc, x) for x, _, doc in clip["rows"]),
+        reverse=True,
+    )
+    best = scored[0]
+    if best[0] >= floor:
+        return best[1], best[0]
+    by_text = [s for s in scored if s[2][FEATURES.index("text_rank")] > 0]
+    by_text.sort(key=lambda s: -s[2][FEATURES.index("text_rank")])
+    return (by_text[0][1], by_text[0][0]) if by_text else (None, best[0])
+
+
+def folds_of(clips, k, seed):
+    groups = sorted({c["group"] for c in clips})
+    random.Random(seed).shuffle(groups)
+    fold_of = {g: i % k for i, g in enumerate(groups)}
+    return [[c for c in clips if fold_of[c["group"]] == i] for i in range(k)]
+
+
+def held_out(clips, k, seed):
+    """Per clip: the held-out model's weights, fitted without the clip's fold."""
+    models = {}
+    folds = folds_of(clips, k, seed)
+    for i, fold in enumerate(folds):
+        train = [c for j, f in enumerate(folds) if j != i for c in f]
+        model = fit(train)
+        for clip in fold:
+            models[clip["id"]] = model
+    return models
+
+
+def evaluate(clips, models, floor):
+    queries = [c for c in clips if c["expected"]]
+    top1 = 0
+    outcomes = []
+    for clip in clips:
+        weights, bias = models[clip["id"]]
+        first, conf = decide(clip, weights, bias, floor)
+        correct = clip["expected"] is not None and first == clip["expected"]
+        top1 += correct
+        outcomes.append((conf, correct))
+    return top1 / max(1, len(queries)), outcomes
+
+
+def reliability(outcomes):
+    table = []
+    ece = 0.0
+    for b in range(BINS):
+        lo, hi = b / BINS, (b + 1) / BINS
+        inside = [(c, ok) for c, ok in outcomes if lo <= c < hi or (b == BINS - 1 and c == 1.0)]
+        if not inside:
+            continue
+        mean_conf = sum(c for c, _ in inside) / len(inside)
+        accuracy = sum(ok for _, ok in inside) / len(inside)
+        ece += len(inside) / len(outcomes) * abs(mean_conf - accuracy)
+        table.append((lo, hi, len(inside), mean_conf, accuracy))
+    return table, ece
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("report", nargs="+", help="eval --report JSON (in-process runs)")
+    parser.add_argument("--out", default="models/rerank.json")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    clips = [clip for path in args.report for clip in load(path)]
+    queries = sum(1 for c in clips if c["expected"])
+    print(f"{len(clips)} clips ({queries} queries), {sum(len(c['rows']) for c in clips)} candidates")
+    models = held_out(clips, args.folds, args.seed)
+    results = [(floor, *evaluate(clips, models, floor)) for floor in FLOORS]
+    for floor, top1, _ in results:
+        print(f"held-out top-1 with reject_below {floor:.2f}: {top1:.3f}")
+    # The highest floor among the best: refuse to trust what the data does not support.
+    best_top1 = max(top1 for _, top1, _ in results)
+    floor, top1, outcomes = max((r for r in results if r[1] == best_top1), key=lambda r: r[0])
+    table, ece = reliability(outcomes)
+    print(f"\nchosen reject_below {floor:.2f}: held-out top-1 {top1:.3f}, ECE {ece:.3f}")
+    print("| confidence | clips | mean confidence | share right |")
+    print("| --- | --- | --- | --- |")
+    for lo, hi, n, mean_conf, accuracy in table:
+        print(f"| {lo:.1f}-{hi:.1f} | {n} | {mean_conf:.2f} | {accuracy:.2f} |")
+
+    weights, bias = fit(clips)
+    model = {
+        "features": FEATURES,
+        "weights": [round(w, 5) for w in weights],
+        "bias": round(bias, 5),
+        "reject_below": floor,
+        "fit": {
+            "reports": args.report,
+            "clips": len(clips),
+            "queries": queries,
+            "folds": args.folds,
+            "held_out_top1": round(top1, 4),
+            "held_out_ece": round(ece, 4),
+        },
+    }
+    with open(args.out, "w") as out:
+        json.dump(model, out, indent=2)
+        out.write("\n")
+    print(f"\nweights written to {args.out}")
+    for name, w in zip(FEATURES, weights):
+        print(f"  {name:<16} {w:+.3f}")
+    print(f"  {'bias':<16} {bias:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
