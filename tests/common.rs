@@ -23,3 +23,34 @@ pub fn whisper() -> &'static voice_search::asr::Whisper {
             .unwrap_or_else(|e| panic!("{e}: run models/fetch.sh first"))
     })
 }
+
+/// The real tiny.en as the pipeline shares it, loaded once for the whole test binary.
+pub fn shared_whisper() -> std::sync::Arc<voice_search::asr::Whisper> {
+    static MODEL: std::sync::OnceLock<std::sync::Arc<voice_search::asr::Whisper>> =
+        std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                voice_search::asr::Whisper::load(std::path::Path::new(MODEL_DIR))
+                    .unwrap_or_else(|e| panic!("{e}: run models/fetch.sh first")),
+            )
+        })
+        .clone()
+}
+
+/// The pipeline over a fresh index on disk holding `tests/fixtures/catalog.jsonl` (22
+/// cities, songs and films: the fixture clips' targets among look-alikes); the folder
+/// lives as long as the returned guard.
+pub fn fixture_pipeline() -> (tempfile::TempDir, voice_search::pipeline::Pipeline) {
+    use voice_search::search::{import, CarrierPhrases, CatalogIndex, QueryEngine};
+    let folder = tempfile::tempdir().unwrap();
+    let index = std::sync::Arc::new(CatalogIndex::open(folder.path()).unwrap());
+    let catalog = std::fs::read(fixture_path("catalog.jsonl")).unwrap();
+    import::import_jsonl(&index, catalog.as_slice(), 100, |_| {}).unwrap();
+    let engine = QueryEngine::new(index, CarrierPhrases::default());
+    let pipeline = voice_search::pipeline::Pipeline::new(
+        Some(shared_whisper()),
+        Some(std::sync::Arc::new(engine)),
+    );
+    (folder, pipeline)
+}

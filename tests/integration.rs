@@ -5,6 +5,7 @@ mod audio;
 mod common;
 mod interop;
 mod monitor;
+mod recognition;
 mod search;
 mod server;
 mod streaming;

@@ -47,6 +47,17 @@ pub struct DecodeResult {
     /// Sum of log-probabilities over (tokens + 1), as openai-whisper averages.
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
+    /// The beam's other finished hypotheses, best first (empty without a beam).
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Another hypothesis of a beam.
+#[derive(Debug, Clone)]
+pub struct Alternative {
+    pub tokens: Vec<u32>,
+    pub avg_logprob: f32,
+    /// Mean probability of its tokens, 0..1.
+    pub mean_prob: f32,
 }
 
 /// One hypothesis of a beam.
@@ -87,8 +98,9 @@ pub fn decode(
         .max_tokens
         .min(MAX_SAMPLED_TOKENS)
         .min(model.config.max_target_positions - initial.len());
+    let mut others = Vec::new();
     let best = if request.beam_size > 1 && request.temperature == 0.0 {
-        beam_search(
+        let mut finished = beam_search(
             model,
             &filters,
             &mut cache,
@@ -96,6 +108,16 @@ pub fn decode(
             request.beam_size,
             max_tokens,
         )?
+        .into_iter();
+        let best = finished.next().expect("at least one hypothesis");
+        others = finished
+            .map(|h| Alternative {
+                avg_logprob: h.sum_logprob / (h.tokens.len() + 1) as f32,
+                mean_prob: h.probs.iter().sum::<f32>() / h.probs.len().max(1) as f32,
+                tokens: h.tokens,
+            })
+            .collect();
+        best
     } else {
         let mut rng = Rng(request.seed.max(1));
         sample(
@@ -115,6 +137,7 @@ pub fn decode(
         sum_logprob: best.sum_logprob,
         avg_logprob,
         no_speech_prob,
+        alternatives: others,
     })
 }
 
@@ -181,8 +204,8 @@ fn sample(
     Ok(hypothesis)
 }
 
-/// Beam search over `beam_size` hypotheses, batched through the decoder; the finished
-/// hypothesis with the best length-normalized log-probability wins.
+/// Beam search over `beam_size` hypotheses, batched through the decoder; returns the
+/// finished hypotheses best first by length-normalized log-probability.
 fn beam_search(
     model: &WhisperModel,
     filters: &Filters,
@@ -190,7 +213,7 @@ fn beam_search(
     first_logits: Vec<f32>,
     beam_size: usize,
     max_tokens: usize,
-) -> Result<Hypothesis, AsrError> {
+) -> Result<Vec<Hypothesis>, AsrError> {
     let mut beams = vec![Hypothesis {
         tokens: Vec::new(),
         probs: Vec::new(),
@@ -225,7 +248,10 @@ fn beam_search(
                 next.push(hypothesis);
                 rows.push(b as u32);
             }
-            if next.len() == beam_size && finished.len() >= beam_size {
+            // As openai-whisper: an ended hypothesis counts only when it ranks among the
+            // `beam_size` best extensions, so that unlikely early ends cannot fill the
+            // finished list before the likely ones end.
+            if next.len() == beam_size {
                 break;
             }
         }
@@ -245,13 +271,9 @@ fn beam_search(
     if finished.is_empty() {
         finished = beams;
     }
-    Ok(finished
-        .into_iter()
-        .max_by(|a, b| {
-            let score = |h: &Hypothesis| h.sum_logprob / h.probs.len().max(1) as f32;
-            score(a).total_cmp(&score(b))
-        })
-        .expect("at least one hypothesis"))
+    let score = |h: &Hypothesis| h.sum_logprob / h.probs.len().max(1) as f32;
+    finished.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    Ok(finished)
 }
 
 /// The logit filters openai-whisper applies before each step.

@@ -91,6 +91,9 @@ pub struct TranscribeOptions {
     pub no_speech_certain: f32,
     /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
     pub max_seconds: f64,
+    /// Transcripts to return, best first: above 1, a single-window utterance is decoded
+    /// by a beam at least this wide and its other finished hypotheses come back too.
+    pub alternatives: usize,
     /// Set from another thread to stop at the next window or decoding pass with
     /// [`AsrError::Cancelled`]: nobody is waiting for the transcript any more.
     pub cancelled: Option<Arc<AtomicBool>>,
@@ -135,6 +138,7 @@ impl Default for TranscribeOptions {
             no_speech_threshold: 0.6,
             no_speech_certain: 0.85,
             max_seconds: 600.0,
+            alternatives: 1,
             cancelled: None,
         }
     }
@@ -161,8 +165,21 @@ pub struct Transcript {
     pub avg_logprob: f32,
     /// Mean probability of the transcript's tokens, 0..1.
     pub confidence: f32,
+    /// The n-best transcripts, the text above first; only the text above unless more
+    /// alternatives were asked for.
+    pub alternatives: Vec<TranscriptAlternative>,
     /// Time spent in each stage of the model.
     pub timings: AsrTimings,
+}
+
+/// One of the n-best transcripts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptAlternative {
+    pub text: String,
+    /// Mean log-probability per token.
+    pub avg_logprob: f32,
+    /// Mean probability of its tokens, 0..1.
+    pub confidence: f32,
 }
 
 /// Time spent in each stage of one transcription, summed over its windows.
@@ -184,6 +201,7 @@ impl Transcript {
             no_speech_prob: 1.0,
             avg_logprob: 0.0,
             confidence: 0.0,
+            alternatives: Vec::new(),
             timings: AsrTimings::default(),
         }
     }
@@ -310,6 +328,7 @@ impl Whisper {
         let (mut logprob_sum, mut token_count, mut prob_sum) = (0f32, 0usize, 0f32);
         let mut timings = AsrTimings::default();
         let mut context = None;
+        let mut other_texts = Vec::new();
         while seek < samples.len() {
             let window = &samples[seek..samples.len().min(seek + N_SAMPLES)];
             // A sliver left at the end holds nothing to decode.
@@ -349,6 +368,13 @@ impl Whisper {
             )?;
             timings.decoder += started.elapsed();
             if !long_form {
+                for alternative in &result.alternatives {
+                    other_texts.push(TranscriptAlternative {
+                        text: self.text(&alternative.tokens)?.trim().to_string(),
+                        avg_logprob: alternative.avg_logprob,
+                        confidence: alternative.mean_prob,
+                    });
+                }
                 context = Some(AcousticContext {
                     start: decode::start_sequence(
                         &self.special,
@@ -403,21 +429,37 @@ impl Whisper {
             .iter()
             .find(|(_, id)| Some(*id) == language)
             .map_or_else(|| "en".to_string(), |(code, _)| code.clone());
+        let avg_logprob = if token_count > 0 {
+            logprob_sum / token_count as f32
+        } else {
+            0.0
+        };
+        let confidence = if token_count > 0 {
+            prob_sum / token_count as f32
+        } else {
+            0.0
+        };
+        let mut alternatives = Vec::new();
+        if !text.is_empty() {
+            alternatives.push(TranscriptAlternative {
+                text: text.clone(),
+                avg_logprob,
+                confidence,
+            });
+            for other in other_texts {
+                if alternatives.len() < options.alternatives && !alternatives.iter().any(|a| a.text == other.text) {
+                    alternatives.push(other);
+                }
+            }
+        }
         let transcript = Transcript {
+            alternatives,
             text,
             segments,
             language,
             no_speech_prob: first_no_speech.unwrap_or(1.0),
-            avg_logprob: if token_count > 0 {
-                logprob_sum / token_count as f32
-            } else {
-                0.0
-            },
-            confidence: if token_count > 0 {
-                prob_sum / token_count as f32
-            } else {
-                0.0
-            },
+            avg_logprob,
+            confidence,
             timings,
         };
         let context = context.filter(|_| !transcript.text.is_empty());
@@ -445,7 +487,7 @@ impl Whisper {
                 language: self.is_multilingual().then_some(language),
                 timestamps,
                 temperature,
-                beam_size: options.beam_size,
+                beam_size: options.beam_size.max(options.alternatives),
                 seed: 0x5EED + i as u64,
                 max_tokens,
             };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::asr::{
     AcousticContext, AsrError, Reading, ReadingScore, Segment, TranscribeOptions, Transcript,
-    Whisper,
+    TranscriptAlternative, Whisper,
 };
 use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
 use crate::search::spoken::sound_key;
@@ -80,7 +80,8 @@ pub enum HitSource {
 #[derive(Debug, Clone)]
 pub struct RankedHit {
     pub hit: SearchHit,
-    /// Calibrated probability that this is what was meant, 0..1.
+    /// Calibrated probability that this is what was meant, 0..1; 0 when catalog
+    /// biasing did not run (nothing to calibrate against).
     pub confidence: f32,
     pub source: HitSource,
 }
@@ -260,8 +261,13 @@ impl Pipeline {
         let hits = match (hits, context) {
             (Some(_), _) if transcript.text.trim().is_empty() => Vec::new(),
             (Some(hit_options), Some(context)) if hit_options.catalog_bias => {
-                let (hits, made) =
-                    self.catalog_hits(whisper, &context, &transcript.text, hit_options)?;
+                let (hits, made) = self.catalog_hits(
+                    whisper,
+                    &context,
+                    &transcript.text,
+                    &transcript.alternatives,
+                    hit_options,
+                )?;
                 rescore = started.elapsed();
                 decision = Some(made);
                 hits
@@ -291,6 +297,7 @@ impl Pipeline {
         whisper: &Whisper,
         context: &AcousticContext,
         text: &str,
+        alternatives: &[TranscriptAlternative],
         options: &HitOptions,
     ) -> Result<(Vec<RankedHit>, CatalogDecision), PipelineError> {
         let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
@@ -318,10 +325,13 @@ impl Pipeline {
             None => Vec::new(),
         };
         let proposed_ids: Vec<String> = proposed.iter().map(|(id, _)| id.clone()).collect();
+        // Text search runs over every n-best transcript, the best first.
+        let mut transcripts = vec![text];
+        transcripts.extend(alternatives.iter().skip(1).map(|a| a.text.as_str()));
         let CandidateSet {
             split,
             mut candidates,
-        } = engine.candidates(&[text], &proposed_ids, CANDIDATE_LIMITS)?;
+        } = engine.candidates(&transcripts, &proposed_ids, CANDIDATE_LIMITS)?;
         if !options.categories.is_empty() {
             candidates.retain(|c| {
                 options
@@ -492,8 +502,8 @@ impl Pipeline {
         self.search.as_ref()?.unknown_word_share(text)
     }
 
-    /// Searches the catalog with a transcript (no acoustic evidence: each hit's
-    /// confidence is its score relative to the best one, scaled by how far it leads).
+    /// Searches the catalog with a transcript. Without acoustic evidence nothing is
+    /// calibrated, so each hit's confidence is 0: not estimated.
     pub fn search_text(
         &self,
         text: &str,
@@ -506,12 +516,11 @@ impl Pipeline {
             page_size: options.max_hits.max(1),
             page_token: String::new(),
         })?;
-        let total: f32 = results.hits.iter().map(|h| h.score.max(0.0)).sum();
         Ok(results
             .hits
             .into_iter()
             .map(|hit| RankedHit {
-                confidence: if total > 0.0 { hit.score.max(0.0) / total } else { 0.0 },
+                confidence: 0.0,
                 source: HitSource::Text,
                 hit,
             })

@@ -68,7 +68,7 @@ impl VoiceSearchService {
         let started = Instant::now();
         let config = config.ok_or_else(|| Status::invalid_argument("config is missing"))?;
         let format = audio_format(&config)?;
-        let options = transcribe_options(&config, self.limits.max_utterance_seconds);
+        let options = transcribe_options(&config, self.limits.max_utterance_seconds)?;
         let job = submit_utterance(
             &self.pool,
             &self.pipeline,
@@ -115,14 +115,29 @@ fn submit_utterance(
     })
 }
 
-fn transcribe_options(config: &RecognitionConfig, max_seconds: f64) -> TranscribeOptions {
-    TranscribeOptions {
+fn transcribe_options(
+    config: &RecognitionConfig,
+    max_seconds: f64,
+) -> Result<TranscribeOptions, Status> {
+    let alternatives = match config.max_alternatives as usize {
+        n if n > MAX_ALTERNATIVES => {
+            return Err(Status::invalid_argument(format!(
+                "max_alternatives {n} is over the limit of {MAX_ALTERNATIVES}"
+            )))
+        }
+        n => n.max(1),
+    };
+    Ok(TranscribeOptions {
         language: Some(config.language.clone()).filter(|l| !l.is_empty()),
         phrase_hints: config.phrase_hints.clone(),
         max_seconds,
+        alternatives,
         ..TranscribeOptions::default()
-    }
+    })
 }
+
+/// Most transcripts one utterance may ask for, as Google Speech-to-Text allows.
+const MAX_ALTERNATIVES: usize = 10;
 
 /// The wire audio description as the front end's.
 pub fn audio_format(config: &RecognitionConfig) -> Result<AudioFormat, Status> {
@@ -190,6 +205,14 @@ pub fn to_proto_transcript(transcript: asr::Transcript) -> proto::Transcript {
         confidence: transcript.confidence,
         no_speech_probability: transcript.no_speech_prob,
         language: transcript.language,
+        alternatives: transcript
+            .alternatives
+            .into_iter()
+            .map(|a| proto::TranscriptAlternative {
+                text: a.text,
+                confidence: a.confidence,
+            })
+            .collect(),
         segments: transcript
             .segments
             .into_iter()
@@ -269,7 +292,7 @@ impl StreamWorker {
         })?;
         let settings = StreamSettings {
             format: audio_format(&recognition)?,
-            options: transcribe_options(&recognition, self.limits.max_utterance_seconds),
+            options: transcribe_options(&recognition, self.limits.max_utterance_seconds)?,
             hits: hit_options(config.search.as_ref())?,
             search_interim: config.search.as_ref().is_some_and(|s| s.search_interim),
         };
