@@ -46,7 +46,11 @@ fn a_name_the_transcript_garbles_is_found_through_the_catalog() {
     // "play iron man by ozzy osbourne" in pink noise: tiny.en writes "Play Iron and Play
     // Aussie Yassfern.", and text search alone ranks a look-alike first.
     let plain = run(&pipeline, "q0016.wav", false);
-    assert!(!plain.transcript.text.contains("Ozzy"), "{}", plain.transcript.text);
+    assert!(
+        !plain.transcript.text.contains("Ozzy"),
+        "{}",
+        plain.transcript.text
+    );
     assert_ne!(first_id(&plain), Some("song-iron-man"));
     assert!(plain.decision.is_none());
 
@@ -55,7 +59,12 @@ fn a_name_the_transcript_garbles_is_found_through_the_catalog() {
         biased.transcript.text, plain.transcript.text,
         "the free transcript is unchanged"
     );
-    assert_eq!(first_id(&biased), Some("song-iron-man"), "{:?}", biased.decision);
+    assert_eq!(
+        first_id(&biased),
+        Some("song-iron-man"),
+        "{:?}",
+        biased.decision
+    );
     let first = &biased.hits[0];
     assert_eq!(first.source, HitSource::Acoustic);
     assert!(first.confidence > 0.5, "{}", first.confidence);
@@ -89,8 +98,15 @@ fn what_the_catalog_lacks_gets_low_confidence_and_what_it_holds_high() {
     ] {
         let outcome = run(&pipeline, clip, true);
         assert_eq!(first_id(&outcome), Some(expected), "{clip}");
-        assert!(outcome.hits[0].confidence > 0.5, "{clip}: {}", outcome.hits[0].confidence);
-        assert!(outcome.hits.iter().all(|h| (0.0..=1.0).contains(&h.confidence)));
+        assert!(
+            outcome.hits[0].confidence > 0.5,
+            "{clip}: {}",
+            outcome.hits[0].confidence
+        );
+        assert!(outcome
+            .hits
+            .iter()
+            .all(|h| (0.0..=1.0).contains(&h.confidence)));
     }
 }
 
@@ -110,7 +126,9 @@ fn iron_man() -> Document {
         fields: [(
             "artist".to_string(),
             prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue("Ozzy Osbourne".into())),
+                kind: Some(prost_types::value::Kind::StringValue(
+                    "Ozzy Osbourne".into(),
+                )),
             },
         )]
         .into(),
@@ -124,7 +142,9 @@ fn iron_man() -> Document {
     }
 }
 
-async fn voice_search(voice: &mut VoiceSearchClient<tonic::transport::Channel>) -> proto::UtteranceResult {
+async fn voice_search(
+    voice: &mut VoiceSearchClient<tonic::transport::Channel>,
+) -> proto::UtteranceResult {
     voice
         .voice_search(VoiceSearchRequest {
             config: Some(StreamingVoiceSearchConfig {
@@ -199,11 +219,23 @@ async fn max_alternatives_returns_distinct_n_best_transcripts_within_its_limit()
 
     let several = voice.transcribe(ask(4)).await.unwrap().into_inner();
     let several = several.transcript.unwrap();
-    assert!((2..=4).contains(&several.alternatives.len()), "{:?}", several.alternatives);
+    assert!(
+        (2..=4).contains(&several.alternatives.len()),
+        "{:?}",
+        several.alternatives
+    );
     assert_eq!(several.alternatives[0].text, several.text);
-    let mut texts: Vec<&str> = several.alternatives.iter().map(|a| a.text.as_str()).collect();
+    let mut texts: Vec<&str> = several
+        .alternatives
+        .iter()
+        .map(|a| a.text.as_str())
+        .collect();
     texts.dedup();
-    assert_eq!(texts.len(), several.alternatives.len(), "distinct: {texts:?}");
+    assert_eq!(
+        texts.len(),
+        several.alternatives.len(),
+        "distinct: {texts:?}"
+    );
     assert!(several
         .alternatives
         .iter()
@@ -211,6 +243,10 @@ async fn max_alternatives_returns_distinct_n_best_transcripts_within_its_limit()
 
     let refused = voice.transcribe(ask(11)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(refused.message().contains("max_alternatives 11"), "{}", refused.message());
+    assert!(
+        refused.message().contains("max_alternatives 11"),
+        "{}",
+        refused.message()
+    );
     server.shutdown().await.unwrap();
 }

@@ -77,7 +77,12 @@ pub fn decode(
     request: &DecodeRequest,
 ) -> Result<DecodeResult, AsrError> {
     let decoder = &model.decoder;
-    let initial = start_sequence(special, request.prompt, request.language, request.timestamps);
+    let initial = start_sequence(
+        special,
+        request.prompt,
+        request.language,
+        request.timestamps,
+    );
     let sot_index = initial
         .iter()
         .position(|&t| t == special.start_of_transcript)

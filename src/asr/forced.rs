@@ -61,6 +61,10 @@ pub struct BeamMatch {
 /// Most nodes one scoring pass decodes: a bound on its cost whatever the caller asks.
 const MAX_TREE_NODES: usize = 1024;
 
+/// A reading laid into the tree: its tokens (the closing one last), the node of each
+/// token but the closing one, and the node it hangs from (`None`: the prompt).
+type ReadingPath = (Vec<u32>, Vec<usize>, Option<usize>);
+
 /// The transcript's first words as a chain of tree nodes: `boundary[k]` is the node
 /// after the first `k` words (`None`: the prompt itself).
 struct Chain {
@@ -117,8 +121,7 @@ impl Whisper {
             .saturating_sub(context.start.len() + chain.nodes.len() + 1);
         let mut nodes = chain.nodes.clone();
         let mut ids: HashMap<(Option<usize>, u32), usize> = HashMap::new();
-        // Per reading: its tokens, closing token, and the node of each token.
-        let mut paths: Vec<Option<(Vec<u32>, Vec<usize>, Option<usize>)>> = Vec::new();
+        let mut paths: Vec<Option<ReadingPath>> = Vec::new();
         for reading in readings {
             let root = chain.boundary.get(reading.after_words).copied().flatten();
             let mut tokens = self.text_tokens(reading.text)?;
@@ -219,7 +222,11 @@ impl Whisper {
         width: usize,
         limit: usize,
     ) -> Result<Vec<BeamMatch>, AsrError> {
-        let entries: Vec<usize> = entries.iter().copied().filter(|&e| e <= words.len()).collect();
+        let entries: Vec<usize> = entries
+            .iter()
+            .copied()
+            .filter(|&e| e <= words.len())
+            .collect();
         let deepest = entries.iter().copied().max().unwrap_or(0);
         let chain = self.chain(&words[..deepest])?;
         let max_depth = self

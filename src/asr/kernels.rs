@@ -226,8 +226,9 @@ unsafe fn dot_half_x4_avx512(row: &[half::f16], xs: [&[f32]; 4]) -> [f32; 4] {
     let mut acc = [_mm512_setzero_ps(); 4];
     for c in 0..chunks {
         // SAFETY: c * 16 + 16 <= row.len() == x.len() for every x; unaligned loads.
-        let weights =
-            _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(c * 16) as *const __m256i));
+        let weights = _mm512_cvtph_ps(_mm256_loadu_si256(
+            row.as_ptr().add(c * 16) as *const __m256i
+        ));
         for (a, x) in acc.iter_mut().zip(xs) {
             *a = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x.as_ptr().add(c * 16)), *a);
         }

@@ -27,10 +27,10 @@ use tokenizers::Tokenizer;
 
 use decode::{compression_ratio, DecodeRequest, DecodeResult};
 pub use forced::{AcousticContext, BeamMatch, Reading, ReadingScore};
-pub use trie::TokenTrie;
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
+pub use trie::TokenTrie;
 
 /// Everything that can go wrong loading a model or transcribing.
 #[derive(Debug, thiserror::Error)]
@@ -447,7 +447,9 @@ impl Whisper {
                 confidence,
             });
             for other in other_texts {
-                if alternatives.len() < options.alternatives && !alternatives.iter().any(|a| a.text == other.text) {
+                if alternatives.len() < options.alternatives
+                    && !alternatives.iter().any(|a| a.text == other.text)
+                {
                     alternatives.push(other);
                 }
             }

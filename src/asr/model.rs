@@ -5,10 +5,10 @@
 //! values are cached too, so each new token costs one position, not the whole prefix.
 
 use candle_core::{Device, Module, Tensor};
-use rayon::prelude::*;
 use candle_nn::{
     embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{kernels, AsrError};
@@ -441,7 +441,9 @@ impl Decoder {
         targets: &[Vec<u32>],
     ) -> candle_core::Result<Vec<Vec<f32>>> {
         if targets.len() <= STREAMED_ROWS {
-            return Ok(self.output.log_softmax_at(&hidden.to_vec2::<f32>()?, targets));
+            return Ok(self
+                .output
+                .log_softmax_at(&hidden.to_vec2::<f32>()?, targets));
         }
         let vocab = self.tokens.embeddings().dim(0)?;
         let logits = hidden

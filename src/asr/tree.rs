@@ -99,13 +99,19 @@ impl<'m> TokenTree<'m> {
             .decoder
             .forward_tree(&input, &positions, &mask, &mut self.cache)?
             .squeeze(0)?;
-        let wanted: Vec<usize> = (0..nodes.len()).filter(|&i| !targets[i].is_empty()).collect();
+        let wanted: Vec<usize> = (0..nodes.len())
+            .filter(|&i| !targets[i].is_empty())
+            .collect();
         let mut out = vec![Vec::new(); nodes.len()];
         if wanted.is_empty() {
             return Ok(out);
         }
         let rows = Tensor::new(
-            wanted.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(),
+            wanted
+                .iter()
+                .map(|&i| i as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
             &device,
         )?;
         let asked: Vec<Vec<u32>> = wanted.iter().map(|&i| targets[i].clone()).collect();

@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(trie.max_depth(), 3);
         assert_eq!(trie.sole_payload(walk(&trie, &[1, 4]).unwrap()), Some(12));
         assert_eq!(trie.sole_payload(walk(&trie, &[1, 2]).unwrap()), None);
-        assert_eq!(trie.sole_payload(walk(&trie, &[1, 2, 3]).unwrap()), Some(10));
+        assert_eq!(
+            trie.sole_payload(walk(&trie, &[1, 2, 3]).unwrap()),
+            Some(10)
+        );
     }
 
     #[test]

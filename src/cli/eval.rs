@@ -68,6 +68,9 @@ pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     };
     let report = Report::new(clips).with_run(run);
     print!("{}", report.table());
+    if report.calibration.clips > 0 {
+        print!("{}", report.calibration.table());
+    }
     for clip in &report.clips {
         if let Some(reason) = clip.miss_reason() {
             println!(

@@ -127,9 +127,7 @@ impl ClipResult {
             return None;
         }
         Some(match &self.decision {
-            Some(d) if !d.candidates.iter().any(|c| &c.id == expected) => {
-                MissReason::NotCandidate
-            }
+            Some(d) if !d.candidates.iter().any(|c| &c.id == expected) => MissReason::NotCandidate,
             Some(d) if d.rejected => MissReason::Rejected,
             Some(_) => MissReason::RankedBelow,
             None if self.hits.contains(expected) => MissReason::RankedBelow,
@@ -160,11 +158,102 @@ pub struct Summary {
     pub rescore_ms_p50: f64,
 }
 
+/// How well the first hit's confidence matches how often it is right: clips binned by
+/// confidence, and the expected calibration error (the bins' gaps, weighted by size).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Calibration {
+    pub bins: Vec<CalibrationBin>,
+    pub ece: f64,
+    /// Clips with a first hit and a confidence.
+    pub clips: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CalibrationBin {
+    pub low: f64,
+    pub high: f64,
+    pub clips: usize,
+    pub mean_confidence: f64,
+    /// Share of the bin's first hits that were the expected document (a clip that
+    /// expects none is never right).
+    pub accuracy: f64,
+}
+
+/// Confidence bins of the reliability table.
+const CALIBRATION_BINS: usize = 10;
+
+impl Calibration {
+    /// Over every clip whose first hit carries a confidence.
+    pub fn of(clips: &[ClipResult]) -> Self {
+        let scored: Vec<(f64, bool)> = clips
+            .iter()
+            .filter(|c| !c.hits.is_empty())
+            .filter_map(|c| {
+                let confidence = f64::from(c.top_confidence?);
+                let right = c.expected_doc.is_some() && c.hits.first() == c.expected_doc.as_ref();
+                Some((confidence, right))
+            })
+            .collect();
+        let mut bins = Vec::new();
+        let mut ece = 0.0;
+        for b in 0..CALIBRATION_BINS {
+            let (low, high) = (
+                b as f64 / CALIBRATION_BINS as f64,
+                (b + 1) as f64 / CALIBRATION_BINS as f64,
+            );
+            let inside: Vec<&(f64, bool)> = scored
+                .iter()
+                .filter(|(c, _)| {
+                    (low..high).contains(c) || (b + 1 == CALIBRATION_BINS && *c >= high)
+                })
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let n = inside.len() as f64;
+            let mean_confidence = inside.iter().map(|(c, _)| c).sum::<f64>() / n;
+            let accuracy = inside.iter().filter(|(_, right)| *right).count() as f64 / n;
+            ece += n / scored.len() as f64 * (mean_confidence - accuracy).abs();
+            bins.push(CalibrationBin {
+                low,
+                high,
+                clips: inside.len(),
+                mean_confidence,
+                accuracy,
+            });
+        }
+        Self {
+            bins,
+            ece,
+            clips: scored.len(),
+        }
+    }
+
+    /// The reliability table as Markdown.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "calibration of the first hit's confidence over {} clips: ECE {:.3}\n",
+            self.clips, self.ece
+        );
+        out.push_str(
+            "| confidence | clips | mean confidence | share right |\n| --- | --- | --- | --- |\n",
+        );
+        for bin in &self.bins {
+            out.push_str(&format!(
+                "| {:.1}-{:.1} | {} | {:.2} | {:.2} |\n",
+                bin.low, bin.high, bin.clips, bin.mean_confidence, bin.accuracy
+            ));
+        }
+        out
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub clips: Vec<ClipResult>,
     pub overall: Summary,
+    pub calibration: Calibration,
     pub by_condition: BTreeMap<String, Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunInfo>,
@@ -209,6 +298,7 @@ impl Report {
             .collect();
         let overall = summarize(&clips.iter().collect::<Vec<_>>());
         Self {
+            calibration: Calibration::of(&clips),
             clips,
             overall,
             by_condition,
@@ -346,15 +436,18 @@ fn summarize(clips: &[&ClipResult]) -> Summary {
         queries: queries.len(),
         top1: share(1),
         top5: share(5),
-        misses: clips
-            .iter()
-            .filter_map(|c| c.miss_reason())
-            .fold(BTreeMap::new(), |mut counts, reason| {
+        misses: clips.iter().filter_map(|c| c.miss_reason()).fold(
+            BTreeMap::new(),
+            |mut counts, reason| {
                 *counts.entry(reason).or_default() += 1;
                 counts
-            }),
+            },
+        ),
         rescore_ms_p50: percentile(
-            &clips.iter().filter_map(|c| c.rescore_ms).collect::<Vec<_>>(),
+            &clips
+                .iter()
+                .filter_map(|c| c.rescore_ms)
+                .collect::<Vec<_>>(),
             50.0,
         ),
     }
@@ -429,6 +522,48 @@ mod tests {
         assert_eq!(word_edits(&w("a b c"), &w("a b c d")), 1);
         assert_eq!(word_edits(&w("a b c"), &w("c")), 2);
         assert_eq!(word_edits(&w(""), &w("thank you")), 2);
+    }
+
+    fn clip(confidence: f32, right: bool) -> ClipResult {
+        ClipResult {
+            id: String::new(),
+            condition: String::new(),
+            kind: String::new(),
+            reference: String::new(),
+            hypothesis: String::new(),
+            expected_doc: Some("a".into()),
+            hits: vec![if right { "a" } else { "b" }.into()],
+            audio_seconds: 1.0,
+            latency_ms: 1.0,
+            no_speech_prob: None,
+            avg_logprob: None,
+            features: None,
+            error: None,
+            rescore_ms: None,
+            decision: None,
+            top_confidence: Some(confidence),
+        }
+    }
+
+    #[test]
+    fn calibration_bins_confidence_against_how_often_it_is_right() {
+        // Four at 0.95, three right; two at 0.15, neither right.
+        let clips = vec![
+            clip(0.95, true),
+            clip(0.95, true),
+            clip(0.95, true),
+            clip(0.95, false),
+            clip(0.15, false),
+            clip(0.15, false),
+        ];
+        let calibration = Calibration::of(&clips);
+        assert_eq!(calibration.clips, 6);
+        assert_eq!(calibration.bins.len(), 2);
+        assert_eq!(calibration.bins[1].clips, 4);
+        assert!((calibration.bins[1].accuracy - 0.75).abs() < 1e-6);
+        // |0.95 - 0.75| * 4/6 + |0.15 - 0| * 2/6
+        assert!((calibration.ece - (0.2 * 4.0 / 6.0 + 0.15 * 2.0 / 6.0)).abs() < 1e-6);
+        assert_eq!(Calibration::of(&[clip(1.0, true)]).bins[0].low, 0.9);
     }
 
     #[test]

@@ -76,7 +76,8 @@ impl Metrics {
                 HistogramOpts::new(
                     "voicesearch_stage_seconds",
                     "Time per utterance in each stage: decode, front_end (normalize, voice \
-                     activity, resample), mel, encoder, decoder, search",
+                     activity, resample), mel, encoder, decoder, search, rescore (catalog \
+                     biasing: constrained beam, candidates, forced scoring)",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["stage"],
@@ -175,6 +176,7 @@ impl Metrics {
             ("encoder", asr.encoder),
             ("decoder", asr.decoder),
             ("search", t.search),
+            ("rescore", t.rescore),
         ] {
             self.stage_seconds
                 .with_label_values(&[stage])
@@ -188,7 +190,7 @@ impl Metrics {
             .with_label_values(&[if speech { "true" } else { "false" }])
             .inc();
         if audio > 0.0 {
-            let processing = t.decode + t.front_end + t.transcription + t.search;
+            let processing = t.decode + t.front_end + t.transcription + t.search + t.rescore;
             self.real_time_factor
                 .observe(processing.as_secs_f64() / audio);
         }

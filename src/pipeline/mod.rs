@@ -381,7 +381,10 @@ impl Pipeline {
                     .filter(|(id, k)| *id == candidate.entry.id && *k != after_carrier)
                     .map(|&(_, k)| k),
             );
-            for r in candidate.entry.readings_like(&heard, READINGS_PER_CANDIDATE) {
+            for r in candidate
+                .entry
+                .readings_like(&heard, READINGS_PER_CANDIDATE)
+            {
                 for &k in &at {
                     readings.push(Reading {
                         after_words: k,
@@ -437,10 +440,10 @@ impl Pipeline {
                 };
                 let source = if candidate.proposed {
                     HitSource::Acoustic
-                } else if candidate.text_rank.is_some() {
-                    HitSource::Text
-                } else {
+                } else if candidate.by_sound && candidate.text_rank.is_none() {
                     HitSource::SoundAlike
+                } else {
+                    HitSource::Text
                 };
                 (
                     ScoredCandidate {

@@ -24,17 +24,6 @@ pub struct CandidateLimits {
     pub qualified: usize,
 }
 
-impl Default for CandidateLimits {
-    fn default() -> Self {
-        Self {
-            text: 20,
-            alternative_text: 5,
-            sound: 10,
-            qualified: 5,
-        }
-    }
-}
-
 /// One entry that may be what was said.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -88,7 +77,8 @@ impl QueryEngine {
                     by_sound: false,
                     proposed: false,
                     popularity: popularity_prior(entry.popularity),
-                    category_match: split.intent.category.as_deref() == Some(entry.category.as_str()),
+                    category_match: split.intent.category.as_deref()
+                        == Some(entry.category.as_str()),
                     qualifier_heard: entry
                         .qualifiers
                         .iter()
@@ -104,7 +94,11 @@ impl QueryEngine {
             if text.trim().is_empty() {
                 continue;
             }
-            let page_size = if i == 0 { limits.text } else { limits.alternative_text };
+            let page_size = if i == 0 {
+                limits.text
+            } else {
+                limits.alternative_text
+            };
             let hits = self
                 .search(&SearchRequest {
                     query: text.to_string(),
@@ -122,7 +116,11 @@ impl QueryEngine {
                 let at = add(entry, &mut found);
                 let candidate = &mut found[at];
                 candidate.text_rank = Some(candidate.text_rank.map_or(rank, |r| r.min(rank)));
-                let relative = if top_score > 0.0 { hit.score / top_score } else { 0.0 };
+                let relative = if top_score > 0.0 {
+                    hit.score / top_score
+                } else {
+                    0.0
+                };
                 candidate.text_score = candidate.text_score.max(relative.min(1.0));
             }
         }
@@ -187,7 +185,12 @@ impl QueryEngine {
 fn heard_spans(words: &[String]) -> Vec<Vec<String>> {
     let n = words.len();
     let mut spans = vec![words.to_vec()];
-    for (start, end) in [(0, n.saturating_sub(1)), (0, n.saturating_sub(2)), (1, n), (2, n)] {
+    for (start, end) in [
+        (0, n.saturating_sub(1)),
+        (0, n.saturating_sub(2)),
+        (1, n),
+        (2, n),
+    ] {
         if end > start && (start, end) != (0, n) {
             spans.push(words[start..end].to_vec());
         }

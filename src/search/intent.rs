@@ -376,9 +376,7 @@ fn same_words(spoken: &[String], phrase: &[String]) -> bool {
     spoken.iter().zip(phrase).enumerate().all(|(i, (s, p))| {
         s == p
             || edit_distance(s, p, fuzzy_distance(p).min(1)).is_some()
-            || (i > 0
-                && SWAPPED_WORDS.contains(&s.as_str())
-                && SWAPPED_WORDS.contains(&p.as_str()))
+            || (i > 0 && SWAPPED_WORDS.contains(&s.as_str()) && SWAPPED_WORDS.contains(&p.as_str()))
     })
 }
 
@@ -436,17 +434,29 @@ mod tests {
         let carriers = CarrierPhrases::default();
         let split = carriers.split("Show me Scenic Taddy on the map.");
         assert_eq!(
-            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            (
+                split.prefix.as_str(),
+                split.slot.as_str(),
+                split.suffix.as_str()
+            ),
             ("Show me", "Scenic Taddy", " on the map.")
         );
         let split = carriers.split("Play Let There Be Rock by AC/DC.");
         assert_eq!(
-            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            (
+                split.prefix.as_str(),
+                split.slot.as_str(),
+                split.suffix.as_str()
+            ),
             ("Play", "Let There Be Rock by AC/DC", ".")
         );
         let split = carriers.split("Schenectady");
         assert_eq!(
-            (split.prefix.as_str(), split.slot.as_str(), split.suffix.as_str()),
+            (
+                split.prefix.as_str(),
+                split.slot.as_str(),
+                split.suffix.as_str()
+            ),
             ("", "Schenectady", "")
         );
         assert_eq!(split.intent.category, None);

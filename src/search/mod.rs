@@ -21,8 +21,8 @@ pub use candidates::{Candidate, CandidateLimits, CandidateSet};
 pub use document::CatalogDocument;
 pub use index::{CatalogIndex, IndexStats, UpsertCounts};
 pub use intent::{CarrierPhrases, CarrierSplit, Intent};
-pub use spoken::{CatalogChange, SoundAlike, SpokenCatalog, SpokenEntry};
 pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
+pub use spoken::{CatalogChange, SoundAlike, SpokenCatalog, SpokenEntry};
 
 /// Everything that can go wrong in search and catalog maintenance.
 #[derive(Debug, thiserror::Error)]

@@ -28,18 +28,8 @@ const MAX_WRITERS: usize = 2;
 const NUMBERED: &[&str] = &["part", "chapter", "episode", "volume", "vol", "book", "act"];
 /// Classical forms a nickname is said with ("the Moonlight Sonata").
 const WORK_FORMS: &[&str] = &[
-    "sonata",
-    "symphony",
-    "concerto",
-    "serenade",
-    "suite",
-    "overture",
-    "requiem",
-    "mass",
-    "quartet",
-    "nocturne",
-    "etude",
-    "waltz",
+    "sonata", "symphony", "concerto", "serenade", "suite", "overture", "requiem", "mass",
+    "quartet", "nocturne", "etude", "waltz",
 ];
 /// Longest sound key compared, in code letters.
 const SOUND_KEY_LEN: usize = 24;
@@ -143,7 +133,11 @@ fn names(document: &CatalogDocument) -> Vec<Name> {
         forms.push((clean(&text), false));
     }
     // A quoted nickname, and the work it names: "Moonlight" -> "the Moonlight Sonata".
-    let nickname = title.split('"').nth(1).map(str::trim).filter(|n| !n.is_empty());
+    let nickname = title
+        .split('"')
+        .nth(1)
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
     if let Some(nickname) = nickname {
         let lower = title.to_lowercase();
         if let Some(form) = WORK_FORMS.iter().find(|f| lower.contains(*f)) {
@@ -173,7 +167,11 @@ fn writers(body: &str) -> Vec<String> {
         return Vec::new();
     };
     let rest = &body[start + "Written by ".len()..];
-    let list = rest.split(". ").next().unwrap_or(rest).trim_end_matches('.');
+    let list = rest
+        .split(". ")
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('.');
     list.split([',', '&', '/'])
         .filter_map(|writer| writer.split_whitespace().last().map(clean))
         .filter(|surname| surname.len() > 2)
@@ -233,8 +231,8 @@ fn spell_numbers(text: &str) -> String {
     for (i, word) in words.iter().enumerate() {
         let core = word.trim_end_matches([':', ',', '.']);
         let tail = &word[core.len()..];
-        let after_numbering = i > 0
-            && NUMBERED.contains(&words[i - 1].trim_end_matches('.').to_lowercase().as_str());
+        let after_numbering =
+            i > 0 && NUMBERED.contains(&words[i - 1].trim_end_matches('.').to_lowercase().as_str());
         let value = if core.chars().all(|c| c.is_ascii_digit()) && !core.is_empty() {
             core.parse::<u64>().ok()
         } else if after_numbering {
@@ -278,9 +276,26 @@ fn roman_value(word: &str) -> Option<u64> {
 /// A number below 100, or a year-like number below 10,000, in words.
 fn number_words(n: u64) -> Option<String> {
     const UNITS: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-        "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
     const TENS: [&str; 10] = [
         "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
@@ -288,14 +303,16 @@ fn number_words(n: u64) -> Option<String> {
     let below_100 = |n: u64| -> String {
         match n {
             0..=19 => UNITS[n as usize].to_string(),
-            _ if n % 10 == 0 => TENS[(n / 10) as usize].to_string(),
+            _ if n.is_multiple_of(10) => TENS[(n / 10) as usize].to_string(),
             _ => format!("{} {}", TENS[(n / 10) as usize], UNITS[(n % 10) as usize]),
         }
     };
     match n {
         0..=99 => Some(below_100(n)),
         // Years are said in pairs: 1984 -> "nineteen eighty four".
-        1100..=9999 if n % 100 != 0 => Some(format!("{} {}", below_100(n / 100), below_100(n % 100))),
+        1100..=9999 if !n.is_multiple_of(100) => {
+            Some(format!("{} {}", below_100(n / 100), below_100(n % 100)))
+        }
         _ => None,
     }
 }
@@ -386,15 +403,6 @@ pub struct SoundAlike {
 const SOUND_FLOOR: f32 = 0.6;
 
 impl SpokenCatalog {
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.read().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn get(&self, id: &str) -> Option<Arc<SpokenEntry>> {
         self.read().entries.get(id).cloned()
     }
@@ -536,17 +544,36 @@ mod tests {
     #[test]
     fn names_are_said_as_people_say_them() {
         let godfather = entry(r#"{"id":"m","title":"The Godfather: Part II","category":"movie"}"#);
-        assert!(godfather.names.contains(&"The Godfather Part Two".to_string()), "{:?}", godfather.names);
+        assert!(
+            godfather
+                .names
+                .contains(&"The Godfather Part Two".to_string()),
+            "{:?}",
+            godfather.names
+        );
         let terminator =
             entry(r#"{"id":"t","title":"Terminator 2: Judgment Day","category":"movie"}"#);
-        assert!(terminator.names.contains(&"Terminator Two Judgment Day".to_string()));
+        assert!(terminator
+            .names
+            .contains(&"Terminator Two Judgment Day".to_string()));
         let lodz = entry(r#"{"id":"c","title":"Łódź","category":"city","country":"Poland"}"#);
-        assert_eq!(lodz.readings, ["Lodz", "Łódź", "Lodz, Poland", "Łódź, Poland"]);
+        assert_eq!(
+            lodz.readings,
+            ["Lodz", "Łódź", "Lodz, Poland", "Łódź, Poland"]
+        );
         let moonlight = entry(
             r#"{"id":"s","title":"Piano Sonata No. 14 in C Sharp Minor, Op. 27, No. 2, \"Moonlight\": I. Adagio sostenuto","category":"song","artist":"Maurizio Pollini","body":"Written by Ludwig van Beethoven."}"#,
         );
-        assert!(moonlight.names.contains(&"the Moonlight Sonata".to_string()), "{:?}", moonlight.names);
-        assert!(moonlight.readings.contains(&"the Moonlight Sonata by Beethoven".to_string()));
+        assert!(
+            moonlight
+                .names
+                .contains(&"the Moonlight Sonata".to_string()),
+            "{:?}",
+            moonlight.names
+        );
+        assert!(moonlight
+            .readings
+            .contains(&"the Moonlight Sonata by Beethoven".to_string()));
         let acdc = entry(r#"{"id":"a","title":"Rock & Roll","category":"song","artist":"AC/DC"}"#);
         assert_eq!(acdc.readings, ["Rock and Roll", "Rock and Roll by AC/DC"]);
         assert_eq!(acdc.qualifiers, [["ac", "dc"]]);
@@ -584,6 +611,9 @@ mod tests {
         catalog.upsert(&[doc("a", "Aliens"), doc("b", "Brazil")]);
         catalog.remove("b");
         catalog.remove("missing");
-        assert_eq!(*seen.lock().unwrap(), ["-Alien", "+Aliens", "+Brazil", "-Brazil"]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["-Alien", "+Aliens", "+Brazil", "-Brazil"]
+        );
     }
 }
