@@ -2,14 +2,14 @@
 //!
 //! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds [`asr`] (Whisper), whose
 //! transcript feeds [`search`] (the catalog); [`pipeline`] composes the three for the
-//! server and for [`eval`]. Around the pipeline: [`workers`] (the bounded transcription
-//! pool), [`session`] (one stream's utterances and limits), [`monitor`] (metrics, drift,
-//! capture). [`service`] exposes it all over gRPC and knows nothing the library does not;
-//! [`client`] is the streaming client the command line and the eval use.
+//! server and for [`eval`], and lets the catalog bias recognition. Around the pipeline:
+//! [`workers`] (the bounded transcription pool), [`session`] (one stream's utterances
+//! and limits), [`monitor`] (metrics, drift, capture). [`service`] exposes it all over gRPC and knows nothing the library does not;
+//! its [`service::client`] is the streaming client the command line and the eval use.
 
+pub mod app;
 pub mod asr;
 pub mod audio;
-pub mod client;
 pub mod config;
 pub mod eval;
 pub mod monitor;

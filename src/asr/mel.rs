@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use realfft::{RealFftPlanner, RealToComplex};
 
 /// Samples per second the model expects.
-pub const SAMPLE_RATE: usize = 16_000;
+pub const SAMPLE_RATE: usize = crate::audio::TARGET_SAMPLE_RATE as usize;
 /// FFT window length and hop, in samples.
 pub const N_FFT: usize = 400;
 pub const HOP_LENGTH: usize = 160;

@@ -32,6 +32,9 @@ use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
 pub use trie::TokenTrie;
 
+/// Tokens in the English-only Whisper vocabulary; multilingual models have more.
+const ENGLISH_VOCAB_SIZE: usize = 51_864;
+
 /// Everything that can go wrong loading a model or transcribing.
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
@@ -60,6 +63,8 @@ pub enum AsrError {
     TooLong { seconds: f64, limit: f64 },
     #[error("the transcription was cancelled: its caller has gone")]
     Cancelled,
+    #[error("no temperatures to decode with: give at least one (0 decodes greedily)")]
+    NoTemperatures,
     #[error("inference: {0}")]
     Inference(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
@@ -290,7 +295,7 @@ impl Whisper {
 
     /// Whether the model knows languages other than English.
     pub fn is_multilingual(&self) -> bool {
-        self.special.languages.len() > 1 && self.model.config.vocab_size > 51_864
+        self.special.languages.len() > 1 && self.model.config.vocab_size > ENGLISH_VOCAB_SIZE
     }
 
     /// Transcribes 16 kHz mono samples.
@@ -511,11 +516,7 @@ impl Whisper {
             .filter(|(_, passed)| *passed || !any_passed)
             .map(|(result, _)| result)
             .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
-            .ok_or_else(|| {
-                AsrError::Inference(candle_core::Error::Msg(
-                    "no temperatures to decode with".into(),
-                ))
-            })
+            .ok_or(AsrError::NoTemperatures)
     }
 
     /// The language token to decode with: the requested one (checked), English for

@@ -8,15 +8,16 @@ use super::catalog::import_catalog;
 use super::{connect, load_model, progress_bar, DecodingArgs, DEFAULT_INDEX, DEFAULT_MODEL};
 use anyhow::{bail, Context};
 use clap::Args;
+use voice_search::app::App;
 use voice_search::audio::{AudioFormat, Encoding};
-use voice_search::client;
+use voice_search::config::ServeConfig;
 use voice_search::eval::{self, ClipResult, Report, RunInfo};
 use voice_search::monitor::UtteranceFeatures;
-use voice_search::pipeline::{HitOptions, Pipeline};
+use voice_search::pipeline::HitOptions;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::SearchOptions;
 use voice_search::search::import;
-use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine};
+use voice_search::service::client;
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -94,36 +95,36 @@ pub(crate) fn evaluate_in_process(
     args: &EvalArgs,
     entries: &[eval::ManifestEntry],
 ) -> anyhow::Result<(Vec<ClipResult>, RunInfo)> {
-    let index = Arc::new(CatalogIndex::open(&args.index)?);
-    if index.stats()?.document_count == 0 {
+    // The parts the server runs, opened as the server opens them.
+    let app = App::open(&ServeConfig {
+        index: args.index.clone(),
+        model: args.model.clone(),
+        carrier_phrases: args.carrier_phrases.clone(),
+        demo_catalog: false,
+        ..ServeConfig::default()
+    })?;
+    if app.index.stats()?.document_count == 0 {
         match &args.catalog {
-            Some(catalog) => import_catalog(&index, catalog, import::DEFAULT_BATCH)?,
+            Some(catalog) => import_catalog(&app.index, catalog, import::DEFAULT_BATCH)?,
             None => bail!(
                 "the index at {} is empty: pass --catalog FILE.jsonl or run `voice-search index import`",
                 args.index.display()
             ),
         }
     }
-    let engine = Arc::new(QueryEngine::new(
-        index,
-        CarrierPhrases::load(args.carrier_phrases.as_deref())?,
-    ));
-    let whisper = if args.text_queries {
-        None
-    } else {
-        Some(Arc::new(load_model(&args.model)?))
-    };
-    let started = Instant::now();
-    let pipeline = Pipeline::new(whisper, Some(engine));
+    let pipeline = app.pipeline;
+    if !args.text_queries && pipeline.whisper().is_none() {
+        // The server goes on without a model; a speech eval cannot.
+        load_model(&args.model)?;
+    }
     if let Some(bias) = pipeline.bias() {
         let stats = bias.stats();
         println!(
-            "catalog trie: {} entries, {} sequences, {} nodes, {:.1} MiB, built in {:.2} s",
+            "catalog trie: {} entries, {} sequences, {} nodes, {:.1} MiB",
             stats.entries,
             stats.sequences,
             stats.nodes,
             stats.memory_bytes as f64 / (1 << 20) as f64,
-            started.elapsed().as_secs_f64()
         );
     }
     let options = args.decoding.options();

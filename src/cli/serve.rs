@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
+use voice_search::app::App;
 use voice_search::config::ServeConfig;
 
 /// Flags override environment variables, which override the config file, which overrides
@@ -157,8 +158,9 @@ pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("cannot listen on {} for metrics", config.metrics_listen))?;
+        let app = App::open(&config)?;
         tracing::info!(listen = %listener.local_addr()?, metrics = %metrics.local_addr()?, "voice-search serving gRPC, metrics at /metrics");
-        voice_search::service::serve(&config, listener, metrics, shutdown_signal()).await?;
+        voice_search::service::serve(app, &config, listener, metrics, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -244,8 +244,9 @@ impl CarrierPhrases {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| {
-            SearchError::InvalidQuery(format!("carrier phrases in {}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| SearchError::CarrierPhrases {
+            path: path.to_owned(),
+            reason: e.to_string(),
         })
     }
 
@@ -460,6 +461,19 @@ mod tests {
             ("", "Schenectady", "")
         );
         assert_eq!(split.intent.category, None);
+    }
+
+    #[test]
+    fn a_bad_phrase_file_says_which_file_and_why() {
+        let file = std::env::temp_dir().join(format!("carriers-{}.toml", std::process::id()));
+        std::fs::write(&file, "[[prefixes]]\nphrase = 3\n").unwrap();
+        let error = CarrierPhrases::load(Some(&file)).unwrap_err();
+        std::fs::remove_file(&file).ok();
+        assert!(
+            matches!(&error, SearchError::CarrierPhrases { path, .. } if *path == file),
+            "{error}"
+        );
+        assert!(error.to_string().contains("phrase"), "{error}");
     }
 
     #[test]

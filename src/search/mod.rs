@@ -31,6 +31,8 @@ pub enum SearchError {
     InvalidDocument(String),
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    #[error("carrier phrases in {path}: {reason}")]
+    CarrierPhrases { path: PathBuf, reason: String },
     #[error(
         "the index at {path} was written with schema version {found:?}; this build reads \
          version {expected}: delete the folder and import the catalog again \

@@ -1,8 +1,10 @@
 //! The gRPC face of the library: tonic services that translate requests, call the
-//! library and map its errors (`status.rs`), plus health and reflection. No search or
-//! speech logic lives here.
+//! library and map its errors (`status.rs`), plus health and reflection, and the
+//! streaming [`client`] the command line and the eval use. No search or speech logic
+//! lives here.
 
 mod catalog;
+pub mod client;
 mod convert;
 mod monitor;
 mod search;
@@ -18,19 +20,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
-use crate::asr::Whisper;
+use crate::app::App;
 use crate::config::ServeConfig;
-use crate::monitor::capture::CaptureError;
-use crate::monitor::drift::DriftError;
-use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
-use crate::pipeline::Pipeline;
 use crate::proto::catalog_server::CatalogServer;
 use crate::proto::monitor_server::MonitorServer;
 use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
-use crate::workers::WorkerPool;
 
 pub use catalog::CatalogService;
 pub use monitor::{from_proto_report, MonitorService};
@@ -44,78 +40,26 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("catalog index: {0}")]
-    Index(#[from] SearchError),
-    #[error("drift baseline: {0}")]
-    Drift(#[from] DriftError),
-    #[error("{0}")]
-    Capture(#[from] CaptureError),
 }
 
-/// Serves every gRPC service on `listener` and the Prometheus metrics on
+/// Serves every gRPC service of `app` on `listener` and the Prometheus metrics on
 /// `metrics_listener` until `shutdown` resolves; then stops accepting and lets in-flight
 /// calls finish for the configured grace period.
 pub async fn serve(
+    app: App,
     config: &ServeConfig,
     listener: TcpListener,
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_bytes = config.max_message_bytes;
-    let index = Arc::new(CatalogIndex::open(&config.index)?);
-    if config.demo_catalog && index.stats()?.document_count == 0 {
-        let summary = import::import_jsonl(
-            &index,
-            import::DEMO_CATALOG.as_bytes(),
-            import::DEFAULT_BATCH,
-            |_| {},
-        )?;
-        tracing::info!(
-            documents = summary.added,
-            "empty index: loaded the built-in demo catalog"
-        );
-    }
-    tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
-    let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
-    let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
-    let whisper = match Whisper::load(&config.model) {
-        Ok(whisper) => {
-            tracing::info!(model = %config.model.display(), "speech model loaded");
-            Some(Arc::new(whisper))
-        }
-        // Search and the catalog work without a model; the voice RPCs say what is missing.
-        Err(error) => {
-            tracing::warn!(model = %config.model.display(), %error, "no speech model: voice RPCs answer FAILED_PRECONDITION");
-            None
-        }
-    };
-    let pipeline = Pipeline::new(whisper, Some(engine.clone()));
-    let baseline = config
-        .drift_baseline
-        .as_deref()
-        .map(Baseline::load)
-        .transpose()?;
-    let capture = config.capture().map(Capture::open).transpose()?;
-    let monitor = Arc::new(Monitor::new(
-        DriftMonitor::new(baseline, config.drift_window),
-        capture,
-        Some(engine.clone()),
-    ));
-    if pipeline.whisper().is_some() {
-        monitor.metrics.set_model(
-            &config.model.file_name().map_or_else(
-                || config.model.display().to_string(),
-                |name| name.to_string_lossy().into_owned(),
-            ),
-            folder_bytes(&config.model),
-        );
-    }
-    let pool = WorkerPool::new(config.pool_size());
-    tracing::info!(
-        workers = pool.size().workers,
-        queue_depth = pool.size().queue_depth,
-        "transcription pool started"
-    );
+    let App {
+        index,
+        engine,
+        pipeline,
+        monitor,
+        pool,
+    } = app;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -202,19 +146,6 @@ pub async fn serve(
     metrics_server.abort();
     tracing::info!("server stopped");
     Ok(())
-}
-
-/// Bytes of the files in a folder (the model's size for the metrics).
-fn folder_bytes(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Accepted connections with Nagle's algorithm off: a result is one small frame, and

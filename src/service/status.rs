@@ -15,7 +15,16 @@ impl From<AudioError> for Status {
         match error {
             AudioError::TooLong { .. } => Status::out_of_range(error.to_string()),
             AudioError::Resample(_) => Status::internal(error.to_string()),
-            _ => Status::invalid_argument(error.to_string()),
+            AudioError::Empty
+            | AudioError::SampleRateOutOfRange(_)
+            | AudioError::ChannelsOutOfRange(_)
+            | AudioError::MissingSampleRate(_)
+            | AudioError::PartialFrame { .. }
+            | AudioError::NonFinite { .. }
+            | AudioError::CorruptWav(_)
+            | AudioError::UnsupportedWav(_)
+            | AudioError::TruncatedWav { .. }
+            | AudioError::HeaderMismatch { .. } => Status::invalid_argument(error.to_string()),
         }
     }
 }
@@ -27,6 +36,7 @@ impl From<SearchError> for Status {
                 Status::invalid_argument(error.to_string())
             }
             SearchError::IncompatibleVersion { .. }
+            | SearchError::CarrierPhrases { .. }
             | SearchError::Locked(_)
             | SearchError::ReadOnly(_) => Status::failed_precondition(error.to_string()),
             SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
@@ -40,7 +50,15 @@ impl From<AsrError> for Status {
             AsrError::Language(..) => Status::invalid_argument(error.to_string()),
             AsrError::TooLong { .. } => Status::out_of_range(error.to_string()),
             AsrError::Cancelled => Status::cancelled(error.to_string()),
-            _ => Status::internal(error.to_string()),
+            AsrError::Io { .. }
+            | AsrError::Folder(..)
+            | AsrError::Weights(_)
+            | AsrError::MissingTensor(_)
+            | AsrError::BadShape { .. }
+            | AsrError::Import(_)
+            | AsrError::NoTemperatures
+            | AsrError::Inference(_)
+            | AsrError::Tokenizer(_) => Status::internal(error.to_string()),
         }
     }
 }

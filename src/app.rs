@@ -1,0 +1,118 @@
+//! The composition root: everything a running server holds, opened once from its
+//! settings. `voice-search serve`, `eval` and the tests all start from [`App::open`];
+//! [`crate::service::serve`] only puts an `App` on the network.
+
+use std::sync::Arc;
+
+use crate::asr::Whisper;
+use crate::config::ServeConfig;
+use crate::monitor::capture::CaptureError;
+use crate::monitor::drift::DriftError;
+use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
+use crate::pipeline::Pipeline;
+use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
+use crate::workers::WorkerPool;
+
+/// Why the running parts could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("catalog index: {0}")]
+    Index(#[from] SearchError),
+    #[error("drift baseline: {0}")]
+    Drift(#[from] DriftError),
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+}
+
+/// The running parts: the catalog index and its query engine, the pipeline (model and
+/// catalog biasing), the monitor and the transcription pool.
+pub struct App {
+    pub index: Arc<CatalogIndex>,
+    pub engine: Arc<QueryEngine>,
+    pub pipeline: Pipeline,
+    pub monitor: Arc<Monitor>,
+    pub pool: WorkerPool,
+}
+
+impl App {
+    /// Opens the index (loading the demo catalog into an empty one when configured),
+    /// the model (its absence leaves search and the catalog working), the monitor and
+    /// the pool.
+    pub fn open(config: &ServeConfig) -> Result<Self, AppError> {
+        let index = Arc::new(CatalogIndex::open(&config.index)?);
+        if config.demo_catalog && index.stats()?.document_count == 0 {
+            let summary = import::import_jsonl(
+                &index,
+                import::DEMO_CATALOG.as_bytes(),
+                import::DEFAULT_BATCH,
+                |_| {},
+            )?;
+            tracing::info!(
+                documents = summary.added,
+                "empty index: loaded the built-in demo catalog"
+            );
+        }
+        tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
+        let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
+        let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
+        let whisper = match Whisper::load(&config.model) {
+            Ok(whisper) => {
+                tracing::info!(model = %config.model.display(), "speech model loaded");
+                Some(Arc::new(whisper))
+            }
+            // Search and the catalog work without a model; the voice RPCs say what is
+            // missing.
+            Err(error) => {
+                tracing::warn!(model = %config.model.display(), %error, "no speech model: voice RPCs answer FAILED_PRECONDITION");
+                None
+            }
+        };
+        let pipeline = Pipeline::new(whisper, Some(engine.clone()));
+        let baseline = config
+            .drift_baseline
+            .as_deref()
+            .map(Baseline::load)
+            .transpose()?;
+        let capture = config.capture().map(Capture::open).transpose()?;
+        let monitor = Arc::new(Monitor::new(
+            DriftMonitor::new(baseline, config.drift_window),
+            capture,
+            Some(engine.clone()),
+        ));
+        if pipeline.whisper().is_some() {
+            monitor.metrics.set_model(
+                &config.model.file_name().map_or_else(
+                    || config.model.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                ),
+                folder_bytes(&config.model),
+            );
+        }
+        let pool = WorkerPool::new(config.pool_size());
+        tracing::info!(
+            workers = pool.size().workers,
+            queue_depth = pool.size().queue_depth,
+            "transcription pool started"
+        );
+        Ok(Self {
+            index,
+            engine,
+            pipeline,
+            monitor,
+            pool,
+        })
+    }
+}
+
+/// Bytes of the files in a folder (the model's size for the metrics).
+fn folder_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
