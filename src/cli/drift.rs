@@ -117,7 +117,7 @@ pub(crate) fn drift_report(server: &str) -> anyhow::Result<()> {
     })?;
     print!(
         "{}",
-        voice_search::service::from_proto_report(report).table()
+        voice_search::monitor::drift::DriftReport::from(report).table()
     );
     Ok(())
 }

@@ -1,9 +1,15 @@
-//! Conversions between the wire types and the library's: documents and JSON values.
+//! Conversions between the wire types and the library's, decided once: documents and
+//! JSON values, hits, transcripts, audio descriptions and drift reports.
 
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
+use crate::asr::Transcript;
+use crate::audio::AudioInfo;
+use crate::monitor::drift::{DriftReport, DriftState, FeatureDrift};
+use crate::pipeline::{HitSource, RankedHit};
 use crate::proto;
+use crate::search::SearchHit;
 
 /// Keys of the document fields the proto names; everything else travels in `attributes`.
 const NAMED_FIELDS: [&str; 5] = ["id", "title", "body", "category", "popularity"];
@@ -93,5 +99,134 @@ fn from_proto_value(value: prost_types::Value) -> Value {
                 .map(|(k, v)| (k, from_proto_value(v)))
                 .collect(),
         ),
+    }
+}
+
+/// A text search hit: no confidence (typed text has no acoustic evidence).
+impl From<SearchHit> for proto::Hit {
+    fn from(hit: SearchHit) -> Self {
+        proto::Hit {
+            document: Some(json_to_document(&hit.source)),
+            id: hit.id,
+            title: hit.title,
+            score: hit.score,
+            snippet: hit.snippet,
+            category: hit.category,
+            confidence: 0.0,
+            source: proto::HitSource::Text.into(),
+        }
+    }
+}
+
+/// A voice hit, with its confidence and how it was found.
+impl From<RankedHit> for proto::Hit {
+    fn from(ranked: RankedHit) -> Self {
+        let source = match ranked.source {
+            HitSource::Text => proto::HitSource::Text,
+            HitSource::SoundAlike => proto::HitSource::SoundAlike,
+            HitSource::Acoustic => proto::HitSource::Acoustic,
+        };
+        proto::Hit {
+            confidence: ranked.confidence,
+            source: source.into(),
+            ..proto::Hit::from(ranked.hit)
+        }
+    }
+}
+
+impl From<Transcript> for proto::Transcript {
+    fn from(transcript: Transcript) -> Self {
+        proto::Transcript {
+            text: transcript.text,
+            confidence: transcript.confidence,
+            no_speech_probability: transcript.no_speech_prob,
+            language: transcript.language,
+            alternatives: transcript
+                .alternatives
+                .into_iter()
+                .map(|a| proto::TranscriptAlternative {
+                    text: a.text,
+                    confidence: a.confidence,
+                })
+                .collect(),
+            segments: transcript
+                .segments
+                .into_iter()
+                .map(|s| proto::Segment {
+                    start_seconds: s.start_seconds,
+                    end_seconds: s.end_seconds,
+                    text: s.text,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&AudioInfo> for proto::AudioInfo {
+    fn from(info: &AudioInfo) -> Self {
+        proto::AudioInfo {
+            duration_seconds: info.duration_seconds as f32,
+            sample_rate_hz: info.sample_rate,
+            channels: info.channels as u32,
+            loudness_dbfs: info.loudness_db,
+            gain_db: info.gain_db,
+            clipped_fraction: info.clipped_fraction,
+            voice_detected: info.voice.speech,
+        }
+    }
+}
+
+impl From<DriftReport> for proto::DriftReport {
+    fn from(report: DriftReport) -> Self {
+        proto::DriftReport {
+            window_size: report.window_size as u32,
+            utterances_in_window: report.utterances_in_window as u32,
+            baseline_source: report.baseline_source,
+            features: report
+                .features
+                .into_iter()
+                .map(|row| proto::FeatureDrift {
+                    feature: row.feature,
+                    reference: row.reference,
+                    current: row.current,
+                    psi: row.psi,
+                    state: match row.state {
+                        DriftState::Stable => proto::DriftState::Stable,
+                        DriftState::Watch => proto::DriftState::Watch,
+                        DriftState::Drift => proto::DriftState::Drift,
+                        DriftState::Filling => proto::DriftState::Filling,
+                    } as i32,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A wire report as the library's, for printing.
+impl From<proto::DriftReport> for DriftReport {
+    fn from(report: proto::DriftReport) -> Self {
+        DriftReport {
+            window_size: report.window_size as usize,
+            utterances_in_window: report.utterances_in_window as usize,
+            baseline_source: report.baseline_source,
+            features: report
+                .features
+                .into_iter()
+                .map(|row| FeatureDrift {
+                    state: match row.state() {
+                        proto::DriftState::Stable => DriftState::Stable,
+                        proto::DriftState::Watch => DriftState::Watch,
+                        proto::DriftState::Drift => DriftState::Drift,
+                        proto::DriftState::Filling | proto::DriftState::Unspecified => {
+                            DriftState::Filling
+                        }
+                    },
+                    feature: row.feature,
+                    reference: row.reference,
+                    current: row.current,
+                    psi: row.psi,
+                })
+                .collect(),
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 pub use catalog::CatalogService;
-pub use monitor::{from_proto_report, MonitorService};
+pub use monitor::MonitorService;
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
 

@@ -8,7 +8,6 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::status::counted;
-use crate::monitor::drift::{self, DriftState};
 use crate::monitor::Monitor;
 use crate::proto::monitor_server;
 use crate::proto::{self, GetDriftReportRequest};
@@ -26,64 +25,13 @@ impl MonitorService {
     }
 }
 
-pub fn to_proto_report(report: drift::DriftReport) -> proto::DriftReport {
-    proto::DriftReport {
-        window_size: report.window_size as u32,
-        utterances_in_window: report.utterances_in_window as u32,
-        baseline_source: report.baseline_source,
-        features: report
-            .features
-            .into_iter()
-            .map(|row| proto::FeatureDrift {
-                feature: row.feature,
-                reference: row.reference,
-                current: row.current,
-                psi: row.psi,
-                state: match row.state {
-                    DriftState::Stable => proto::DriftState::Stable,
-                    DriftState::Watch => proto::DriftState::Watch,
-                    DriftState::Drift => proto::DriftState::Drift,
-                    DriftState::Filling => proto::DriftState::Filling,
-                } as i32,
-            })
-            .collect(),
-    }
-}
-
-/// A wire report as the library's, for printing.
-pub fn from_proto_report(report: proto::DriftReport) -> drift::DriftReport {
-    drift::DriftReport {
-        window_size: report.window_size as usize,
-        utterances_in_window: report.utterances_in_window as usize,
-        baseline_source: report.baseline_source,
-        features: report
-            .features
-            .into_iter()
-            .map(|row| drift::FeatureDrift {
-                state: match row.state() {
-                    proto::DriftState::Stable => DriftState::Stable,
-                    proto::DriftState::Watch => DriftState::Watch,
-                    proto::DriftState::Drift => DriftState::Drift,
-                    proto::DriftState::Filling | proto::DriftState::Unspecified => {
-                        DriftState::Filling
-                    }
-                },
-                feature: row.feature,
-                reference: row.reference,
-                current: row.current,
-                psi: row.psi,
-            })
-            .collect(),
-    }
-}
-
 #[tonic::async_trait]
 impl monitor_server::Monitor for MonitorService {
     async fn get_drift_report(
         &self,
         _request: Request<GetDriftReportRequest>,
     ) -> Result<Response<proto::DriftReport>, Status> {
-        let report = to_proto_report(self.monitor.drift.report());
+        let report = proto::DriftReport::from(self.monitor.drift.report());
         counted(
             &self.monitor.metrics,
             "GetDriftReport",

@@ -4,13 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::json_to_document;
 use super::status::{blocking, counted};
 use crate::monitor::Monitor;
-use crate::pipeline::{HitSource, RankedHit};
 use crate::proto::search_server::Search;
 use crate::proto::{self, SearchRequest, SearchResponse};
-use crate::search::{self, QueryEngine, SearchHit};
+use crate::search::{self, QueryEngine};
 
 /// Serves the text search RPC.
 pub struct SearchService {
@@ -22,41 +20,6 @@ impl SearchService {
     pub fn new(engine: Arc<QueryEngine>, monitor: Arc<Monitor>) -> Self {
         Self { engine, monitor }
     }
-}
-
-/// A library hit as a wire hit.
-fn to_proto_hit(hit: SearchHit, confidence: f32, source: proto::HitSource) -> proto::Hit {
-    proto::Hit {
-        document: Some(json_to_document(&hit.source)),
-        id: hit.id,
-        title: hit.title,
-        score: hit.score,
-        snippet: hit.snippet,
-        category: hit.category,
-        confidence,
-        source: source.into(),
-    }
-}
-
-/// Text search hits as wire hits (no confidence: typed text has no acoustic evidence).
-pub fn to_proto_hits(hits: Vec<SearchHit>) -> Vec<proto::Hit> {
-    hits.into_iter()
-        .map(|hit| to_proto_hit(hit, 0.0, proto::HitSource::Text))
-        .collect()
-}
-
-/// Voice hits, with their confidence and how each was found.
-pub fn to_proto_ranked_hits(hits: Vec<RankedHit>) -> Vec<proto::Hit> {
-    hits.into_iter()
-        .map(|ranked| {
-            let source = match ranked.source {
-                HitSource::Text => proto::HitSource::Text,
-                HitSource::SoundAlike => proto::HitSource::SoundAlike,
-                HitSource::Acoustic => proto::HitSource::Acoustic,
-            };
-            to_proto_hit(ranked.hit, ranked.confidence, source)
-        })
-        .collect()
 }
 
 #[tonic::async_trait]
@@ -80,7 +43,7 @@ impl Search for SearchService {
             let next_page_token = results.next_page_token.clone();
             let interpreted_query = results.interpreted_query.clone();
             Ok(Response::new(SearchResponse {
-                hits: to_proto_hits(results.hits),
+                hits: results.hits.into_iter().map(proto::Hit::from).collect(),
                 next_page_token,
                 interpreted_query,
             }))

@@ -10,10 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::search::to_proto_ranked_hits;
 use super::status::counted;
-use crate::asr::{self, TranscribeOptions};
-use crate::audio::{AudioFormat, AudioInfo, Encoding};
+use crate::asr::TranscribeOptions;
+use crate::audio::{AudioFormat, Encoding};
 use crate::config::ServeConfig;
 use crate::monitor::Monitor;
 use crate::pipeline::{HitOptions, Pipeline, PipelineError, UtteranceOutcome};
@@ -197,44 +196,6 @@ pub fn hit_options(search: Option<&proto::SearchOptions>) -> Result<HitOptions, 
         categories,
         catalog_bias: !search.is_some_and(|s| s.disable_catalog_bias),
     })
-}
-
-pub fn to_proto_transcript(transcript: asr::Transcript) -> proto::Transcript {
-    proto::Transcript {
-        text: transcript.text,
-        confidence: transcript.confidence,
-        no_speech_probability: transcript.no_speech_prob,
-        language: transcript.language,
-        alternatives: transcript
-            .alternatives
-            .into_iter()
-            .map(|a| proto::TranscriptAlternative {
-                text: a.text,
-                confidence: a.confidence,
-            })
-            .collect(),
-        segments: transcript
-            .segments
-            .into_iter()
-            .map(|s| proto::Segment {
-                start_seconds: s.start_seconds,
-                end_seconds: s.end_seconds,
-                text: s.text,
-            })
-            .collect(),
-    }
-}
-
-pub fn to_proto_audio(info: &AudioInfo) -> proto::AudioInfo {
-    proto::AudioInfo {
-        duration_seconds: info.duration_seconds as f32,
-        sample_rate_hz: info.sample_rate,
-        channels: info.channels as u32,
-        loudness_dbfs: info.loudness_db,
-        gain_db: info.gain_db,
-        clipped_fraction: info.clipped_fraction,
-        voice_detected: info.voice.speech,
-    }
 }
 
 /// Responses a stream may have ready before the client reads them.
@@ -504,7 +465,7 @@ impl StreamWorker {
                 .utterance(&outcome, job.ended.elapsed());
         }
         let hits = if job.is_final || settings.search_interim {
-            to_proto_ranked_hits(outcome.hits)
+            outcome.hits.into_iter().map(proto::Hit::from).collect()
         } else {
             Vec::new()
         };
@@ -512,8 +473,8 @@ impl StreamWorker {
             utterance_index: job.index,
             result: Some(UtteranceResult {
                 is_final: job.is_final,
-                audio: Some(to_proto_audio(&outcome.audio)),
-                transcript: Some(to_proto_transcript(outcome.transcript)),
+                audio: Some(proto::AudioInfo::from(&outcome.audio)),
+                transcript: Some(proto::Transcript::from(outcome.transcript)),
                 hits,
             }),
         }))
@@ -586,9 +547,9 @@ impl VoiceSearch for VoiceSearchService {
             Ok(Response::new(VoiceSearchResponse {
                 result: Some(UtteranceResult {
                     is_final: true,
-                    audio: Some(to_proto_audio(&outcome.audio)),
-                    transcript: Some(to_proto_transcript(outcome.transcript)),
-                    hits: to_proto_ranked_hits(outcome.hits),
+                    audio: Some(proto::AudioInfo::from(&outcome.audio)),
+                    transcript: Some(proto::Transcript::from(outcome.transcript)),
+                    hits: outcome.hits.into_iter().map(proto::Hit::from).collect(),
                 }),
             }))
         }
@@ -604,8 +565,8 @@ impl VoiceSearch for VoiceSearchService {
             let request = request.into_inner();
             let outcome = self.run(request.config, request.audio, None).await?;
             Ok(Response::new(TranscribeResponse {
-                audio: Some(to_proto_audio(&outcome.audio)),
-                transcript: Some(to_proto_transcript(outcome.transcript)),
+                audio: Some(proto::AudioInfo::from(&outcome.audio)),
+                transcript: Some(proto::Transcript::from(outcome.transcript)),
             }))
         }
         .await;
