@@ -1,11 +1,12 @@
-//! Watching the service in production: Prometheus [`metrics`], [`drift`] of the inputs
-//! and outputs away from a reference profile, and [`capture`] of sample utterances for
-//! the next round of labelling. The service feeds [`Monitor`] every final result; nothing
+//! Watching the service in production: Prometheus [`metrics`] (served by [`http`]),
+//! [`drift`] of the inputs and outputs away from a reference profile, and [`capture`] of
+//! sample utterances for the next round of labelling. The service feeds [`Monitor`] every final result; nothing
 //! here changes a result.
 
 pub mod capture;
 pub mod drift;
 pub mod features;
+pub mod http;
 pub mod metrics;
 
 use std::sync::Arc;

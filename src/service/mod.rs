@@ -77,7 +77,7 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
-    let metrics_server = tokio::spawn(monitor::serve_metrics(
+    let metrics_server = tokio::spawn(crate::monitor::http::serve_metrics(
         metrics_listener,
         monitor.clone(),
         pool.clone(),

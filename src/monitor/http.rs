@@ -1,0 +1,45 @@
+//! The Prometheus endpoint: `GET /metrics` on its own listener (one axum route: tonic
+//! already builds axum), separate from the gRPC port so that it can stay on loopback.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::Monitor;
+use crate::search::CatalogIndex;
+use crate::workers::WorkerPool;
+
+/// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves. The
+/// gauges that mirror other state (queue, workers, index size) are read at each scrape.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    monitor: Arc<Monitor>,
+    pool: WorkerPool,
+    index: Arc<CatalogIndex>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let scrape = move || {
+        let (monitor, pool, index) = (monitor.clone(), pool.clone(), index.clone());
+        async move {
+            let metrics = &monitor.metrics;
+            metrics.queued_utterances.set(pool.queued() as i64);
+            metrics.busy_workers.set(pool.running() as i64);
+            if let Ok(stats) = tokio::task::spawn_blocking(move || index.stats()).await {
+                match stats {
+                    Ok(stats) => metrics.index_documents.set(stats.document_count as i64),
+                    Err(error) => tracing::warn!(%error, "index stats for the metrics scrape"),
+                }
+            }
+            (
+                [("content-type", "text/plain; version=0.0.4")],
+                metrics.render(),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", get(scrape));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
