@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::server::{test_config, TestServer};
+use crate::common::server::{test_config, TestServer};
 
 #[tokio::test]
 async fn python_grpcio_client_streams_and_gets_hits() {

@@ -22,8 +22,8 @@ use voice_search::proto::{
 };
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine};
 
+use crate::common::server::{sample, test_config, TestServer};
 use crate::common::{fixture_bytes, whisper};
-use crate::server::{sample, test_config, TestServer};
 
 fn wav_config() -> StreamingVoiceSearchConfig {
     StreamingVoiceSearchConfig {

@@ -12,8 +12,8 @@ use voice_search::proto::{
     UpsertDocumentsRequest, VoiceSearchRequest,
 };
 
+use crate::common::server::{test_config, TestServer};
 use crate::common::{fixture_bytes, fixture_pipeline};
-use crate::server::{test_config, TestServer};
 
 fn run(pipeline: &Pipeline, clip: &str, catalog_bias: bool) -> UtteranceOutcome {
     let format = AudioFormat {

@@ -14,7 +14,7 @@ use voice_search::search::{
     CarrierPhrases, CatalogDocument, CatalogIndex, QueryEngine, SearchError, SearchRequest,
 };
 
-use crate::server::{test_config, TestServer};
+use crate::common::server::{test_config, TestServer};
 
 fn doc(value: Value) -> CatalogDocument {
     CatalogDocument::from_json(value).unwrap()

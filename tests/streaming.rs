@@ -19,7 +19,7 @@ use voice_search::proto::{
 };
 
 use crate::common::fixture_bytes;
-use crate::server::{test_config, TestServer};
+use crate::common::server::{test_config, TestServer};
 
 type Client = VoiceSearchClient<Channel>;
 

@@ -9,7 +9,7 @@ use voice_search::proto::{
 };
 
 use crate::common::fixture_bytes;
-use crate::server::{test_config, TestServer};
+use crate::common::server::{test_config, TestServer};
 
 fn config(encoding: AudioEncoding, rate: u32) -> RecognitionConfig {
     RecognitionConfig {

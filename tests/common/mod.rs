@@ -1,4 +1,7 @@
-//! Helpers shared by the test modules.
+//! Helpers shared by the test modules: fixtures, the model, the pipeline over the
+//! fixture catalog, and the real server ([`server`]).
+
+pub mod server;
 
 use std::path::PathBuf;
 
