@@ -22,24 +22,20 @@ import json
 import math
 import random
 
-FEATURES = [
-    "acoustic",
-    "margin",
-    "vs_free",
-    "sum_vs_free",
-    "length_ratio",
-    "text_score",
-    "text_rank",
-    "sound",
-    "proposed",
-    "popularity",
-    "category_match",
-    "qualifier_heard",
-    "shortened",
-]
+# Filled from the reports' own feature names, so the list is written once, in Rust.
+FEATURES = []
 L2 = 0.1
 FLOORS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 BINS = 10
+
+
+def feature_names(paths):
+    """The features in the order the pipeline writes them (src/pipeline/rerank.rs)."""
+    for path in paths:
+        for clip in json.load(open(path))["clips"]:
+            for candidate in (clip.get("decision") or {}).get("candidates", []):
+                return list(candidate["features"])
+    raise SystemExit("no candidates in the reports: run eval in process, with catalog biasing")
 
 
 def load(path):
@@ -191,6 +187,8 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
+    global FEATURES
+    FEATURES = feature_names(args.report)
     clips = [clip for path in args.report for clip in load(path)]
     queries = sum(1 for c in clips if c["expected"])
     print(f"{len(clips)} clips ({queries} queries), {sum(len(c['rows']) for c in clips)} candidates")

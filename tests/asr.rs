@@ -8,24 +8,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use voice_search::asr::mel::{MelExtractor, N_FRAMES};
 use voice_search::asr::{ct2, AsrError, TranscribeOptions, Whisper};
-use voice_search::audio::{self, AudioFormat, Encoding};
+use voice_search::audio;
 use voice_search::eval::{wer_words, word_edits};
 
-use crate::common::{fixture_bytes, fixture_path, whisper, MODEL_DIR};
+use crate::common::{fixture_bytes, fixture_path, wav_format, whisper, MODEL_DIR};
 
 /// The reference transcript of the human fixture q0004.
 const Q0004_TEXT: &str = "You will now be placed into the conference.";
 
-fn wav() -> AudioFormat {
-    AudioFormat {
-        encoding: Encoding::Wav,
-        sample_rate: None,
-        channels: None,
-    }
-}
-
 fn prepared(name: &str) -> Vec<f32> {
-    audio::prepare(&fixture_bytes(name), &wav())
+    audio::prepare(&fixture_bytes(name), &wav_format())
         .unwrap()
         .samples
 }
@@ -386,13 +378,13 @@ fn silence_and_noise_give_empty_text() {
     let silence = whisper().transcribe(&vec![0.0; 32_000], &options).unwrap();
     assert_eq!(silence.text, "", "digital silence: {silence:?}");
     assert!(silence.no_speech_prob > 0.6, "{}", silence.no_speech_prob);
-    let noise = audio::prepare(&fixture_bytes("q0122.wav"), &wav()).unwrap();
+    let noise = audio::prepare(&fixture_bytes("q0122.wav"), &wav_format()).unwrap();
     let transcript = whisper().transcribe(&noise.samples, &options).unwrap();
     assert_eq!(transcript.text, "", "pink noise");
     // And through the front end, which stops both before the model.
     for name in ["q0118.wav", "q0122.wav"] {
         assert!(
-            !audio::prepare(&fixture_bytes(name), &wav())
+            !audio::prepare(&fixture_bytes(name), &wav_format())
                 .unwrap()
                 .info
                 .voice

@@ -7,15 +7,7 @@ use voice_search::audio::{
     self, decode, normalize, resample, vad, AudioError, AudioFormat, Encoding, UtteranceBuffer,
 };
 
-use crate::common::fixture_bytes;
-
-fn wav_format() -> AudioFormat {
-    AudioFormat {
-        encoding: Encoding::Wav,
-        sample_rate: None,
-        channels: None,
-    }
-}
+use crate::common::{fixture_bytes, wav_format};
 
 fn raw_format(encoding: Encoding, rate: u32, channels: u16) -> AudioFormat {
     AudioFormat {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tonic::transport::Channel;
 use voice_search::audio::resample::to_target_rate;
-use voice_search::audio::{AudioFormat, Encoding};
+use voice_search::audio::Encoding;
 use voice_search::config::ServeConfig;
 use voice_search::monitor::capture::labelling_manifest;
 use voice_search::monitor::{Baseline, UtteranceFeatures};
@@ -23,7 +23,7 @@ use voice_search::proto::{
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine};
 
 use crate::common::server::{sample, test_config, TestServer};
-use crate::common::{fixture_bytes, whisper};
+use crate::common::{fixture_bytes, wav_format, whisper};
 
 fn wav_config() -> StreamingVoiceSearchConfig {
     StreamingVoiceSearchConfig {
@@ -270,11 +270,7 @@ async fn drift_flags_quiet_noisy_and_narrowband_audio_but_not_clean_audio() {
                 CarrierPhrases::load(None).unwrap(),
             ))),
         );
-        let format = AudioFormat {
-            encoding: Encoding::Wav,
-            sample_rate: None,
-            channels: None,
-        };
+        let format = wav_format();
         let hits = HitOptions {
             max_hits: 5,
             ..Default::default()
@@ -384,15 +380,7 @@ async fn the_capture_folder_stays_within_its_bounds_and_feeds_eval() {
     let entries = voice_search::eval::read_manifest(&capture_dir.join("manifest.jsonl")).unwrap();
     assert_eq!(entries.len(), files.len() / 2);
     let bytes = std::fs::read(&entries[0].audio).unwrap();
-    let prepared = voice_search::audio::prepare(
-        &bytes,
-        &AudioFormat {
-            encoding: Encoding::Wav,
-            sample_rate: None,
-            channels: None,
-        },
-    )
-    .unwrap();
+    let prepared = voice_search::audio::prepare(&bytes, &wav_format()).unwrap();
     let transcript = whisper()
         .transcribe(&prepared.samples, &Default::default())
         .unwrap();

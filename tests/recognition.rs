@@ -3,7 +3,6 @@
 //! and the catalog's names follow every committed write.
 
 use voice_search::asr::TranscribeOptions;
-use voice_search::audio::{AudioFormat, Encoding};
 use voice_search::pipeline::{HitOptions, HitSource, Pipeline, UtteranceOutcome};
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
@@ -13,14 +12,10 @@ use voice_search::proto::{
 };
 
 use crate::common::server::{test_config, TestServer};
-use crate::common::{fixture_bytes, fixture_pipeline};
+use crate::common::{fixture_bytes, fixture_pipeline, wav_format};
 
 fn run(pipeline: &Pipeline, clip: &str, catalog_bias: bool) -> UtteranceOutcome {
-    let format = AudioFormat {
-        encoding: Encoding::Wav,
-        sample_rate: None,
-        channels: None,
-    };
+    let format = wav_format();
     let hits = HitOptions {
         max_hits: 5,
         catalog_bias,

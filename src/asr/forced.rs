@@ -122,14 +122,22 @@ impl Whisper {
         let mut nodes = chain.nodes.clone();
         let mut ids: HashMap<(Option<usize>, u32), usize> = HashMap::new();
         let mut paths: Vec<Option<ReadingPath>> = Vec::new();
+        // Readings mostly share what follows them (the carrier suffix): tokenized once.
+        let mut closings: HashMap<&str, u32> = HashMap::new();
         for reading in readings {
             let root = chain.boundary.get(reading.after_words).copied().flatten();
             let mut tokens = self.text_tokens(reading.text)?;
-            let closing = self
-                .text_tokens(reading.then)?
-                .first()
-                .copied()
-                .unwrap_or(self.special.end_of_text);
+            let closing = match closings.get(reading.then) {
+                Some(&token) => token,
+                None => {
+                    let token = self
+                        .text_tokens(reading.then)?
+                        .first()
+                        .copied()
+                        .unwrap_or(self.special.end_of_text);
+                    *closings.entry(reading.then).or_insert(token)
+                }
+            };
             if tokens.is_empty()
                 || tokens.len() + 1 > room
                 || reading.after_words >= chain.boundary.len()

@@ -19,7 +19,6 @@ use crate::asr::{
     TranscriptAlternative, Whisper,
 };
 use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
-use crate::search::spoken::sound_key;
 use crate::search::text::analyze;
 use crate::search::{
     CandidateLimits, CandidateSet, QueryEngine, SearchError, SearchHit, SearchRequest,
@@ -302,8 +301,8 @@ impl Pipeline {
     ) -> Result<(Vec<RankedHit>, CatalogDecision), PipelineError> {
         let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
         let words: Vec<&str> = text.split_whitespace().collect();
-        let carrier = engine.carriers().split(text);
-        let after_carrier = carrier.prefix.split_whitespace().count();
+        let split = engine.carriers().split(text);
+        let after_carrier = split.prefix.split_whitespace().count();
         // The beam enters after the carrier words; without any, also after each of
         // the first few words, in case the carrier was misheard past recognition.
         let mut entries: Vec<usize> = vec![after_carrier];
@@ -329,9 +328,9 @@ impl Pipeline {
         let mut transcripts = vec![text];
         transcripts.extend(alternatives.iter().skip(1).map(|a| a.text.as_str()));
         let CandidateSet {
-            split,
             mut candidates,
-        } = engine.candidates(&transcripts, &proposed_ids, CANDIDATE_LIMITS)?;
+            heard,
+        } = engine.candidates(&split, &transcripts, &proposed_ids, CANDIDATE_LIMITS)?;
         if !options.categories.is_empty() {
             candidates.retain(|c| {
                 options
@@ -346,7 +345,6 @@ impl Pipeline {
         // Each candidate's readings that sound most like the name heard, after the
         // carrier words and after the words its beam entered at; and the transcript's
         // own reading of the name after each of those.
-        let heard = sound_key(&split.intent.words);
         let suffix_words = split.suffix.split_whitespace().count();
         let name_end = words.len().saturating_sub(suffix_words);
         let mut alignments: Vec<usize> = vec![after_carrier];

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::intent::CarrierSplit;
-use super::query::{popularity_prior, snippet, QueryEngine, SearchHit, SearchRequest};
+use super::query::{popularity_prior, QueryEngine, SearchHit, SearchRequest};
 use super::spoken::{sound_key, SpokenEntry};
 use super::text::{analyze, edit_distance, fuzzy_distance};
 use super::SearchError;
@@ -47,23 +47,25 @@ pub struct Candidate {
     pub qualifier_heard: f32,
 }
 
-/// The candidates of one query and how its best transcript splits.
+/// The candidates of one query, and the sound key of the name heard (what
+/// [`SpokenEntry::readings_like`] compares readings with).
 #[derive(Debug, Clone)]
 pub struct CandidateSet {
-    pub split: CarrierSplit,
     pub candidates: Vec<Candidate>,
+    pub heard: String,
 }
 
 impl QueryEngine {
-    /// Candidates for `transcripts` (the best first), plus the entries in `proposed`.
+    /// Candidates for `transcripts` (the best first, cut around its name as `split`
+    /// says), plus the entries in `proposed`.
     pub fn candidates(
         &self,
+        split: &CarrierSplit,
         transcripts: &[&str],
         proposed: &[String],
         limits: CandidateLimits,
     ) -> Result<CandidateSet, SearchError> {
         let best = transcripts.first().copied().unwrap_or("");
-        let split = self.carriers().split(best);
         let spoken = self.index().spoken();
         let heard_words = analyze(best);
         let mut found: Vec<Candidate> = Vec::new();
@@ -142,8 +144,8 @@ impl QueryEngine {
             candidate.sound = candidate.entry.sound_similarity_to(&heard).unwrap_or(0.0);
         }
         Ok(CandidateSet {
-            split,
             candidates: found,
+            heard,
         })
     }
 
@@ -157,24 +159,9 @@ impl QueryEngine {
         let matched: BTreeSet<String> = matched.iter().cloned().collect();
         let mut hits = Vec::with_capacity(chosen.len());
         for (id, score) in chosen {
-            let Some(source) = self.index().get(id)? else {
-                continue;
-            };
-            let text = |key: &str| {
-                source
-                    .get(key)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            hits.push(SearchHit {
-                id: id.clone(),
-                title: text("title"),
-                category: text("category"),
-                score: *score,
-                snippet: snippet(&text("body"), &matched),
-                source,
-            });
+            if let Some(source) = self.index().get(id)? {
+                hits.push(SearchHit::from_source(source, *score, &matched));
+            }
         }
         Ok(hits)
     }

@@ -60,7 +60,7 @@ pub struct CatalogIndex {
     /// Absent when opened read-only.
     writer: Option<Mutex<IndexWriter>>,
     path: PathBuf,
-    /// The spoken forms of every committed document.
+    /// The spoken forms of every committed document; empty when opened read-only.
     spoken: SpokenCatalog,
 }
 
@@ -143,7 +143,11 @@ impl CatalogIndex {
             path: path.to_owned(),
             spoken: SpokenCatalog::default(),
         };
-        opened.spoken.upsert(&opened.all_documents()?);
+        // Only a writer serves recognition; the read-only commands (`search`, `index
+        // stats`) need not read every document back.
+        if writable {
+            opened.spoken.upsert(&opened.all_documents()?);
+        }
         Ok(opened)
     }
 
@@ -162,7 +166,7 @@ impl CatalogIndex {
         Ok(documents)
     }
 
-    /// The spoken forms of the committed documents.
+    /// The spoken forms of the committed documents (empty when opened read-only).
     pub fn spoken(&self) -> &SpokenCatalog {
         &self.spoken
     }

@@ -76,6 +76,31 @@ pub struct SearchHit {
     pub source: serde_json::Map<String, serde_json::Value>,
 }
 
+impl SearchHit {
+    /// The hit for a stored document, its snippet around the `matched` words.
+    pub(super) fn from_source(
+        source: serde_json::Map<String, serde_json::Value>,
+        score: f32,
+        matched: &BTreeSet<String>,
+    ) -> Self {
+        let text = |key: &str| {
+            source
+                .get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Self {
+            id: text("id"),
+            title: text("title"),
+            category: text("category"),
+            score,
+            snippet: snippet(&text("body"), matched),
+            source,
+        }
+    }
+}
+
 /// One page of hits.
 #[derive(Debug, Clone)]
 pub struct SearchResults {
@@ -249,21 +274,7 @@ impl QueryEngine {
             .take(page_size)
             .map(|(score, address)| {
                 let source = self.index.source(&searcher, address)?;
-                let text = |key: &str| {
-                    source
-                        .get(key)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                Ok(SearchHit {
-                    id: text("id"),
-                    title: text("title"),
-                    category: text("category"),
-                    score,
-                    snippet: snippet(&text("body"), &matched),
-                    source,
-                })
+                Ok(SearchHit::from_source(source, score, &matched))
             })
             .collect::<Result<_, SearchError>>()?;
         Ok(SearchResults {

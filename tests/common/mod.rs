@@ -15,6 +15,15 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// WAV audio, its rate and channels from the header.
+pub fn wav_format() -> voice_search::audio::AudioFormat {
+    voice_search::audio::AudioFormat {
+        encoding: voice_search::audio::Encoding::Wav,
+        sample_rate: None,
+        channels: None,
+    }
+}
+
 /// The model the tests use: `models/fetch.sh` puts tiny.en here.
 pub const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/whisper-tiny.en");
 
