@@ -11,6 +11,7 @@ use crate::monitor::drift::DriftError;
 use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
 use crate::pipeline::Pipeline;
 use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
+use crate::stream::Voice;
 use crate::workers::WorkerPool;
 
 /// Why the running parts could not be opened.
@@ -25,13 +26,15 @@ pub enum AppError {
 }
 
 /// The running parts: the catalog index and its query engine, the pipeline (model and
-/// catalog biasing), the monitor and the transcription pool.
+/// catalog biasing), the monitor, the transcription pool, and the voice front door that
+/// runs utterances and streams on them.
 pub struct App {
     pub index: Arc<CatalogIndex>,
     pub engine: Arc<QueryEngine>,
     pub pipeline: Pipeline,
     pub monitor: Arc<Monitor>,
     pub pool: WorkerPool,
+    pub voice: Voice,
 }
 
 impl App {
@@ -94,12 +97,19 @@ impl App {
             queue_depth = pool.size().queue_depth,
             "transcription pool started"
         );
+        let voice = Voice::new(
+            pipeline.clone(),
+            pool.clone(),
+            monitor.clone(),
+            config.voice_limits(),
+        );
         Ok(Self {
             index,
             engine,
             pipeline,
             monitor,
             pool,
+            voice,
         })
     }
 }

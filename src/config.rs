@@ -8,85 +8,167 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::monitor::CaptureConfig;
-use crate::session::SessionLimits;
+use crate::stream::{SessionLimits, VoiceLimits};
 use crate::workers::PoolSize;
 
-/// Everything `voice-search serve` can be told. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServeConfig {
+/// Declares every `serve` setting once. Each entry's name is its TOML key; its flag
+/// (`--kebab-case`) and environment variable (`VOICE_SEARCH_UPPER_CASE`) are derived from
+/// it, and its doc and default become the flag's help. Adding a setting is one entry.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr $(, shown $shown:literal)?; )+) => {
+        /// Everything `voice-search serve` can be told. Field names are the TOML keys.
+        #[derive(Debug, Clone, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct ServeConfig {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for ServeConfig {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        /// The settings as flags and environment variables: each one given replaces what
+        /// the file or the default says.
+        #[derive(Debug, Default, clap::Args)]
+        pub struct ServeFlags {
+            $(
+                #[arg(
+                    long,
+                    env = env_name(stringify!($name)),
+                    value_name = <$ty as Setting>::VALUE_NAME,
+                    help = help(&[$($doc),+], settings!(@shown $name $(, $shown)?)),
+                )]
+                pub $name: Option<FlagValue<$ty>>,
+            )+
+        }
+
+        impl ServeFlags {
+            /// Puts every flag or variable given into `config`.
+            pub fn apply(self, config: &mut ServeConfig) {
+                $(
+                    if let Some(value) = self.$name {
+                        config.$name = Setting::from_flag(value);
+                    }
+                )+
+            }
+        }
+    };
+    (@shown $name:ident, $shown:literal) => { $shown.to_string() };
+    (@shown $name:ident) => { Setting::shown(&ServeConfig::default().$name) };
+}
+
+settings! {
     /// gRPC address.
-    pub listen: SocketAddr,
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
     /// Folder of the Whisper model (Hugging Face layout).
-    pub model: PathBuf,
+    model: PathBuf = PathBuf::from("models/whisper-tiny.en");
     /// Folder of the catalog index.
-    pub index: PathBuf,
+    index: PathBuf = PathBuf::from("data/index");
     /// Address of the Prometheus metrics endpoint.
-    pub metrics_listen: SocketAddr,
+    metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464));
     /// Largest gRPC message accepted or sent, in bytes.
-    pub max_message_bytes: usize,
-    /// How long in-flight calls may run on after SIGINT/SIGTERM, in seconds.
-    pub shutdown_grace_seconds: u64,
-    /// Longest utterance accepted, in seconds; longer ones get OUT_OF_RANGE.
-    pub max_utterance_seconds: f64,
-    /// TOML file replacing the built-in carrier phrases.
-    pub carrier_phrases: Option<PathBuf>,
-    /// Transcription worker threads (default: one per core).
-    pub workers: usize,
-    /// Utterances that may wait for a worker; beyond that, RESOURCE_EXHAUSTED.
-    pub queue_depth: usize,
-    /// Audio one stream may carry in all, in seconds; beyond that, OUT_OF_RANGE.
-    pub max_stream_seconds: f64,
-    /// A stream with no message for this long is closed with DEADLINE_EXCEEDED.
-    pub idle_timeout_seconds: f64,
-    /// Streams open at once; beyond that, RESOURCE_EXHAUSTED.
-    pub max_streams: usize,
+    max_message_bytes: usize = DEFAULT_MAX_MESSAGE_BYTES;
+    /// Seconds in-flight calls may run on after SIGINT/SIGTERM.
+    shutdown_grace_seconds: u64 = 10;
+    /// Longest utterance in seconds; longer ones get OUT_OF_RANGE.
+    max_utterance_seconds: f64 = 30.0;
+    /// TOML file replacing the built-in carrier phrases (see src/search/intent.rs).
+    carrier_phrases: Option<PathBuf> = None, shown "the built-in list";
+    /// Transcription worker threads.
+    workers: usize = PoolSize::default().workers, shown "one per core";
+    /// Utterances that may wait for a worker; more get RESOURCE_EXHAUSTED.
+    queue_depth: usize = PoolSize::default().queue_depth, shown "4 per worker";
+    /// Audio one stream may carry, and time it may stay open, in seconds; beyond that,
+    /// OUT_OF_RANGE.
+    max_stream_seconds: f64 = 300.0;
+    /// Seconds a stream owed nothing may stay silent before DEADLINE_EXCEEDED.
+    idle_timeout_seconds: f64 = 10.0;
+    /// Streams open at once; more get RESOURCE_EXHAUSTED.
+    max_streams: usize = 64;
     /// Load the built-in demo catalog when the index is empty at start.
-    pub demo_catalog: bool,
+    demo_catalog: bool = true;
     /// Reference profile for drift detection (`voice-search drift baseline`); without
     /// one, features are still windowed but nothing is compared.
-    pub drift_baseline: Option<PathBuf>,
+    drift_baseline: Option<PathBuf> = None;
     /// Utterances in the rolling drift window.
-    pub drift_window: usize,
+    drift_window: usize = 200;
     /// Folder where sampled utterances are kept for labelling; capture is off without it.
-    pub capture_dir: Option<PathBuf>,
+    capture_dir: Option<PathBuf> = None, shown "none, capture off";
     /// Share of utterances captured, 0 to 1 (0: off).
-    pub capture_fraction: f64,
+    capture_fraction: f64 = 0.0;
     /// Largest total size of the capture folder, in MiB; the oldest go first.
-    pub capture_max_mib: u64,
+    capture_max_mib: u64 = 1024;
     /// Captures older than this many hours are deleted.
-    pub capture_max_age_hours: f64,
+    capture_max_age_hours: f64 = 24.0 * 7.0;
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
 /// utterance within the length limit in one message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-impl Default for ServeConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:50051".parse().expect("valid literal address"),
-            model: PathBuf::from("models/whisper-tiny.en"),
-            index: PathBuf::from("data/index"),
-            metrics_listen: "127.0.0.1:9464".parse().expect("valid literal address"),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            shutdown_grace_seconds: 10,
-            max_utterance_seconds: 30.0,
-            carrier_phrases: None,
-            workers: PoolSize::default().workers,
-            queue_depth: PoolSize::default().queue_depth,
-            max_stream_seconds: 300.0,
-            idle_timeout_seconds: 10.0,
-            max_streams: 64,
-            demo_catalog: true,
-            drift_baseline: None,
-            drift_window: 200,
-            capture_dir: None,
-            capture_fraction: 0.0,
-            capture_max_mib: 1024,
-            capture_max_age_hours: 24.0 * 7.0,
+/// The type of a setting as it comes from a flag or a variable, its default as help
+/// shows it, and what a flag's value is called.
+pub trait Setting {
+    type Flag;
+    const VALUE_NAME: &'static str;
+    fn from_flag(flag: Self::Flag) -> Self;
+    fn shown(&self) -> String;
+}
+
+/// A setting's type as a flag takes it.
+pub type FlagValue<T> = <T as Setting>::Flag;
+
+macro_rules! plain_setting {
+    ($($ty:ty => $value_name:literal),+) => {$(
+        impl Setting for $ty {
+            type Flag = $ty;
+            const VALUE_NAME: &'static str = $value_name;
+            fn from_flag(flag: $ty) -> Self {
+                flag
+            }
+            fn shown(&self) -> String {
+                self.to_string()
+            }
         }
+    )+};
+}
+
+plain_setting!(SocketAddr => "ADDR", usize => "N", u64 => "N", f64 => "N", bool => "BOOL");
+
+impl Setting for PathBuf {
+    type Flag = PathBuf;
+    const VALUE_NAME: &'static str = "PATH";
+    fn from_flag(flag: PathBuf) -> Self {
+        flag
     }
+    fn shown(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Setting for Option<PathBuf> {
+    type Flag = PathBuf;
+    const VALUE_NAME: &'static str = "PATH";
+    fn from_flag(flag: PathBuf) -> Self {
+        Some(flag)
+    }
+    fn shown(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "none".into(), |path| path.display().to_string())
+    }
+}
+
+/// The environment variable of a setting.
+fn env_name(setting: &str) -> String {
+    format!("VOICE_SEARCH_{}", setting.to_uppercase())
+}
+
+/// A flag's help: the setting's doc, then its default.
+fn help(doc: &[&str], default: String) -> String {
+    let doc: Vec<&str> = doc.iter().map(|line| line.trim()).collect();
+    format!("{} [default: {default}]", doc.join(" "))
 }
 
 /// A settings file that cannot be used.
@@ -121,10 +203,6 @@ impl ServeConfig {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.idle_timeout_seconds)
-    }
-
     pub fn pool_size(&self) -> PoolSize {
         PoolSize {
             workers: self.workers,
@@ -143,10 +221,14 @@ impl ServeConfig {
         })
     }
 
-    pub fn session_limits(&self) -> SessionLimits {
-        SessionLimits {
-            max_utterance_seconds: self.max_utterance_seconds,
-            max_stream_seconds: self.max_stream_seconds,
+    pub fn voice_limits(&self) -> VoiceLimits {
+        VoiceLimits {
+            session: SessionLimits {
+                max_utterance_seconds: self.max_utterance_seconds,
+                max_stream_seconds: self.max_stream_seconds,
+            },
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout_seconds),
+            max_streams: self.max_streams,
         }
     }
 }
@@ -159,6 +241,35 @@ mod tests {
     fn file_overrides_only_what_it_names() {
         let config: ServeConfig = toml::from_str("listen = \"127.0.0.1:6000\"").unwrap();
         assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.index, ServeConfig::default().index);
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: ServeFlags,
+    }
+
+    #[test]
+    fn a_flag_replaces_the_file_and_the_rest_stays() {
+        use clap::Parser;
+        let mut config: ServeConfig = toml::from_str("workers = 5\nmax_streams = 7").unwrap();
+        let flags = Flags::try_parse_from([
+            "serve",
+            "--workers",
+            "3",
+            "--demo-catalog",
+            "false",
+            "--capture-dir",
+            "/tmp/c",
+        ])
+        .unwrap();
+        flags.settings.apply(&mut config);
+        assert_eq!(
+            (config.workers, config.max_streams, config.demo_catalog),
+            (3, 7, false)
+        );
+        assert_eq!(config.capture_dir, Some(PathBuf::from("/tmp/c")));
         assert_eq!(config.index, ServeConfig::default().index);
     }
 

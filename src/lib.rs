@@ -3,9 +3,11 @@
 //! Data flows one way: [`audio`] (bytes to 16 kHz mono) feeds [`asr`] (Whisper), whose
 //! transcript feeds [`search`] (the catalog); [`pipeline`] composes the three for the
 //! server and for [`eval`], and lets the catalog bias recognition. Around the pipeline:
-//! [`workers`] (the bounded transcription pool), [`session`] (one stream's utterances
-//! and limits), [`monitor`] (metrics, drift, capture). [`service`] exposes it all over gRPC and knows nothing the library does not;
-//! its [`service::client`] is the streaming client the command line and the eval use.
+//! [`workers`] (the bounded transcription pool), [`stream`] (the voice front door:
+//! whole utterances and streams, driven by plain events, with their limits), [`monitor`]
+//! (metrics, drift, capture), and [`app`], which opens them all from [`config`].
+//! [`service`] exposes it all over gRPC and knows nothing the library does not; its
+//! [`service::client`] is the streaming client the command line and the eval use.
 
 pub mod app;
 pub mod asr;
@@ -17,5 +19,5 @@ pub mod pipeline;
 pub mod proto;
 pub mod search;
 pub mod service;
-pub mod session;
+pub mod stream;
 pub mod workers;

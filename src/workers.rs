@@ -1,6 +1,6 @@
 //! The bounded pool of threads that runs transcription outside the async runtime.
-//! The gRPC voice service queues every utterance here (unary calls, stream finals and
-//! interims), so that all voice traffic shares one bound.
+//! The voice front door ([`crate::stream::Voice`]) queues every utterance here (unary
+//! calls, stream finals and interims), so that all voice traffic shares one bound.
 //!
 //! A fixed number of workers take jobs from a queue of fixed depth. A job that finds the
 //! queue full is refused at once ([`PoolFull`]), so that overload turns into a fast,

@@ -149,3 +149,34 @@ async fn an_empty_index_gets_the_demo_catalog_on_first_start() {
     assert_eq!(hits[0].title, "The Shawshank Redemption");
     server.shutdown().await.unwrap();
 }
+
+/// The README's configuration table, as `serve --help` describes each setting.
+fn settings_table() -> String {
+    let command =
+        <voice_search::config::ServeFlags as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut table =
+        String::from("| flag | variable | TOML key | what it sets |\n| --- | --- | --- | --- |\n");
+    for arg in command.get_arguments() {
+        let long = arg.get_long().expect("every setting has a long flag");
+        let value = arg.get_value_names().expect("every setting takes a value")[0].to_string();
+        let env = arg.get_env().expect("every setting has a variable");
+        let help = arg.get_help().expect("every setting has help").to_string();
+        table.push_str(&format!(
+            "| `--{long} {value}` | `{}` | `{}` | {help} |\n",
+            env.to_string_lossy(),
+            long.replace('-', "_"),
+        ));
+    }
+    table
+}
+
+#[test]
+fn the_readme_lists_every_setting_as_help_does() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = settings_table();
+    assert!(
+        readme.contains(&table),
+        "the README's configuration table is out of date; it should read:\n{table}"
+    );
+}

@@ -59,8 +59,6 @@ pub enum AsrError {
     Import(String),
     #[error("language {0:?} is not supported by this model: {1}")]
     Language(String, String),
-    #[error("the audio is {seconds:.1} s long; the limit is {limit:.1} s")]
-    TooLong { seconds: f64, limit: f64 },
     #[error("the transcription was cancelled: its caller has gone")]
     Cancelled,
     #[error("no temperatures to decode with: give at least one (0 decodes greedily)")]
@@ -94,8 +92,6 @@ pub struct TranscribeOptions {
     /// Whisper writes a fluent "you" over digital silence. On the dev set speech never
     /// scored above 0.5.
     pub no_speech_certain: f32,
-    /// Longest audio accepted, in seconds; longer than 30 s is decoded window by window.
-    pub max_seconds: f64,
     /// Transcripts to return, best first: above 1, a single-window utterance is decoded
     /// by a beam at least this wide and its other finished hypotheses come back too.
     pub alternatives: usize,
@@ -142,7 +138,6 @@ impl Default for TranscribeOptions {
             logprob_threshold: -1.0,
             no_speech_threshold: 0.6,
             no_speech_certain: 0.85,
-            max_seconds: 600.0,
             alternatives: 1,
             cancelled: None,
         }
@@ -314,13 +309,6 @@ impl Whisper {
         samples: &[f32],
         options: &TranscribeOptions,
     ) -> Result<(Transcript, Option<AcousticContext>), AsrError> {
-        let seconds = samples.len() as f64 / SAMPLE_RATE as f64;
-        if seconds > options.max_seconds {
-            return Err(AsrError::TooLong {
-                seconds,
-                limit: options.max_seconds,
-            });
-        }
         let mel = MelExtractor::shared(self.model.config.num_mel_bins);
         let mut prompt = self.encode_hints(&options.phrase_hints)?;
         let long_form = samples.len() > N_SAMPLES;

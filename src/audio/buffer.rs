@@ -1,6 +1,7 @@
 //! Gathers one utterance's bytes as they arrive, enforcing the length limit as early as
 //! the bytes allow, so that an over-long utterance is refused while it streams rather
-//! than after it has filled memory.
+//! than after it has filled memory. This is the only place the limit is checked:
+//! streamed and unary utterances alike pass through a buffer.
 
 use super::{AudioError, AudioFormat, Encoding};
 
@@ -45,9 +46,26 @@ impl UtteranceBuffer {
         }
     }
 
+    /// A whole utterance received at once (a unary call), held to the same limit.
+    pub fn whole(
+        format: AudioFormat,
+        max_seconds: f64,
+        bytes: Vec<u8>,
+    ) -> Result<Self, AudioError> {
+        let mut buffer = Self::new(format, max_seconds);
+        buffer.bytes = bytes;
+        buffer.check()?;
+        Ok(buffer)
+    }
+
     /// Appends a chunk; fails once the utterance is longer than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), AudioError> {
         self.bytes.extend_from_slice(chunk);
+        self.check()
+    }
+
+    /// The one check of the utterance length limit, as early as the bytes allow.
+    fn check(&mut self) -> Result<(), AudioError> {
         if self.byte_rate.is_none() && self.bytes.len() >= WAV_HEADER_BYTES {
             self.byte_rate = wav_byte_rate(&self.bytes);
             if self.byte_rate.is_none() && self.bytes.len() > WAV_HEADER_SEARCH_BYTES {

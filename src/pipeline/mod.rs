@@ -225,13 +225,6 @@ impl Pipeline {
         let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
         let started = Instant::now();
         let prepared = audio::prepare_decoded(decoded)?;
-        if prepared.info.duration_seconds > options.max_seconds {
-            return Err(AudioError::TooLong {
-                seconds: prepared.info.duration_seconds,
-                limit: options.max_seconds,
-            }
-            .into());
-        }
         let front_end = started.elapsed();
 
         let started = Instant::now();

@@ -1,15 +1,20 @@
 //! Conversions between the wire types and the library's, decided once: documents and
-//! JSON values, hits, transcripts, audio descriptions and drift reports.
+//! JSON values, hits, transcripts, audio descriptions, drift reports, and the voice
+//! requests (audio format, recognition and hit options, stream messages and results).
 
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
+use tonic::Status;
 
-use crate::asr::Transcript;
-use crate::audio::AudioInfo;
+use crate::asr::{TranscribeOptions, Transcript};
+use crate::audio::{AudioFormat, AudioInfo, Encoding};
 use crate::monitor::drift::{DriftReport, DriftState, FeatureDrift};
-use crate::pipeline::{HitSource, RankedHit};
-use crate::proto;
+use crate::pipeline::{HitOptions, HitSource, RankedHit, UtteranceOutcome};
+use crate::proto::streaming_voice_search_request::Request as StreamRequest;
+use crate::proto::{self, AudioEncoding, RecognitionConfig};
+use crate::search::query::MAX_PAGE_SIZE;
 use crate::search::SearchHit;
+use crate::stream::{Inbound, StreamConfig, StreamResult};
 
 /// Keys of the document fields the proto names; everything else travels in `attributes`.
 const NAMED_FIELDS: [&str; 5] = ["id", "title", "body", "category", "popularity"];
@@ -227,6 +232,143 @@ impl From<proto::DriftReport> for DriftReport {
                     psi: row.psi,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The wire audio description as the front end's.
+pub fn audio_format(config: &RecognitionConfig) -> Result<AudioFormat, Status> {
+    let encoding = match AudioEncoding::try_from(config.encoding) {
+        Ok(AudioEncoding::Linear16) => Encoding::Linear16,
+        Ok(AudioEncoding::Float32) => Encoding::Float32,
+        Ok(AudioEncoding::Wav) => Encoding::Wav,
+        Ok(AudioEncoding::Mulaw) => Encoding::Mulaw,
+        Ok(AudioEncoding::Unspecified) => {
+            return Err(Status::invalid_argument(
+                "encoding is unspecified: set LINEAR16, FLOAT32, WAV or MULAW",
+            ))
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "encoding {} is unknown: use LINEAR16, FLOAT32, WAV or MULAW",
+                config.encoding
+            )))
+        }
+    };
+    let channels = u16::try_from(config.channels).map_err(|_| {
+        Status::invalid_argument(format!(
+            "{} channels are out of range: it must be 1 to 8",
+            config.channels
+        ))
+    })?;
+    let format = AudioFormat {
+        encoding,
+        sample_rate: Some(config.sample_rate_hz).filter(|&r| r != 0),
+        channels: match (encoding, channels) {
+            (Encoding::Wav, 0) => None,
+            (_, 0) => Some(1),
+            (_, n) => Some(n),
+        },
+    };
+    format.validate()?;
+    Ok(format)
+}
+
+/// Most transcripts one utterance may ask for, as Google Speech-to-Text allows.
+const MAX_ALTERNATIVES: usize = 10;
+
+/// How to transcribe, from the wire config.
+pub fn transcribe_options(config: &RecognitionConfig) -> Result<TranscribeOptions, Status> {
+    let alternatives = match config.max_alternatives as usize {
+        n if n > MAX_ALTERNATIVES => {
+            return Err(Status::invalid_argument(format!(
+                "max_alternatives {n} is over the limit of {MAX_ALTERNATIVES}"
+            )))
+        }
+        n => n.max(1),
+    };
+    Ok(TranscribeOptions {
+        language: Some(config.language.clone()).filter(|l| !l.is_empty()),
+        phrase_hints: config.phrase_hints.clone(),
+        alternatives,
+        ..TranscribeOptions::default()
+    })
+}
+
+/// Hits per utterance when the config does not say.
+const DEFAULT_MAX_HITS: usize = 5;
+
+/// Hits wanted, from the wire options.
+pub fn hit_options(search: Option<&proto::SearchOptions>) -> Result<HitOptions, Status> {
+    let max_hits = match search.map_or(0, |s| s.max_hits as usize) {
+        0 => DEFAULT_MAX_HITS,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(Status::invalid_argument(format!(
+                "max_hits {n} is over the limit of {MAX_PAGE_SIZE}"
+            )))
+        }
+        n => n,
+    };
+    let categories = search
+        .and_then(|s| s.filters.as_ref())
+        .map(|f| f.categories.clone())
+        .unwrap_or_default();
+    Ok(HitOptions {
+        max_hits,
+        categories,
+        catalog_bias: !search.is_some_and(|s| s.disable_catalog_bias),
+    })
+}
+
+impl TryFrom<proto::StreamingVoiceSearchConfig> for StreamConfig {
+    type Error = Status;
+
+    fn try_from(config: proto::StreamingVoiceSearchConfig) -> Result<Self, Status> {
+        let recognition = config.recognition.ok_or_else(|| {
+            Status::invalid_argument(
+                "config.recognition is missing: it must say how the audio is encoded",
+            )
+        })?;
+        Ok(Self {
+            format: audio_format(&recognition)?,
+            options: transcribe_options(&recognition)?,
+            hits: hit_options(config.search.as_ref())?,
+            interim_results: recognition.interim_results,
+            search_interim: config.search.as_ref().is_some_and(|s| s.search_interim),
+        })
+    }
+}
+
+impl TryFrom<proto::StreamingVoiceSearchRequest> for Inbound {
+    type Error = Status;
+
+    fn try_from(message: proto::StreamingVoiceSearchRequest) -> Result<Self, Status> {
+        match message.request {
+            Some(StreamRequest::Config(config)) => Ok(Self::Config(config.try_into()?)),
+            Some(StreamRequest::Audio(chunk)) => Ok(Self::Audio(chunk)),
+            Some(StreamRequest::EndOfUtterance(_)) => Ok(Self::EndOfUtterance),
+            None => Err(Status::invalid_argument(
+                "a message with nothing set: set config, audio or end_of_utterance",
+            )),
+        }
+    }
+}
+
+/// One utterance's result on the wire.
+pub fn utterance_result(is_final: bool, outcome: UtteranceOutcome) -> proto::UtteranceResult {
+    proto::UtteranceResult {
+        is_final,
+        audio: Some(proto::AudioInfo::from(&outcome.audio)),
+        transcript: Some(proto::Transcript::from(outcome.transcript)),
+        hits: outcome.hits.into_iter().map(proto::Hit::from).collect(),
+    }
+}
+
+impl From<StreamResult> for proto::StreamingVoiceSearchResponse {
+    fn from(result: StreamResult) -> Self {
+        Self {
+            utterance_index: result.index,
+            result: Some(utterance_result(result.is_final, result.outcome)),
         }
     }
 }

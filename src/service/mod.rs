@@ -56,9 +56,10 @@ pub async fn serve(
     let App {
         index,
         engine,
-        pipeline,
         monitor,
         pool,
+        voice,
+        ..
     } = app;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -114,14 +115,9 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            VoiceSearchServer::new(VoiceSearchService::new(
-                pipeline,
-                pool,
-                monitor.clone(),
-                config,
-            ))
-            .max_decoding_message_size(max_bytes)
-            .max_encoding_message_size(max_bytes),
+            VoiceSearchServer::new(VoiceSearchService::new(voice, monitor.clone()))
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
         )
         .add_service(
             SearchServer::new(SearchService::new(engine, monitor.clone()))

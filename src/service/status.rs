@@ -7,7 +7,7 @@ use crate::audio::AudioError;
 use crate::monitor::Metrics;
 use crate::pipeline::PipelineError;
 use crate::search::SearchError;
-use crate::session::SessionError;
+use crate::stream::{SessionError, StreamError, StreamsFull, UtteranceError};
 use crate::workers::{JobFailed, PoolFull};
 
 impl From<AudioError> for Status {
@@ -48,7 +48,6 @@ impl From<AsrError> for Status {
     fn from(error: AsrError) -> Self {
         match error {
             AsrError::Language(..) => Status::invalid_argument(error.to_string()),
-            AsrError::TooLong { .. } => Status::out_of_range(error.to_string()),
             AsrError::Cancelled => Status::cancelled(error.to_string()),
             AsrError::Io { .. }
             | AsrError::Folder(..)
@@ -89,6 +88,46 @@ impl From<SessionError> for Status {
             SessionError::EmptyUtterance { .. } => Status::invalid_argument(error.to_string()),
             SessionError::StreamTooLong { .. } => Status::out_of_range(error.to_string()),
         }
+    }
+}
+
+impl From<UtteranceError> for Status {
+    fn from(error: UtteranceError) -> Self {
+        match error {
+            UtteranceError::Audio(e) => e.into(),
+            UtteranceError::Pipeline(e) => e.into(),
+            UtteranceError::PoolFull(e) => e.into(),
+            UtteranceError::Failed(e) => e.into(),
+        }
+    }
+}
+
+impl From<StreamError<Status>> for Status {
+    fn from(error: StreamError<Status>) -> Self {
+        match error {
+            StreamError::Transport(status) => status,
+            StreamError::Session(e) => e.into(),
+            StreamError::Utterance { index, source } => {
+                let status = Status::from(source);
+                Status::new(
+                    status.code(),
+                    format!("utterance {index}: {}", status.message()),
+                )
+            }
+            StreamError::BeforeConfig { .. } | StreamError::SecondConfig => {
+                Status::invalid_argument(error.to_string())
+            }
+            StreamError::NoConfig { .. } | StreamError::Idle { .. } => {
+                Status::deadline_exceeded(error.to_string())
+            }
+            StreamError::OpenTooLong { .. } => Status::out_of_range(error.to_string()),
+        }
+    }
+}
+
+impl From<StreamsFull> for Status {
+    fn from(error: StreamsFull) -> Self {
+        Status::resource_exhausted(error.to_string())
     }
 }
 

@@ -1,6 +1,6 @@
 //! One streaming session: the utterances of a stream as their audio arrives, with the
 //! per-utterance and per-stream length limits and the schedule of interim results.
-//! Knows nothing of gRPC; the service feeds it messages and runs what it hands back.
+//! The driver in `stream/mod.rs` feeds it chunks and runs what it hands back.
 
 use crate::audio::{AudioError, AudioFormat, UtteranceBuffer};
 
