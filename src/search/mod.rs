@@ -5,6 +5,7 @@
 //! [`intent`] takes carrier phrases off a query and [`query`] ranks the catalog for it;
 //! [`spoken`] holds how each entry is said, for recognition.
 
+pub mod bulk;
 pub mod candidates;
 pub mod document;
 pub mod import;

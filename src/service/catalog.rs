@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use serde_json::Value;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{document_to_json, json_to_document};
+use super::convert::{json_to_document, validate};
 use super::status::{blocking, counted};
 use crate::monitor::Monitor;
 use crate::proto::catalog_server::Catalog;
@@ -15,11 +14,9 @@ use crate::proto::{
     self, CatalogStats, DeleteDocumentRequest, DeleteDocumentResponse, GetDocumentRequest,
     GetStatsRequest, UpsertDocumentsRequest, UpsertDocumentsResponse,
 };
+use crate::search::bulk::{BulkLoad, MAX_BATCH};
 use crate::search::schema::SCHEMA_VERSION;
-use crate::search::{CatalogDocument, CatalogIndex};
-
-/// Most documents in one `UpsertDocuments` call, and per commit of a bulk load.
-pub const MAX_BATCH: usize = 10_000;
+use crate::search::{CatalogIndex, SearchError};
 
 /// Serves the catalog RPCs.
 pub struct CatalogService {
@@ -33,49 +30,16 @@ impl CatalogService {
     }
 }
 
-/// Validates wire documents; the error names the first bad one by position and id.
-fn validate(
-    documents: Vec<proto::Document>,
-    context: &str,
-) -> Result<Vec<CatalogDocument>, Status> {
-    documents
-        .into_iter()
-        .enumerate()
-        .map(|(i, document)| {
-            CatalogDocument::from_json(Value::Object(document_to_json(document)))
-                .map_err(|e| Status::invalid_argument(format!("{context}document {i}: {e}")))
-        })
-        .collect()
-}
-
-fn commit(
-    index: Arc<CatalogIndex>,
-    documents: Vec<CatalogDocument>,
-) -> impl FnOnce() -> Result<UpsertDocumentsResponse, Status> {
-    move || {
-        let counts = index.upsert(&documents)?;
-        Ok(UpsertDocumentsResponse {
-            added: counts.added,
-            replaced: counts.replaced,
-        })
-    }
-}
-
-impl CatalogService {
-    /// Commits what a bulk load has gathered and adds it to the totals.
-    async fn flush(
-        &self,
-        pending: &mut Vec<CatalogDocument>,
-        total: &mut UpsertDocumentsResponse,
-    ) -> Result<(), Status> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let done = blocking(commit(self.index.clone(), std::mem::take(pending))).await?;
-        total.added += done.added;
-        total.replaced += done.replaced;
-        Ok(())
-    }
+/// Runs one step of a bulk load off the async runtime, and hands the load back.
+async fn step<T: Send + 'static>(
+    mut load: BulkLoad,
+    work: impl FnOnce(&mut BulkLoad) -> Result<T, SearchError> + Send + 'static,
+) -> Result<(BulkLoad, T), Status> {
+    blocking(move || {
+        let done = work(&mut load)?;
+        Ok((load, done))
+    })
+    .await
 }
 
 #[tonic::async_trait]
@@ -93,9 +57,9 @@ impl Catalog for CatalogService {
                 )));
             }
             let documents = validate(documents, "")?;
-            Ok(Response::new(
-                blocking(commit(self.index.clone(), documents)).await?,
-            ))
+            let index = self.index.clone();
+            let counts = blocking(move || Ok(index.upsert(&documents)?)).await?;
+            Ok(Response::new(counts.into()))
         }
         .await;
         counted(&self.monitor.metrics, "UpsertDocuments", result)
@@ -107,23 +71,22 @@ impl Catalog for CatalogService {
     ) -> Result<Response<UpsertDocumentsResponse>, Status> {
         let result = async {
             let mut stream = request.into_inner();
-            let mut total = UpsertDocumentsResponse::default();
-            let mut pending = Vec::new();
+            let mut load = BulkLoad::new(self.index.clone());
             let mut message = 0usize;
             loop {
                 let next = match stream.message().await {
                     Ok(next) => next,
                     Err(status) => {
                         // The client went away or sent garbage: keep what it sent validly.
-                        self.flush(&mut pending, &mut total).await?;
+                        step(load, BulkLoad::commit).await?;
                         return Err(status);
                     }
                 };
                 let Some(request) = next else { break };
                 match validate(request.documents, &format!("message {message}, ")) {
-                    Ok(documents) => pending.extend(documents),
+                    Ok(documents) => load = step(load, |l| l.add(documents)).await?.0,
                     Err(status) => {
-                        self.flush(&mut pending, &mut total).await?;
+                        let (_, total) = step(load, BulkLoad::commit).await?;
                         return Err(Status::invalid_argument(format!(
                             "{}; the {} documents before it were committed ({} added, {} replaced)",
                             status.message(),
@@ -134,12 +97,9 @@ impl Catalog for CatalogService {
                     }
                 }
                 message += 1;
-                if pending.len() >= MAX_BATCH {
-                    self.flush(&mut pending, &mut total).await?;
-                }
             }
-            self.flush(&mut pending, &mut total).await?;
-            Ok(Response::new(total))
+            let (_, total) = step(load, BulkLoad::commit).await?;
+            Ok(Response::new(total.into()))
         }
         .await;
         counted(&self.monitor.metrics, "BulkUpsertDocuments", result)

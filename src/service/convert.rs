@@ -13,14 +13,14 @@ use crate::pipeline::{HitOptions, HitSource, RankedHit, UtteranceOutcome};
 use crate::proto::streaming_voice_search_request::Request as StreamRequest;
 use crate::proto::{self, AudioEncoding, RecognitionConfig};
 use crate::search::query::MAX_PAGE_SIZE;
-use crate::search::SearchHit;
+use crate::search::{CatalogDocument, SearchHit, UpsertCounts};
 use crate::stream::{Inbound, StreamConfig, StreamResult};
 
 /// Keys of the document fields the proto names; everything else travels in `attributes`.
 const NAMED_FIELDS: [&str; 5] = ["id", "title", "body", "category", "popularity"];
 
 /// A wire document as the JSON object the catalog stores.
-pub fn document_to_json(document: proto::Document) -> Map<String, Value> {
+fn document_to_json(document: proto::Document) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("id".into(), Value::String(document.id));
     map.insert("title".into(), Value::String(document.title));
@@ -38,6 +38,21 @@ pub fn document_to_json(document: proto::Document) -> Map<String, Value> {
         }
     }
     map
+}
+
+/// Validates wire documents; the error names the first bad one by position and id.
+pub fn validate(
+    documents: Vec<proto::Document>,
+    context: &str,
+) -> Result<Vec<CatalogDocument>, Status> {
+    documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, document)| {
+            CatalogDocument::from_json(Value::Object(document_to_json(document)))
+                .map_err(|e| Status::invalid_argument(format!("{context}document {i}: {e}")))
+        })
+        .collect()
 }
 
 /// A stored JSON object as a wire document.
@@ -369,6 +384,15 @@ impl From<StreamResult> for proto::StreamingVoiceSearchResponse {
         Self {
             utterance_index: result.index,
             result: Some(utterance_result(result.is_final, result.outcome)),
+        }
+    }
+}
+
+impl From<UpsertCounts> for proto::UpsertDocumentsResponse {
+    fn from(counts: UpsertCounts) -> Self {
+        Self {
+            added: counts.added,
+            replaced: counts.replaced,
         }
     }
 }
