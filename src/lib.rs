@@ -17,6 +17,7 @@ pub mod eval;
 pub mod monitor;
 pub mod pipeline;
 pub mod proto;
+pub mod quote;
 pub mod search;
 pub mod service;
 pub mod stream;

@@ -3,6 +3,7 @@
 mod asr;
 mod audio;
 mod common;
+mod hardening;
 mod interop;
 mod monitor;
 mod recognition;

@@ -57,7 +57,7 @@ pub enum AsrError {
     },
     #[error("import: {0}")]
     Import(String),
-    #[error("language {0:?} is not supported by this model: {1}")]
+    #[error("language {code} is not supported by this model: {1}", code = crate::quote::quote(.0))]
     Language(String, String),
     #[error("the transcription was cancelled: its caller has gone")]
     Cancelled,

@@ -9,6 +9,12 @@ use super::SearchError;
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest text of any one field, in bytes.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// Longest word of a searched field, in bytes: longer ones could not be indexed (tantivy
+/// drops terms over 64 KiB) and no name is that long.
+pub const MAX_WORD_BYTES: usize = 1024;
+/// Largest whole document (its JSON), in bytes: a page of 100 of the largest still fits
+/// in a 16 MiB response.
+pub const MAX_DOCUMENT_BYTES: usize = 128 * 1024;
 /// Fields besides title and body that are indexed for search, each on its own.
 pub const ATTRIBUTE_FIELDS: [&str; 6] = ["artist", "album", "state", "country", "director", "year"];
 
@@ -67,13 +73,34 @@ impl CatalogDocument {
                 )));
             }
         }
+        let total = Value::Object(source.clone()).to_string().len();
+        if total > MAX_DOCUMENT_BYTES {
+            return Err(SearchError::InvalidDocument(format!(
+                "document {id:?} is {total} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"
+            )));
+        }
+        for key in ["title", "body", "category"]
+            .iter()
+            .chain(&ATTRIBUTE_FIELDS)
+        {
+            let Some(Value::String(text)) = source.get(*key) else {
+                continue;
+            };
+            if let Some(word) = text.split_whitespace().find(|w| w.len() > MAX_WORD_BYTES) {
+                return Err(SearchError::InvalidDocument(format!(
+                    "document {id:?}: field `{key}` has a word of {} bytes; the limit is \
+                     {MAX_WORD_BYTES} (a longer one could not be searched)",
+                    word.len()
+                )));
+            }
+        }
         let text = |key: &str| match source.get(key) {
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
         let popularity = match source.get("popularity") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_f64().filter(|p| p.is_finite() && *p >= 0.0),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|p| p >= 0.0) => n.as_f64(),
             Some(_) => {
                 return Err(SearchError::InvalidDocument(format!(
                     "document {id:?}: `popularity` must be a non-negative number"

@@ -11,6 +11,7 @@ pub mod document;
 pub mod import;
 pub mod index;
 pub mod intent;
+pub mod page;
 pub mod query;
 pub mod schema;
 pub mod spoken;

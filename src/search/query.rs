@@ -16,6 +16,7 @@ use tantivy::{DocId, Score, Searcher, SegmentReader, Term};
 
 use super::index::CatalogIndex;
 use super::intent::{CarrierPhrases, Intent};
+use super::page::{PageTokens, MAX_RESULT_WINDOW};
 use super::schema::{self, category_hash};
 use super::text::{analyze, edit_distance, fuzzy_distance, phonetic_codes};
 use super::SearchError;
@@ -76,7 +77,16 @@ pub struct SearchHit {
     pub source: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Most bytes of hits one page holds, under the 4 MiB a gRPC client accepts by default.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
 impl SearchHit {
+    /// About the bytes this hit takes in a response.
+    pub fn size_bytes(&self) -> usize {
+        let source = serde_json::to_string(&self.source).map_or(0, |s| s.len());
+        self.id.len() + self.title.len() + self.category.len() + self.snippet.len() + source
+    }
+
     /// The hit for a stored document, its snippet around the `matched` words.
     pub(super) fn from_source(
         source: serde_json::Map<String, serde_json::Value>,
@@ -144,6 +154,7 @@ pub struct QueryEngine {
     /// Every word of the carrier phrases, for splitting merged words.
     carrier_words: HashSet<String>,
     matching: Matching,
+    page_tokens: PageTokens,
 }
 
 impl QueryEngine {
@@ -154,6 +165,7 @@ impl QueryEngine {
             carriers,
             carrier_words,
             matching: Matching::default(),
+            page_tokens: PageTokens::default(),
         }
     }
 
@@ -213,8 +225,11 @@ impl QueryEngine {
             }
             n => n,
         };
-        let fingerprint = fingerprint(query, &request.categories);
-        let offset = parse_page_token(&request.page_token, fingerprint)?;
+        let offset = self
+            .page_tokens
+            .parse(&request.page_token, query, &request.categories)?;
+        // No page reaches past the window, whatever its size.
+        let page_size = page_size.min(MAX_RESULT_WINDOW - offset);
 
         let searcher = self.index.searcher();
         let f = self.index.fields();
@@ -264,19 +279,28 @@ impl QueryEngine {
                 }
             });
         let top = searcher.search(&query, &collector)?;
-        let next_page_token = if top.len() > page_size {
-            format!("{}.{fingerprint:016x}", offset + page_size)
+        // A page ends early rather than outgrow what a gRPC client takes by default; the
+        // next page starts where it ended.
+        let mut hits = Vec::new();
+        let mut page_bytes = 0;
+        for &(score, address) in top.iter().take(page_size) {
+            let hit =
+                SearchHit::from_source(self.index.source(&searcher, address)?, score, &matched);
+            page_bytes += hit.size_bytes();
+            if page_bytes > MAX_PAGE_BYTES && !hits.is_empty() {
+                break;
+            }
+            hits.push(hit);
+        }
+        let next_page_token = if top.len() > hits.len() {
+            self.page_tokens.issue(
+                offset + hits.len(),
+                request.query.trim(),
+                &request.categories,
+            )
         } else {
             String::new()
         };
-        let hits = top
-            .into_iter()
-            .take(page_size)
-            .map(|(score, address)| {
-                let source = self.index.source(&searcher, address)?;
-                Ok(SearchHit::from_source(source, score, &matched))
-            })
-            .collect::<Result<_, SearchError>>()?;
         Ok(SearchResults {
             hits,
             next_page_token,
@@ -485,32 +509,6 @@ fn field_boost(fields: &super::schema::Fields, field: Field) -> f32 {
 
 pub(super) fn popularity_prior(popularity: f64) -> f32 {
     ((1.0 + popularity.max(0.0)).ln() / (1.0 + POPULARITY_FULL).ln()).min(1.0) as f32
-}
-
-/// Ties a page token to the query it was issued for.
-fn fingerprint(query: &str, categories: &[String]) -> u64 {
-    let mut text = query.to_string();
-    for c in categories {
-        text.push('\u{1f}');
-        text.push_str(c);
-    }
-    category_hash(&text)
-}
-
-fn parse_page_token(token: &str, fingerprint: u64) -> Result<usize, SearchError> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    let invalid = || {
-        SearchError::InvalidQuery(format!(
-            "page_token {token:?} was not issued for this query and filters; start from an empty token"
-        ))
-    };
-    let (offset, print) = token.split_once('.').ok_or_else(invalid)?;
-    if u64::from_str_radix(print, 16).ok() != Some(fingerprint) {
-        return Err(invalid());
-    }
-    offset.parse().map_err(|_| invalid())
 }
 
 /// A short passage of `body` around the first matched word, matches in `<b></b>`.

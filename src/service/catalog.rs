@@ -14,6 +14,7 @@ use crate::proto::{
     self, CatalogStats, DeleteDocumentRequest, DeleteDocumentResponse, GetDocumentRequest,
     GetStatsRequest, UpsertDocumentsRequest, UpsertDocumentsResponse,
 };
+use crate::quote::quote;
 use crate::search::bulk::{BulkLoad, MAX_BATCH};
 use crate::search::schema::SCHEMA_VERSION;
 use crate::search::{CatalogIndex, SearchError};
@@ -136,7 +137,10 @@ impl Catalog for CatalogService {
             .await?;
             match found {
                 Some(source) => Ok(Response::new(json_to_document(&source))),
-                None => Err(Status::not_found(format!("no document has id {id:?}"))),
+                None => Err(Status::not_found(format!(
+                    "no document has id {}",
+                    quote(&id)
+                ))),
             }
         }
         .await;

@@ -147,9 +147,11 @@ impl From<JobFailed> for Status {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        // A panic's text is for the log, not for clients.
+        tracing::error!(%error, "a blocking task failed");
+        Status::internal("the server failed on this request; the failure is logged")
+    })?
 }
 
 /// Counts an RPC's answer by its status code, and passes it on.

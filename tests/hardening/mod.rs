@@ -1,0 +1,6 @@
+//! What an adversarial client found, one test per defect, each failing before its fix:
+//! forged page tokens, unbounded documents and echoed input (`catalog`), lying audio
+//! headers and chunking (`audio`).
+
+mod audio;
+mod catalog;
