@@ -134,11 +134,29 @@ impl WorkerPool {
         &self,
         job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<JobHandle<T>, PoolFull> {
+        self.submit_when(job, |queued| queued < self.size.queue_depth)
+    }
+
+    /// Queues `job` only when a worker is free and nothing waits: work that may be
+    /// skipped (interim results) never takes a place that work owed (finals) needs.
+    pub fn submit_spare<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+    ) -> Result<JobHandle<T>, PoolFull> {
+        let idle = || self.load.running.load(Ordering::Acquire) < self.size.workers;
+        self.submit_when(job, |queued| queued == 0 && idle())
+    }
+
+    fn submit_when<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+        admit: impl Fn(usize) -> bool,
+    ) -> Result<JobHandle<T>, PoolFull> {
         let admitted =
             self.load
                 .queued
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                    (queued < self.size.queue_depth).then_some(queued + 1)
+                    admit(queued).then_some(queued + 1)
                 });
         if let Err(queued) = admitted {
             return Err(PoolFull {
@@ -237,6 +255,32 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), 1);
         assert_eq!(queued.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn spare_work_waits_for_an_idle_pool_and_never_takes_a_queue_place() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 4,
+        });
+        let (release, blocked) = channel::<()>();
+        let blocker = pool
+            .submit(move |_| {
+                blocked.recv().ok();
+                1
+            })
+            .unwrap();
+        while pool.running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(pool.submit_spare(|_| 2).is_err(), "the only worker is busy");
+        assert_eq!(pool.queued(), 0);
+        release.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap(), 1);
+        while pool.running() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.submit_spare(|_| 3).unwrap().await.unwrap(), 3);
     }
 
     #[tokio::test]

@@ -3,7 +3,12 @@
 //! than after it has filled memory. This is the only place the limit is checked:
 //! streamed and unary utterances alike pass through a buffer.
 
+use super::decode::{check_channels, check_rate};
 use super::{AudioError, AudioFormat, Encoding};
+
+/// Most bytes one utterance may hold, whatever its format says: 30 s of 48 kHz stereo
+/// FLOAT32 is 11.5 MB.
+pub const MAX_UTTERANCE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Bytes of one utterance, in arrival order.
 #[derive(Debug)]
@@ -11,21 +16,25 @@ pub struct UtteranceBuffer {
     format: AudioFormat,
     max_seconds: f64,
     bytes: Vec<u8>,
-    /// Bytes per second of audio, once known (at once for raw audio, after the header
-    /// for WAV).
-    byte_rate: Option<f64>,
+    /// Bytes per second of audio, and where the audio starts, once known (at once for raw
+    /// audio, after the header for WAV).
+    layout: Option<Layout>,
 }
 
-/// Size of a canonical WAV header; a header may be longer, which only makes the duration
-/// estimate err on the short side.
-const WAV_HEADER_BYTES: usize = 44;
-/// A WAV stream with no readable header after this many bytes is refused, so that a
-/// corrupt header cannot disable the length limit.
-const WAV_HEADER_SEARCH_BYTES: usize = 64 * 1024;
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    byte_rate: f64,
+    data_offset: usize,
+}
+
+/// A WAV stream whose data chunk has not begun after this many bytes is refused, so that
+/// a header can neither hide the length limit nor hold memory; LIST and other chunks
+/// before the data fit easily.
+const WAV_HEADER_SEARCH_BYTES: usize = 1024 * 1024;
 
 impl UtteranceBuffer {
     pub fn new(format: AudioFormat, max_seconds: f64) -> Self {
-        let byte_rate = match format.encoding {
+        let layout = match format.encoding {
             Encoding::Wav => None,
             raw => {
                 let width = match raw {
@@ -33,16 +42,17 @@ impl UtteranceBuffer {
                     Encoding::Float32 => 4.0,
                     _ => 1.0,
                 };
-                format
-                    .sample_rate
-                    .map(|rate| rate as f64 * width * format.channels.unwrap_or(1) as f64)
+                format.sample_rate.map(|rate| Layout {
+                    byte_rate: rate as f64 * width * format.channels.unwrap_or(1) as f64,
+                    data_offset: 0,
+                })
             }
         };
         Self {
             format,
             max_seconds,
             bytes: Vec::new(),
-            byte_rate,
+            layout,
         }
     }
 
@@ -60,17 +70,28 @@ impl UtteranceBuffer {
 
     /// Appends a chunk; fails once the utterance is longer than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), AudioError> {
+        if self.bytes.len() + chunk.len() > MAX_UTTERANCE_BYTES {
+            return Err(AudioError::TooManyBytes {
+                limit: MAX_UTTERANCE_BYTES,
+            });
+        }
         self.bytes.extend_from_slice(chunk);
         self.check()
     }
 
-    /// The one check of the utterance length limit, as early as the bytes allow.
+    /// The one check of the utterance length limit, as early as the bytes allow: a WAV
+    /// header is validated as soon as it has arrived.
     fn check(&mut self) -> Result<(), AudioError> {
-        if self.byte_rate.is_none() && self.bytes.len() >= WAV_HEADER_BYTES {
-            self.byte_rate = wav_byte_rate(&self.bytes);
-            if self.byte_rate.is_none() && self.bytes.len() > WAV_HEADER_SEARCH_BYTES {
+        if self.bytes.len() > MAX_UTTERANCE_BYTES {
+            return Err(AudioError::TooManyBytes {
+                limit: MAX_UTTERANCE_BYTES,
+            });
+        }
+        if self.layout.is_none() && self.format.encoding == Encoding::Wav {
+            self.layout = wav_layout(&self.bytes)?;
+            if self.layout.is_none() && self.bytes.len() > WAV_HEADER_SEARCH_BYTES {
                 return Err(AudioError::CorruptWav(
-                    "no valid WAV header in the first 64 KiB of the utterance".into(),
+                    "no data chunk in the first 1 MiB of the utterance".into(),
                 ));
             }
         }
@@ -86,11 +107,9 @@ impl UtteranceBuffer {
 
     /// Audio received so far, in seconds (0 until a WAV header has arrived).
     pub fn seconds(&self) -> f64 {
-        let payload = match self.format.encoding {
-            Encoding::Wav => self.bytes.len().saturating_sub(WAV_HEADER_BYTES),
-            _ => self.bytes.len(),
-        };
-        self.byte_rate.map_or(0.0, |rate| payload as f64 / rate)
+        self.layout.map_or(0.0, |layout| {
+            self.bytes.len().saturating_sub(layout.data_offset) as f64 / layout.byte_rate
+        })
     }
 
     /// The bytes received so far.
@@ -105,14 +124,57 @@ impl UtteranceBuffer {
     /// Hands over the bytes and starts a new utterance.
     pub fn take(&mut self) -> Vec<u8> {
         if self.format.encoding == Encoding::Wav {
-            self.byte_rate = None;
+            self.layout = None;
         }
         std::mem::take(&mut self.bytes)
     }
 }
 
-fn wav_byte_rate(bytes: &[u8]) -> Option<f64> {
-    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).ok()?;
-    let spec = reader.spec();
-    Some(spec.sample_rate as f64 * spec.channels as f64 * (spec.bits_per_sample as f64 / 8.0))
+/// Walks a WAV file's chunks up to the start of its data: the audio layout once the
+/// header has arrived (`None` while it has not), its format validated at once.
+fn wav_layout(bytes: &[u8]) -> Result<Option<Layout>, AudioError> {
+    let corrupt = |what: &str| AudioError::CorruptWav(what.into());
+    if bytes.len() < 12 {
+        return Ok(None);
+    }
+    if &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(corrupt("no RIFF/WAVE header"));
+    }
+    let mut at = 12;
+    let mut byte_rate = None;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let size = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        let body = at + 8;
+        match &header[0..4] {
+            b"fmt " => {
+                let Some(fmt) = bytes.get(body..body + 16) else {
+                    return Ok(None);
+                };
+                let field16 = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+                let channels = field16(2);
+                let rate = u32::from_le_bytes(fmt[4..8].try_into().expect("4 bytes"));
+                let bits = field16(14);
+                check_rate(rate)?;
+                check_channels(channels)?;
+                if ![8, 16, 24, 32].contains(&bits) {
+                    return Err(AudioError::UnsupportedWav(format!(
+                        "{bits} bits per sample: 8, 16, 24 or 32 are read"
+                    )));
+                }
+                byte_rate = Some(rate as f64 * channels as f64 * (bits / 8) as f64);
+            }
+            b"data" => {
+                let byte_rate =
+                    byte_rate.ok_or_else(|| corrupt("the data chunk comes before fmt"))?;
+                return Ok(Some(Layout {
+                    byte_rate,
+                    data_offset: body,
+                }));
+            }
+            _ => {}
+        }
+        // Chunks are padded to an even length.
+        at = body.saturating_add(size).saturating_add(size & 1);
+    }
+    Ok(None)
 }

@@ -282,7 +282,7 @@ fn wav_error(error: hound::Error) -> AudioError {
     }
 }
 
-fn check_rate(rate: u32) -> Result<(), AudioError> {
+pub(super) fn check_rate(rate: u32) -> Result<(), AudioError> {
     if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
         Ok(())
     } else {
@@ -290,7 +290,7 @@ fn check_rate(rate: u32) -> Result<(), AudioError> {
     }
 }
 
-fn check_channels(channels: u16) -> Result<(), AudioError> {
+pub(super) fn check_channels(channels: u16) -> Result<(), AudioError> {
     if (1..=MAX_CHANNELS).contains(&channels) {
         Ok(())
     } else {

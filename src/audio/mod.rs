@@ -56,6 +56,8 @@ pub enum AudioError {
     },
     #[error("the utterance is {seconds:.1} s long; the limit is {limit:.1} s")]
     TooLong { seconds: f64, limit: f64 },
+    #[error("the utterance holds more than {limit} bytes, the limit whatever its format")]
+    TooManyBytes { limit: usize },
     #[error("resampling failed: {0}")]
     Resample(String),
 }

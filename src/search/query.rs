@@ -77,6 +77,13 @@ pub struct SearchHit {
     pub source: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Words of a query searched; the rest are ignored (`interpreted_query` shows what was
+/// searched), as web search engines do.
+pub const MAX_QUERY_WORDS: usize = 32;
+/// Longer words are matched only exactly: no name is that long, and fuzzy, phonetic and
+/// split expansions of them cost the most.
+const MAX_EXPANDED_CHARS: usize = 40;
+
 /// Most bytes of hits one page holds, under the 4 MiB a gRPC client accepts by default.
 pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
@@ -239,10 +246,14 @@ impl QueryEngine {
                 .chain(f.attributes.iter().copied())
                 .collect(),
         };
+        // The work per query is bounded by its words, not its characters: one character
+        // may fold to several words.
+        let mut words = analyze(query);
+        words.truncate(MAX_QUERY_WORDS);
         let words = if self.matching.fuzzy {
-            self.resegment(analyze(query), &lexicon)
+            self.resegment(words, &lexicon)
         } else {
-            analyze(query)
+            words
         };
         let intent = self.carriers.interpret_words(words);
         let interpreted_query = match &intent.category {
@@ -331,7 +342,7 @@ impl QueryEngine {
             for &field in &f.attributes {
                 exact(field, word, ATTRIBUTE_BOOST);
             }
-            if STOP_WORDS.contains(&word.as_str()) {
+            if STOP_WORDS.contains(&word.as_str()) || word.chars().count() > MAX_EXPANDED_CHARS {
                 continue;
             }
             if self.matching.phonetic {
@@ -354,6 +365,9 @@ impl QueryEngine {
         // Words the recognizer split: "kala mazoo" -> "kalamazoo".
         for pair in words.windows(2).filter(|_| self.matching.fuzzy) {
             let merged = pair.concat();
+            if merged.chars().count() > MAX_EXPANDED_CHARS {
+                continue;
+            }
             let fields = lexicon.fields_of(&merged);
             let exact_match = (!fields.is_empty()).then(|| (merged.clone(), fields, 0));
             for (similar, fields, edits) in exact_match.into_iter().chain(lexicon.similar(&merged))
@@ -397,7 +411,7 @@ impl QueryEngine {
         }
         let mut out = Vec::with_capacity(joined.len());
         for word in joined {
-            if known(&word) || word.len() < 5 {
+            if known(&word) || word.len() < 5 || word.chars().count() > MAX_EXPANDED_CHARS {
                 out.push(word);
                 continue;
             }

@@ -110,6 +110,12 @@ pub struct StreamsFull;
 /// What a stream answers, in order; an error is the last item.
 pub type StreamResults<E> = ReceiverStream<Result<StreamResult, StreamError<E>>>;
 
+/// Utterances of one stream received in full and waiting for the one in flight.
+const MAX_WAITING_UTTERANCES: usize = 2;
+
+/// How long the error that ends a stream waits for a client that is not reading.
+const ERROR_DELIVERY: Duration = Duration::from_secs(5);
+
 /// Results a stream may have ready before the client reads them.
 const RESULTS_BUFFERED: usize = 8;
 
@@ -197,7 +203,11 @@ impl Voice {
         drop(permit);
         if let Err(error) = ended {
             tracing::info!(%error, "stream ended with an error");
-            out.send(Err(error)).await.ok();
+            // A client that does not read gets a short while to take it, then the stream
+            // is dropped.
+            tokio::time::timeout(ERROR_DELIVERY, out.send(Err(error)))
+                .await
+                .ok();
         }
     }
 
@@ -285,17 +295,29 @@ impl<E> StreamDriver<'_, E> {
                     let done = in_flight.take().expect("guarded");
                     last_activity = Instant::now();
                     match self.result(&done, result) {
-                        Ok(Some(result)) => {
-                            if self.out.send(Ok(result)).await.is_err() {
-                                return Ok(());
+                        // A client that stops reading holds the stream only until its
+                        // time is up, never past it.
+                        Ok(Some(result)) => match tokio::time::timeout_at(
+                            closes_at.into(),
+                            self.out.send(Ok(result)),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(_)) => return Ok(()),
+                            Err(_) => {
+                                return Err(StreamError::OpenTooLong {
+                                    seconds: limits.session.max_stream_seconds,
+                                })
                             }
-                            Ok(())
-                        }
+                        },
                         Ok(None) => Ok(()),
                         Err(error) => Err(error),
                     }
                 }
-                event = inbound.next(), if client_open => {
+                // Utterances waiting for their turn hold memory: past a few, the client
+                // waits (HTTP/2 flow control pushes back) instead of the server buffering.
+                event = inbound.next(), if client_open && waiting.len() < MAX_WAITING_UTTERANCES => {
                     last_activity = Instant::now();
                     self.receive(event, &mut session, &mut waiting, &mut in_flight, &config)
                         .map(|open| client_open = open)
@@ -375,8 +397,8 @@ impl<E> StreamDriver<'_, E> {
         })
     }
 
-    /// Starts an interim transcription when one is due and a worker can take it; a busy
-    /// pool only skips it.
+    /// Starts an interim transcription when one is due and a worker is free with nothing
+    /// waiting; a busy pool only skips it, so that interims never displace finals.
     fn start_interim(&self, session: &mut Session, config: &StreamConfig) -> Option<InFlight> {
         let (index, bytes) = session.interim_due()?;
         let pipeline = self.voice.pipeline.clone();
@@ -385,7 +407,7 @@ impl<E> StreamDriver<'_, E> {
         let outcome = self
             .voice
             .pool
-            .submit(move |cancelled| {
+            .submit_spare(move |cancelled| {
                 let options = options.cancelled_by(cancelled);
                 pipeline.run_prefix(&bytes, &format, &options, hits.as_ref())
             })

@@ -211,3 +211,23 @@ async fn client_input_is_quoted_short_in_status_messages() {
     assert!(status.message().len() < SHORT_MESSAGE);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_query_that_folds_into_thousands_of_words_searches_only_the_first() {
+    let server = TestServer::start(test_config()).await;
+    server.add_documents(&[("m1", "Bismillah", "song")]).await;
+    let results = SearchClient::new(server.channel().await)
+        .search(SearchRequest {
+            query: "\u{FDFD}".repeat(1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let searched = results.interpreted_query.split_whitespace().count();
+    assert!(
+        (1..=voice_search::search::query::MAX_QUERY_WORDS).contains(&searched),
+        "{searched} words searched"
+    );
+    server.shutdown().await.unwrap();
+}
