@@ -120,8 +120,9 @@ pub trait Setting {
 /// A setting's type as a flag takes it.
 pub type FlagValue<T> = <T as Setting>::Flag;
 
+/// A setting whose flag takes its own type, its default shown by `$shown`.
 macro_rules! plain_setting {
-    ($($ty:ty => $value_name:literal),+) => {$(
+    ($ty:ty, $value_name:literal, |$value:ident| $shown:expr) => {
         impl Setting for $ty {
             type Flag = $ty;
             const VALUE_NAME: &'static str = $value_name;
@@ -129,24 +130,19 @@ macro_rules! plain_setting {
                 flag
             }
             fn shown(&self) -> String {
-                self.to_string()
+                let $value = self;
+                $shown
             }
         }
-    )+};
+    };
 }
 
-plain_setting!(SocketAddr => "ADDR", usize => "N", u64 => "N", f64 => "N", bool => "BOOL");
-
-impl Setting for PathBuf {
-    type Flag = PathBuf;
-    const VALUE_NAME: &'static str = "PATH";
-    fn from_flag(flag: PathBuf) -> Self {
-        flag
-    }
-    fn shown(&self) -> String {
-        self.display().to_string()
-    }
-}
+plain_setting!(SocketAddr, "ADDR", |v| v.to_string());
+plain_setting!(usize, "N", |v| v.to_string());
+plain_setting!(u64, "N", |v| v.to_string());
+plain_setting!(f64, "N", |v| v.to_string());
+plain_setting!(bool, "BOOL", |v| v.to_string());
+plain_setting!(PathBuf, "PATH", |v| v.display().to_string());
 
 impl Setting for Option<PathBuf> {
     type Flag = PathBuf;

@@ -232,68 +232,51 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn runs_jobs_and_refuses_when_full() {
+    /// A one-worker pool whose worker runs a job that returns 1 once `release` is sent.
+    fn held_pool(queue_depth: usize) -> (WorkerPool, Sender<()>, JobHandle<i32>) {
         let pool = WorkerPool::new(PoolSize {
             workers: 1,
-            queue_depth: 1,
+            queue_depth,
         });
         let (release, blocked) = channel::<()>();
-        let blocker = pool
+        let held = pool
             .submit(move |_| {
                 blocked.recv().ok();
                 1
             })
             .unwrap();
-        // Wait until the worker holds the blocking job, so the queue is empty again.
+        // Wait until the worker holds the job, so the queue is empty again.
         while pool.running() == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
+        (pool, release, held)
+    }
+
+    #[tokio::test]
+    async fn runs_jobs_and_refuses_when_full() {
+        let (pool, release, held) = held_pool(1);
         let queued = pool.submit(|_| 2).unwrap();
         let refused = pool.submit(|_| 3).err().expect("queue is full");
         assert_eq!((refused.workers, refused.queued), (1, 1));
         release.send(()).unwrap();
-        assert_eq!(blocker.await.unwrap(), 1);
+        assert_eq!(held.await.unwrap(), 1);
         assert_eq!(queued.await.unwrap(), 2);
     }
 
     #[tokio::test]
     async fn spare_work_waits_for_an_idle_pool_and_never_takes_a_queue_place() {
-        let pool = WorkerPool::new(PoolSize {
-            workers: 1,
-            queue_depth: 4,
-        });
-        let (release, blocked) = channel::<()>();
-        let blocker = pool
-            .submit(move |_| {
-                blocked.recv().ok();
-                1
-            })
-            .unwrap();
-        while pool.running() == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let (pool, release, held) = held_pool(4);
         assert!(pool.submit_spare(|_| 2).is_err(), "the only worker is busy");
         assert_eq!(pool.queued(), 0);
         release.send(()).unwrap();
-        assert_eq!(blocker.await.unwrap(), 1);
-        while pool.running() > 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The worker counts as idle again by the time the result arrives.
+        assert_eq!(held.await.unwrap(), 1);
         assert_eq!(pool.submit_spare(|_| 3).unwrap().await.unwrap(), 3);
     }
 
     #[tokio::test]
     async fn dropped_handles_skip_their_work() {
-        let pool = WorkerPool::new(PoolSize {
-            workers: 1,
-            queue_depth: 4,
-        });
-        let (release, blocked) = channel::<()>();
-        let blocker = pool.submit(move |_| blocked.recv().ok()).unwrap();
-        while pool.running() == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let (pool, release, held) = held_pool(4);
         let ran = Arc::new(AtomicUsize::new(0));
         let cancelled: Vec<_> = (0..4)
             .map(|_| {
@@ -308,7 +291,7 @@ mod tests {
         assert_eq!(pool.queued(), 0);
         let after = pool.submit(|_| 7).unwrap();
         release.send(()).unwrap();
-        blocker.await.unwrap();
+        held.await.unwrap();
         assert_eq!(after.await.unwrap(), 7);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }

@@ -13,12 +13,11 @@ use voice_search::config::ServeConfig;
 use voice_search::monitor::capture::labelling_manifest;
 use voice_search::monitor::{Baseline, UtteranceFeatures};
 use voice_search::pipeline::{HitOptions, Pipeline};
-use voice_search::proto::monitor_client::MonitorClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
-    self, AudioEncoding, DriftState, GetDriftReportRequest, RecognitionConfig,
-    StreamingVoiceSearchConfig, VoiceSearchRequest,
+    self, AudioEncoding, DriftState, RecognitionConfig, StreamingVoiceSearchConfig,
+    VoiceSearchRequest,
 };
 use voice_search::search::{CarrierPhrases, CatalogIndex, QueryEngine};
 
@@ -219,11 +218,9 @@ fn white_noise(samples: Vec<f32>, level: f32) -> Vec<f32> {
 }
 
 async fn drift_states(server: &TestServer) -> Vec<(String, DriftState)> {
-    MonitorClient::new(server.channel().await)
-        .get_drift_report(GetDriftReportRequest {})
+    server
+        .drift_report()
         .await
-        .unwrap()
-        .into_inner()
         .features
         .into_iter()
         .map(|row| (row.feature.clone(), row.state()))

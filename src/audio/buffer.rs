@@ -70,11 +70,6 @@ impl UtteranceBuffer {
 
     /// Appends a chunk; fails once the utterance is longer than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), AudioError> {
-        if self.bytes.len() + chunk.len() > MAX_UTTERANCE_BYTES {
-            return Err(AudioError::TooManyBytes {
-                limit: MAX_UTTERANCE_BYTES,
-            });
-        }
         self.bytes.extend_from_slice(chunk);
         self.check()
     }

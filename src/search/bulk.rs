@@ -9,7 +9,7 @@ use super::{CatalogDocument, CatalogIndex, SearchError, UpsertCounts};
 /// Most documents per commit of a bulk load (and per `UpsertDocuments` call).
 pub const MAX_BATCH: usize = 10_000;
 
-/// Documents gathered for one index. Blocking: commits write the index.
+/// Documents gathered for one index. Blocking: a commit writes the index.
 pub struct BulkLoad {
     index: Arc<CatalogIndex>,
     pending: Vec<CatalogDocument>,
@@ -25,13 +25,14 @@ impl BulkLoad {
         }
     }
 
-    /// Adds documents, committing once a batch is full.
-    pub fn add(&mut self, documents: Vec<CatalogDocument>) -> Result<(), SearchError> {
+    /// Adds documents; they wait for the next commit.
+    pub fn add(&mut self, documents: Vec<CatalogDocument>) {
         self.pending.extend(documents);
-        if self.pending.len() >= MAX_BATCH {
-            self.commit()?;
-        }
-        Ok(())
+    }
+
+    /// Whether enough documents wait that they should be committed now.
+    pub fn batch_full(&self) -> bool {
+        self.pending.len() >= MAX_BATCH
     }
 
     /// Commits what is pending; returns the totals committed so far.

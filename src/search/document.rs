@@ -73,7 +73,7 @@ impl CatalogDocument {
                 )));
             }
         }
-        let total = Value::Object(source.clone()).to_string().len();
+        let total = serde_json::to_string(&source).map_or(0, |json| json.len());
         if total > MAX_DOCUMENT_BYTES {
             return Err(SearchError::InvalidDocument(format!(
                 "document {id:?} is {total} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"

@@ -235,12 +235,23 @@ impl CatalogIndex {
         searcher: &Searcher,
         address: tantivy::DocAddress,
     ) -> Result<Map<String, Value>, SearchError> {
+        Ok(self.sized_source(searcher, address)?.0)
+    }
+
+    /// The stored JSON of a document, and its length in bytes as stored.
+    pub fn sized_source(
+        &self,
+        searcher: &Searcher,
+        address: tantivy::DocAddress,
+    ) -> Result<(Map<String, Value>, usize), SearchError> {
         let doc: TantivyDocument = searcher.doc(address)?;
         let text = doc
             .get_first(self.fields.source)
             .and_then(|v| v.as_str())
             .unwrap_or("{}");
-        serde_json::from_str(text).map_err(|e| SearchError::Index(format!("stored document: {e}")))
+        let source = serde_json::from_str(text)
+            .map_err(|e| SearchError::Index(format!("stored document: {e}")))?;
+        Ok((source, text.len()))
     }
 
     pub fn stats(&self) -> Result<IndexStats, SearchError> {

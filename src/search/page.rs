@@ -36,7 +36,7 @@ impl PageTokens {
         if offset >= MAX_RESULT_WINDOW {
             return String::new();
         }
-        let tag = self.tag(offset, query, categories);
+        let tag = self.mac(offset, query, categories).finalize().into_bytes();
         let hex: String = tag[..TAG_BYTES]
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -74,13 +74,6 @@ impl PageTokens {
             .verify_truncated_left(&tag)
             .map_err(|_| invalid())?;
         Ok(offset)
-    }
-
-    fn tag(&self, offset: usize, query: &str, categories: &[String]) -> Vec<u8> {
-        self.mac(offset, query, categories)
-            .finalize()
-            .into_bytes()
-            .to_vec()
     }
 
     fn mac(&self, offset: usize, query: &str, categories: &[String]) -> Hmac<Sha256> {

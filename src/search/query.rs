@@ -88,10 +88,9 @@ const MAX_EXPANDED_CHARS: usize = 40;
 pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 impl SearchHit {
-    /// About the bytes this hit takes in a response.
-    pub fn size_bytes(&self) -> usize {
-        let source = serde_json::to_string(&self.source).map_or(0, |s| s.len());
-        self.id.len() + self.title.len() + self.category.len() + self.snippet.len() + source
+    /// About the bytes this hit takes in a response, its document `stored_bytes` long.
+    fn size_bytes(&self, stored_bytes: usize) -> usize {
+        self.id.len() + self.title.len() + self.category.len() + self.snippet.len() + stored_bytes
     }
 
     /// The hit for a stored document, its snippet around the `matched` words.
@@ -295,9 +294,9 @@ impl QueryEngine {
         let mut hits = Vec::new();
         let mut page_bytes = 0;
         for &(score, address) in top.iter().take(page_size) {
-            let hit =
-                SearchHit::from_source(self.index.source(&searcher, address)?, score, &matched);
-            page_bytes += hit.size_bytes();
+            let (source, stored_bytes) = self.index.sized_source(&searcher, address)?;
+            let hit = SearchHit::from_source(source, score, &matched);
+            page_bytes += hit.size_bytes(stored_bytes);
             if page_bytes > MAX_PAGE_BYTES && !hits.is_empty() {
                 break;
             }

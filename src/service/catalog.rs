@@ -17,7 +17,7 @@ use crate::proto::{
 use crate::quote::quote;
 use crate::search::bulk::{BulkLoad, MAX_BATCH};
 use crate::search::schema::SCHEMA_VERSION;
-use crate::search::{CatalogIndex, SearchError};
+use crate::search::{CatalogIndex, UpsertCounts};
 
 /// Serves the catalog RPCs.
 pub struct CatalogService {
@@ -31,14 +31,12 @@ impl CatalogService {
     }
 }
 
-/// Runs one step of a bulk load off the async runtime, and hands the load back.
-async fn step<T: Send + 'static>(
-    mut load: BulkLoad,
-    work: impl FnOnce(&mut BulkLoad) -> Result<T, SearchError> + Send + 'static,
-) -> Result<(BulkLoad, T), Status> {
+/// Commits what a bulk load holds, off the async runtime; hands the load back with the
+/// totals committed so far.
+async fn commit(mut load: BulkLoad) -> Result<(BulkLoad, UpsertCounts), Status> {
     blocking(move || {
-        let done = work(&mut load)?;
-        Ok((load, done))
+        let total = load.commit()?;
+        Ok((load, total))
     })
     .await
 }
@@ -79,15 +77,20 @@ impl Catalog for CatalogService {
                     Ok(next) => next,
                     Err(status) => {
                         // The client went away or sent garbage: keep what it sent validly.
-                        step(load, BulkLoad::commit).await?;
+                        commit(load).await?;
                         return Err(status);
                     }
                 };
                 let Some(request) = next else { break };
                 match validate(request.documents, &format!("message {message}, ")) {
-                    Ok(documents) => load = step(load, |l| l.add(documents)).await?.0,
+                    Ok(documents) => {
+                        load.add(documents);
+                        if load.batch_full() {
+                            load = commit(load).await?.0;
+                        }
+                    }
                     Err(status) => {
-                        let (_, total) = step(load, BulkLoad::commit).await?;
+                        let (_, total) = commit(load).await?;
                         return Err(Status::invalid_argument(format!(
                             "{}; the {} documents before it were committed ({} added, {} replaced)",
                             status.message(),
@@ -99,7 +102,7 @@ impl Catalog for CatalogService {
                 }
                 message += 1;
             }
-            let (_, total) = step(load, BulkLoad::commit).await?;
+            let (_, total) = commit(load).await?;
             Ok(Response::new(total.into()))
         }
         .await;

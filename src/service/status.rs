@@ -80,17 +80,19 @@ impl From<PipelineError> for Status {
 impl From<SessionError> for Status {
     fn from(error: SessionError) -> Self {
         match error {
-            SessionError::Audio { index, source } => {
-                let status = Status::from(source);
-                Status::new(
-                    status.code(),
-                    format!("utterance {index}: {}", status.message()),
-                )
-            }
+            SessionError::Audio { index, source } => of_utterance(index, source.into()),
             SessionError::EmptyUtterance { .. } => Status::invalid_argument(error.to_string()),
             SessionError::StreamTooLong { .. } => Status::out_of_range(error.to_string()),
         }
     }
+}
+
+/// A status about one utterance of a stream names it.
+fn of_utterance(index: u32, status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("utterance {index}: {}", status.message()),
+    )
 }
 
 impl From<UtteranceError> for Status {
@@ -109,13 +111,7 @@ impl From<StreamError<Status>> for Status {
         match error {
             StreamError::Transport(status) => status,
             StreamError::Session(e) => e.into(),
-            StreamError::Utterance { index, source } => {
-                let status = Status::from(source);
-                Status::new(
-                    status.code(),
-                    format!("utterance {index}: {}", status.message()),
-                )
-            }
+            StreamError::Utterance { index, source } => of_utterance(index, source.into()),
             StreamError::BeforeConfig { .. } | StreamError::SecondConfig => {
                 Status::invalid_argument(error.to_string())
             }

@@ -85,6 +85,16 @@ impl TestServer {
             .unwrap();
     }
 
+    /// The server's drift report (Monitor RPC).
+    pub async fn drift_report(&self) -> voice_search::proto::DriftReport {
+        use voice_search::proto::{monitor_client::MonitorClient, GetDriftReportRequest};
+        MonitorClient::new(self.channel().await)
+            .get_drift_report(GetDriftReportRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// The body of `GET /metrics`.
     pub async fn scrape(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

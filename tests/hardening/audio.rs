@@ -2,10 +2,15 @@
 //! limit), chunks before the data that a small chunk size once tripped over, and byte
 //! counts no format excuses.
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use voice_search::audio::{self, AudioError, AudioFormat, Encoding, UtteranceBuffer};
+use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
-use voice_search::proto::{AudioEncoding, RecognitionConfig, TranscribeRequest};
+use voice_search::proto::{
+    AudioEncoding, RecognitionConfig, StreamingVoiceSearchConfig, StreamingVoiceSearchRequest,
+};
 
 use crate::common::server::{test_config, TestServer};
 use crate::common::{fixture_bytes, wav_format};
@@ -33,21 +38,35 @@ fn a_lying_wav_header_is_refused_as_soon_as_it_arrives() {
 }
 
 #[tokio::test]
-async fn a_lying_wav_header_gets_invalid_argument_over_grpc() {
+async fn a_lying_wav_header_gets_invalid_argument_while_the_stream_is_open() {
     let server = TestServer::start(test_config()).await;
     let mut client = VoiceSearchClient::new(server.channel().await);
+    let message = |request| StreamingVoiceSearchRequest {
+        request: Some(request),
+    };
     for rate in [0, 100_000_000] {
-        let status = client
-            .transcribe(TranscribeRequest {
-                config: Some(RecognitionConfig {
+        let (sender, receiver) = mpsc::channel(4);
+        sender
+            .send(message(Request::Config(StreamingVoiceSearchConfig {
+                recognition: Some(RecognitionConfig {
                     encoding: AudioEncoding::Wav as i32,
                     ..Default::default()
                 }),
-                audio: with_rate(&fixture_bytes("q0004.wav"), rate),
-            })
+                search: None,
+            })))
             .await
-            .unwrap_err();
+            .unwrap();
+        let header = with_rate(&fixture_bytes("q0004.wav"), rate)[..4096].to_vec();
+        sender.send(message(Request::Audio(header))).await.unwrap();
+        // The client goes on holding the stream: the refusal must not wait for its end.
+        let mut responses = client
+            .streaming_voice_search(ReceiverStream::new(receiver))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = responses.message().await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        drop(sender);
     }
     server.shutdown().await.unwrap();
 }

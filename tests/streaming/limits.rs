@@ -327,7 +327,7 @@ async fn a_client_that_leaves_frees_its_queue_place_and_stops_its_work() {
     // The long utterance is still running: nothing has reached the drift window, which
     // a worker feeds as it finishes an utterance (before it takes the next job).
     assert_eq!(
-        drift_window(&server).await,
+        server.drift_report().await.utterances_in_window,
         0,
         "the queued job was not given back when its client left"
     );
@@ -353,19 +353,9 @@ async fn a_client_that_leaves_frees_its_queue_place_and_stops_its_work() {
     ended.unwrap();
     assert_eq!(text(finals(&responses)[0]), CONFERENCE);
     assert_eq!(
-        drift_window(&server).await,
+        server.drift_report().await.utterances_in_window,
         1,
         "the running job went on after its client left"
     );
     server.shutdown().await.unwrap();
-}
-
-/// Utterances in the server's drift window: how many finished their pipeline run.
-async fn drift_window(server: &TestServer) -> u32 {
-    MonitorClient::new(server.channel().await)
-        .get_drift_report(GetDriftReportRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .utterances_in_window
 }

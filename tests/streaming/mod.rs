@@ -15,11 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use voice_search::config::ServeConfig;
-use voice_search::proto::monitor_client::MonitorClient;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
-    self, AudioEncoding, EndOfUtterance, GetDriftReportRequest, RecognitionConfig, SearchOptions,
+    self, AudioEncoding, EndOfUtterance, RecognitionConfig, SearchOptions,
     StreamingVoiceSearchConfig, StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
     VoiceSearchRequest,
 };

@@ -3,16 +3,17 @@
 
 use super::*;
 
+/// Two cities and a song: the fixtures' names and a distractor.
+const CATALOG: [(&str, &str, &str); 3] = [
+    ("dus", "Düsseldorf", "city"),
+    ("ber", "Berlin", "city"),
+    ("iron", "Iron Man", "song"),
+];
+
 #[tokio::test]
 async fn several_utterances_each_get_their_final_result_in_order() {
     let server = TestServer::start(test_config()).await;
-    server
-        .add_documents(&[
-            ("dus", "Düsseldorf", "city"),
-            ("ber", "Berlin", "city"),
-            ("iron", "Iron Man", "song"),
-        ])
-        .await;
+    server.add_documents(&CATALOG).await;
     let mut client = Client::new(server.channel().await);
     let (first, rate) = linear16("q0004.wav");
     let (second, second_rate) = linear16("q0006.wav");
@@ -41,13 +42,7 @@ async fn several_utterances_each_get_their_final_result_in_order() {
 #[tokio::test]
 async fn chunking_never_changes_the_result() {
     let server = TestServer::start(test_config()).await;
-    server
-        .add_documents(&[
-            ("dus", "Düsseldorf", "city"),
-            ("ber", "Berlin", "city"),
-            ("iron", "Iron Man", "song"),
-        ])
-        .await;
+    server.add_documents(&CATALOG).await;
     let mut client = Client::new(server.channel().await);
     let wav = fixture_bytes("q0016.wav");
     let whole = exchange(
