@@ -1,15 +1,16 @@
 //! Forced scoring: how likely the model finds given readings of audio it has already
 //! heard. A transcription keeps its first window's cross-attention cache as an
-//! [`AcousticContext`]. [`Whisper::score_readings`] then teacher-forces any number of
-//! readings, each after the first few words of the transcript (its carrier words), in
-//! one tree pass; [`Whisper::constrained_search`] runs beams that may only follow a
-//! [`TokenTrie`], entered after several such prefixes at once, since the recognizer
-//! mishears carrier words too ("Hotels and" for "hotels in").
+//! [`AcousticContext`], from which [`Whisper::token_tree`] starts one utterance's
+//! [`TokenTree`]. [`Whisper::constrained_search`] runs beams in it that may only follow
+//! a [`TokenTrie`], entered after several of the transcript's first words at once, since
+//! the recognizer mishears carrier words too ("Hotels and" for "hotels in");
+//! [`Whisper::score_readings`] then teacher-forces any number of readings, each after
+//! the transcript's carrier words, in one pass over what the beams left undecoded.
 
 use std::collections::HashMap;
 
 use super::model::DecoderCache;
-use super::tree::{NewNode, TokenTree};
+use super::tree::{Parent, TokenTree};
 use super::trie::{TokenTrie, TrieNode};
 use super::{AsrError, Whisper};
 
@@ -58,19 +59,12 @@ pub struct BeamMatch {
     pub after_words: usize,
 }
 
-/// Most nodes one scoring pass decodes: a bound on its cost whatever the caller asks.
+/// Most nodes an utterance's tree holds: a bound on its cost whatever the caller asks.
 const MAX_TREE_NODES: usize = 1024;
 
-/// A reading laid into the tree: its tokens (the closing one last), the node of each
-/// token but the closing one, and the node it hangs from (`None`: the prompt).
-type ReadingPath = (Vec<u32>, Vec<usize>, Option<usize>);
-
-/// The transcript's first words as a chain of tree nodes: `boundary[k]` is the node
-/// after the first `k` words (`None`: the prompt itself).
-struct Chain {
-    nodes: Vec<NewNode>,
-    boundary: Vec<Option<usize>>,
-}
+/// A reading laid into the tree: where it hangs, its tokens (the closing one last) and
+/// the node of each token but the closing one.
+type ReadingPath = (Parent, Vec<u32>, Vec<usize>);
 
 impl Whisper {
     /// Token ids of `text` as the decoder would write it after earlier words (with the
@@ -88,44 +82,46 @@ impl Whisper {
             .to_vec())
     }
 
-    /// The first `words` words of a transcript as tree nodes, one boundary per word.
-    fn chain(&self, words: &[&str]) -> Result<Chain, AsrError> {
-        let mut nodes = Vec::new();
+    /// The tree that an utterance's beams and scoring grow together, after the
+    /// transcript's start-of-transcript sequence, over its cross-attention cache.
+    pub fn token_tree(&self, context: &AcousticContext) -> Result<TokenTree<'_>, AsrError> {
+        TokenTree::new(&self.model, &context.fresh, &context.start)
+    }
+
+    /// The first words of a transcript laid into the tree: `boundary[k]` is where the
+    /// text after the first `k` words hangs.
+    fn chain(&self, tree: &mut TokenTree, words: &[&str]) -> Result<Vec<Parent>, AsrError> {
         let mut boundary = vec![None];
+        let mut at = None;
         for word in words {
             for token in self.text_tokens(word)? {
-                let parent = nodes.len().checked_sub(1);
-                nodes.push(NewNode { parent, token });
+                at = Some(tree.add(at, token));
             }
-            boundary.push(nodes.len().checked_sub(1));
+            boundary.push(at);
         }
-        Ok(Chain { nodes, boundary })
+        Ok(boundary)
     }
 
     /// Scores each reading: the log-probability of its tokens and of its closing
-    /// token, given the audio and the transcript words before it. Readings that share a
-    /// start share its decoding; those past the decoder's context or the pass's bound
-    /// get no score.
+    /// token, given the audio and the transcript words before it. Readings share what
+    /// the tree already holds (each other's starts, the beams' paths); those past the
+    /// decoder's context or the tree's bound get no score.
     pub fn score_readings(
         &self,
-        context: &AcousticContext,
+        tree: &mut TokenTree,
         words: &[&str],
         readings: &[Reading],
     ) -> Result<Vec<Option<ReadingScore>>, AsrError> {
         let deepest = readings.iter().map(|r| r.after_words).max().unwrap_or(0);
-        let chain = self.chain(&words[..deepest.min(words.len())])?;
-        let room = self
-            .model
-            .config
-            .max_target_positions
-            .saturating_sub(context.start.len() + chain.nodes.len() + 1);
-        let mut nodes = chain.nodes.clone();
-        let mut ids: HashMap<(Option<usize>, u32), usize> = HashMap::new();
-        let mut paths: Vec<Option<ReadingPath>> = Vec::new();
+        let boundary = self.chain(tree, &words[..deepest.min(words.len())])?;
         // Readings mostly share what follows them (the carrier suffix): tokenized once.
         let mut closings: HashMap<&str, u32> = HashMap::new();
+        let mut paths: Vec<Option<ReadingPath>> = Vec::with_capacity(readings.len());
         for reading in readings {
-            let root = chain.boundary.get(reading.after_words).copied().flatten();
+            let Some(&root) = boundary.get(reading.after_words) else {
+                paths.push(None);
+                continue;
+            };
             let mut tokens = self.text_tokens(reading.text)?;
             let closing = match closings.get(reading.then) {
                 Some(&token) => token,
@@ -138,79 +134,56 @@ impl Whisper {
                     *closings.entry(reading.then).or_insert(token)
                 }
             };
-            if tokens.is_empty()
-                || tokens.len() + 1 > room
-                || reading.after_words >= chain.boundary.len()
-            {
+            if tokens.is_empty() || tokens.len() + 1 > tree.room_after(root) {
                 paths.push(None);
                 continue;
             }
-            let mut parent = root;
+            let mut at = root;
             let known = tokens
                 .iter()
-                .take_while(|&&token| match ids.get(&(parent, token)) {
-                    Some(&id) => {
-                        parent = Some(id);
+                .take_while(|&&token| match tree.find(at, token) {
+                    Some(node) => {
+                        at = Some(node);
                         true
                     }
                     None => false,
                 })
                 .count();
-            if nodes.len() + tokens.len() - known > MAX_TREE_NODES {
+            if tree.len() + tokens.len() - known > MAX_TREE_NODES {
                 paths.push(None);
                 continue;
             }
-            let mut parent = root;
-            let mut path = Vec::with_capacity(tokens.len());
-            for &token in &tokens {
-                let id = *ids.entry((parent, token)).or_insert_with(|| {
-                    nodes.push(NewNode { parent, token });
-                    nodes.len() - 1
-                });
-                path.push(id);
-                parent = Some(id);
-            }
+            let mut at = root;
+            let nodes: Vec<usize> = tokens
+                .iter()
+                .map(|&token| {
+                    let node = tree.add(at, token);
+                    at = Some(node);
+                    node
+                })
+                .collect();
             tokens.push(closing);
-            paths.push(Some((tokens, path, root)));
+            paths.push(Some((root, tokens, nodes)));
         }
-        // What each node is asked to predict; the prompt's own row predicts readings
-        // that start the transcript.
-        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-        let mut from_prompt: Vec<u32> = Vec::new();
-        for (tokens, path, root) in paths.iter().flatten() {
-            match root {
-                Some(node) => asked[*node].push(tokens[0]),
-                None => from_prompt.push(tokens[0]),
-            }
-            for (i, &node) in path.iter().enumerate() {
-                asked[node].push(tokens[i + 1]);
-            }
-        }
-        for list in asked.iter_mut().chain(std::iter::once(&mut from_prompt)) {
-            list.sort_unstable();
-            list.dedup();
-        }
-        let mut tree = TokenTree::new(&self.model, &context.fresh, &context.start)?;
-        let prompt_scores = tree.prompt_log_probs(&from_prompt)?;
-        let scores = tree.extend(&nodes, &asked)?;
-        let lookup = |node: Option<usize>, token: u32| {
-            let (list, values) = match node {
-                Some(n) => (&asked[n], &scores[n]),
-                None => (&from_prompt, &prompt_scores),
-            };
-            list.binary_search(&token)
-                .map_or(f32::NEG_INFINITY, |i| values[i])
-        };
+        // Each token of a reading is asked of the node before it.
+        let asks: Vec<(Parent, Vec<u32>)> = paths
+            .iter()
+            .flatten()
+            .flat_map(|(root, tokens, nodes)| {
+                std::iter::once(*root)
+                    .chain(nodes.iter().map(|&n| Some(n)))
+                    .zip(tokens)
+                    .map(|(at, &token)| (at, vec![token]))
+            })
+            .collect();
+        let mut scores = tree.log_probs(&asks)?.into_iter().map(|s| s[0]);
         Ok(paths
             .iter()
-            .map(|entry| {
-                let (tokens, path, root) = entry.as_ref()?;
-                let mut sum = lookup(*root, tokens[0]);
-                for (i, &node) in path.iter().enumerate() {
-                    sum += lookup(Some(node), tokens[i + 1]);
-                }
+            .map(|path| {
+                let (_, tokens, _) = path.as_ref()?;
+                let sum_logprob = scores.by_ref().take(tokens.len()).sum();
                 Some(ReadingScore {
-                    sum_logprob: sum,
+                    sum_logprob,
                     tokens: tokens.len(),
                 })
             })
@@ -223,7 +196,7 @@ impl Whisper {
     /// at its best), best first by mean log-probability, at most `limit`.
     pub fn constrained_search(
         &self,
-        context: &AcousticContext,
+        tree: &mut TokenTree,
         words: &[&str],
         entries: &[usize],
         trie: &TokenTrie,
@@ -236,36 +209,23 @@ impl Whisper {
             .filter(|&e| e <= words.len())
             .collect();
         let deepest = entries.iter().copied().max().unwrap_or(0);
-        let chain = self.chain(&words[..deepest])?;
-        let max_depth = self
-            .model
-            .config
-            .max_target_positions
-            .saturating_sub(context.start.len() + chain.nodes.len() + 1)
+        let boundary = self.chain(tree, &words[..deepest])?;
+        let max_depth = tree
+            .room_after(boundary[deepest])
+            .saturating_sub(1)
             .min(trie.max_depth());
-        let mut tree = TokenTree::new(&self.model, &context.fresh, &context.start)?;
         let root = trie.root();
         let first_tokens: Vec<u32> = trie.children(root).map(|(token, _)| token).collect();
-        // The chain, each entry boundary asked for the trie's first tokens.
-        let mut asked: Vec<Vec<u32>> = vec![Vec::new(); chain.nodes.len()];
-        let mut prompt_entry = false;
-        for &entry in &entries {
-            match chain.boundary[entry] {
-                Some(node) => asked[node] = first_tokens.clone(),
-                None => prompt_entry = true,
-            }
-        }
-        let mut chain_scores = tree.extend(&chain.nodes, &asked)?;
-        let prompt_scores = if prompt_entry {
-            tree.prompt_log_probs(&first_tokens)?
-        } else {
-            Vec::new()
-        };
+        let asks: Vec<(Parent, Vec<u32>)> = entries
+            .iter()
+            .map(|&entry| (boundary[entry], first_tokens.clone()))
+            .collect();
+        let entry_scores = tree.log_probs(&asks)?;
         /// A path: its entry, last tree node, summed log-probability and length, and
         /// the extension under consideration (token, trie child, its log-probability).
         struct Step {
             entry: usize,
-            tree_node: Option<usize>,
+            at: Parent,
             sum: f32,
             len: usize,
             token: u32,
@@ -273,16 +233,11 @@ impl Whisper {
             logprob: f32,
         }
         let mut frontier: Vec<Step> = Vec::new();
-        for &entry in &entries {
-            let node = chain.boundary[entry];
-            let scores = match node {
-                Some(n) => std::mem::take(&mut chain_scores[n]),
-                None => prompt_scores.clone(),
-            };
+        for (&entry, scores) in entries.iter().zip(entry_scores) {
             for ((token, child), logprob) in trie.children(root).zip(scores) {
                 frontier.push(Step {
                     entry,
-                    tree_node: node,
+                    at: boundary[entry],
                     sum: 0.0,
                     len: 0,
                     token,
@@ -321,24 +276,18 @@ impl Whisper {
                     None => kept.push(step),
                 }
             }
-            if kept.is_empty() {
+            if kept.is_empty() || tree.len() + kept.len() > MAX_TREE_NODES {
                 break;
             }
-            let nodes: Vec<NewNode> = kept
+            let nodes: Vec<usize> = kept.iter().map(|s| tree.add(s.at, s.token)).collect();
+            let asks: Vec<(Parent, Vec<u32>)> = kept
                 .iter()
-                .map(|s| NewNode {
-                    parent: s.tree_node,
-                    token: s.token,
-                })
+                .zip(&nodes)
+                .map(|(s, &node)| (Some(node), trie.children(s.child).map(|(t, _)| t).collect()))
                 .collect();
-            let asked: Vec<Vec<u32>> = kept
-                .iter()
-                .map(|s| trie.children(s.child).map(|(t, _)| t).collect())
-                .collect();
-            let first_id = tree.node_count();
-            let scores = tree.extend(&nodes, &asked)?;
+            let scores = tree.log_probs(&asks)?;
             let mut next = Vec::new();
-            for (i, (step, child_scores)) in kept.into_iter().zip(scores).enumerate() {
+            for ((step, node), child_scores) in kept.into_iter().zip(nodes).zip(scores) {
                 let sum = step.sum + step.logprob;
                 let len = step.len + 1;
                 for &payload in trie.payloads(step.child) {
@@ -347,7 +296,7 @@ impl Whisper {
                 for ((token, child), logprob) in trie.children(step.child).zip(child_scores) {
                     next.push(Step {
                         entry: step.entry,
-                        tree_node: Some(first_id + i),
+                        at: Some(node),
                         sum,
                         len,
                         token,

@@ -9,7 +9,7 @@
 pub mod ct2;
 pub mod decode;
 pub mod forced;
-mod kernels;
+pub mod kernels;
 pub mod mel;
 pub mod model;
 pub mod tokens;
@@ -30,6 +30,7 @@ pub use forced::{AcousticContext, BeamMatch, Reading, ReadingScore};
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
+pub use tree::TokenTree;
 pub use trie::TokenTrie;
 
 /// Tokens in the English-only Whisper vocabulary; multilingual models have more.

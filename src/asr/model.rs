@@ -8,7 +8,6 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{
     embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{kernels, AsrError};
@@ -158,6 +157,9 @@ impl Attention {
             // A few queries that may see every key: decoding steps, beams and small
             // trees' cross-attention.
             kernels::attend_one(&query, keys, values, scale as f32)?
+        } else if mask.is_none() {
+            // Many queries over the audio: a scoring tree's cross-attention.
+            kernels::attention(&query, keys, values, scale as f32)?
         } else {
             let mut scores = (query * scale)?.matmul(&keys.t()?)?;
             if let Some(mask) = mask {
@@ -432,39 +434,26 @@ impl Decoder {
             .collect())
     }
 
-    /// Log-probabilities of chosen next tokens after each of the hidden states
-    /// [rows, d_model]: `targets[r]` lists the tokens asked of row `r`. A few rows stream
-    /// the half-precision vocabulary once; many go through one matrix product.
+    /// Log-probabilities of chosen next tokens after each of the hidden states (rows of
+    /// d_model values): `targets[r]` lists the tokens asked of row `r`. Also returns each
+    /// row's normalizer, with which [`Decoder::logit`] gives any other token's
+    /// log-probability later. The half-precision vocabulary streams through once for all
+    /// rows, each block keeping its share of every row's normalizer (see
+    /// `benches/kernels.rs`: twice as fast as a matrix product and a log-softmax at
+    /// every row count decoding sees).
     pub fn target_log_probs(
         &self,
-        hidden: &Tensor,
+        hidden: &[Vec<f32>],
         targets: &[Vec<u32>],
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
-        if targets.len() <= STREAMED_ROWS {
-            return Ok(self
-                .output
-                .log_softmax_at(&hidden.to_vec2::<f32>()?, targets));
-        }
-        let vocab = self.tokens.embeddings().dim(0)?;
-        let logits = hidden
-            .matmul(&self.tokens.embeddings().t()?)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok(logits
-            .par_chunks(vocab)
-            .zip(targets)
-            .map(|(row, tokens)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = max + row.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-                tokens.iter().map(|&t| row[t as usize] - lse).collect()
-            })
-            .collect())
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        self.output.log_softmax_at(hidden, targets)
+    }
+
+    /// The logit of one token after a hidden state.
+    pub fn logit(&self, hidden: &[f32], token: u32) -> f32 {
+        self.output.dot_row(token as usize, hidden)
     }
 }
-
-/// Rows up to which [`Decoder::target_log_probs`] streams the half-precision matrix
-/// rather than multiplying: below this, packing the matrix costs more than it saves.
-const STREAMED_ROWS: usize = 16;
 
 /// -inf above the diagonal for a block of `time` new tokens after `offset` cached ones;
 /// none for a single token, which may see everything.

@@ -1,30 +1,37 @@
-//! Decoding a tree of continuations of one prompt in a single pass: every node is a token
-//! that sees the prompt and its own ancestors only (a tree attention mask), at the
-//! position its depth gives it. Forced scoring of many readings and the
-//! catalog-constrained beam both grow such a tree over one window's cross-attention
-//! cache, which is never copied per reading.
+//! Decoding a tree of continuations of one prompt: every node is a token that sees the
+//! prompt and its own ancestors only (a tree attention mask), at the position its depth
+//! gives it, so that many continuations decode as one sequence over a single copy of the
+//! window's cross-attention cache. The catalog-constrained beam and forced scoring of
+//! readings grow one such tree per utterance: a node is decoded once, whoever asks for
+//! it first, and once a node's normalizer is known, any later question about what
+//! follows it costs one dot product.
+
+use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
 use super::model::{DecoderCache, WhisperModel};
 use super::AsrError;
 
-/// A node to add: its parent (`None` hangs it under the prompt) and its token.
-#[derive(Debug, Clone, Copy)]
-pub struct NewNode {
-    pub parent: Option<usize>,
-    pub token: u32,
-}
+/// Where a continuation hangs: `None` is the end of the prompt, `Some(id)` a node.
+pub type Parent = Option<usize>;
 
-/// The prompt and the nodes decoded so far, with their keys and values cached.
+/// The prompt and the nodes of one utterance's tree, with their keys and values cached.
 pub struct TokenTree<'m> {
     model: &'m WhisperModel,
     cache: DecoderCache,
     prompt_len: usize,
-    parents: Vec<Option<usize>>,
+    parents: Vec<Parent>,
+    tokens: Vec<u32>,
     depths: Vec<u32>,
-    /// The hidden state after the prompt's last token, which predicts the first node.
-    prompt_hidden: Tensor,
+    children: HashMap<(Parent, u32), usize>,
+    /// Nodes from this id on are added but not decoded yet.
+    decoded: usize,
+    /// The final hidden state after the prompt's last token, and after each decoded node.
+    prompt_hidden: Vec<f32>,
+    hidden: Vec<Vec<f32>>,
+    /// Log-sum-exp of the logits after a prompt or node, once computed.
+    normalizers: HashMap<Parent, f32>,
 }
 
 impl<'m> TokenTree<'m> {
@@ -37,49 +44,140 @@ impl<'m> TokenTree<'m> {
         let mut cache = fresh.clone();
         let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
         let hidden = model.decoder.forward(&input, &mut cache)?;
-        let prompt_hidden = hidden.squeeze(0)?.narrow(0, prompt.len() - 1, 1)?;
+        let prompt_hidden = hidden
+            .squeeze(0)?
+            .narrow(0, prompt.len() - 1, 1)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
         Ok(Self {
             model,
             cache,
             prompt_len: prompt.len(),
             parents: Vec::new(),
+            tokens: Vec::new(),
             depths: Vec::new(),
+            children: HashMap::new(),
+            decoded: 0,
             prompt_hidden,
+            hidden: Vec::new(),
+            normalizers: HashMap::new(),
         })
     }
 
-    /// Log-probabilities of `targets` as the first token after the prompt.
-    pub fn prompt_log_probs(&self, targets: &[u32]) -> Result<Vec<f32>, AsrError> {
-        if targets.is_empty() {
-            return Ok(Vec::new());
+    /// The node for `token` after `parent`: the one already there, or a new one, decoded
+    /// with the others added before the next [`TokenTree::log_probs`].
+    pub fn add(&mut self, parent: Parent, token: u32) -> usize {
+        if let Some(&id) = self.children.get(&(parent, token)) {
+            return id;
         }
-        Ok(self
-            .model
-            .decoder
-            .target_log_probs(&self.prompt_hidden, &[targets.to_vec()])?
-            .swap_remove(0))
+        let depth = parent.map_or(0, |p| self.depths[p] + 1);
+        let id = self.parents.len();
+        self.parents.push(parent);
+        self.tokens.push(token);
+        self.depths.push(depth);
+        self.children.insert((parent, token), id);
+        id
     }
 
-    /// Adds nodes (parents before children) and returns, for each new node, the
-    /// log-probabilities of the tokens `targets` asks to follow it. Node ids count up
-    /// from 0 in the order of addition.
-    pub fn extend(
-        &mut self,
-        nodes: &[NewNode],
-        targets: &[Vec<u32>],
-    ) -> Result<Vec<Vec<f32>>, AsrError> {
-        if nodes.is_empty() {
-            return Ok(Vec::new());
+    /// The node for `token` after `parent`, if the tree has one.
+    pub fn find(&self, parent: Parent, token: u32) -> Option<usize> {
+        self.children.get(&(parent, token)).copied()
+    }
+
+    /// Nodes in the tree, decoded or not.
+    pub fn len(&self) -> usize {
+        self.parents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parents.is_empty()
+    }
+
+    /// How many more tokens fit after `at` within the decoder's context.
+    pub fn room_after(&self, at: Parent) -> usize {
+        let used = self.prompt_len + at.map_or(0, |node| self.depths[node] as usize + 1);
+        self.model.config.max_target_positions.saturating_sub(used)
+    }
+
+    /// For each ask (a prompt or node, and tokens), the log-probabilities of those tokens
+    /// following it. Decodes the nodes added since the last call in one pass, then
+    /// computes the normalizers not known yet in one pass over the vocabulary.
+    pub fn log_probs(&mut self, asks: &[(Parent, Vec<u32>)]) -> Result<Vec<Vec<f32>>, AsrError> {
+        self.decode_added()?;
+        // Everything asked of each row whose normalizer is new, asked in one pass.
+        let mut fresh: Vec<(Parent, Vec<u32>)> = Vec::new();
+        let mut row_of: HashMap<Parent, usize> = HashMap::new();
+        for (at, tokens) in asks {
+            if self.normalizers.contains_key(at) {
+                continue;
+            }
+            let row = *row_of.entry(*at).or_insert_with(|| {
+                fresh.push((*at, Vec::new()));
+                fresh.len() - 1
+            });
+            fresh[row].1.extend(tokens);
         }
-        let first = self.parents.len();
-        for node in nodes {
-            let depth = node.parent.map_or(0, |p| self.depths[p] + 1);
-            self.parents.push(node.parent);
-            self.depths.push(depth);
+        for (_, tokens) in &mut fresh {
+            tokens.sort_unstable();
+            tokens.dedup();
+        }
+        let mut fresh_scores = Vec::new();
+        if !fresh.is_empty() {
+            let hidden: Vec<Vec<f32>> = fresh
+                .iter()
+                .map(|(at, _)| self.hidden_after(*at).to_vec())
+                .collect();
+            let targets: Vec<Vec<u32>> = fresh.iter().map(|(_, t)| t.clone()).collect();
+            let (normalizers, scores) = self.model.decoder.target_log_probs(&hidden, &targets);
+            for ((at, _), normalizer) in fresh.iter().zip(normalizers) {
+                self.normalizers.insert(*at, normalizer);
+            }
+            fresh_scores = scores;
+        }
+        Ok(asks
+            .iter()
+            .map(|(at, tokens)| match row_of.get(at) {
+                Some(&row) => {
+                    let (known, scores) = (&fresh[row].1, &fresh_scores[row]);
+                    tokens
+                        .iter()
+                        .map(|t| {
+                            known
+                                .binary_search(t)
+                                .map_or(f32::NEG_INFINITY, |i| scores[i])
+                        })
+                        .collect()
+                }
+                None => {
+                    let normalizer = self.normalizers[at];
+                    let hidden = self.hidden_after(*at);
+                    tokens
+                        .iter()
+                        .map(|&t| self.model.decoder.logit(hidden, t) - normalizer)
+                        .collect()
+                }
+            })
+            .collect())
+    }
+
+    fn hidden_after(&self, at: Parent) -> &[f32] {
+        match at {
+            Some(node) => &self.hidden[node],
+            None => &self.prompt_hidden,
+        }
+    }
+
+    /// Decodes the nodes added since the last pass, each seeing the prompt and its own
+    /// ancestors.
+    fn decode_added(&mut self) -> Result<(), AsrError> {
+        let first = self.decoded;
+        let count = self.parents.len() - first;
+        if count == 0 {
+            return Ok(());
         }
         let total = self.prompt_len + self.parents.len();
-        let mut mask = vec![f32::NEG_INFINITY; nodes.len() * total];
-        let mut positions = Vec::with_capacity(nodes.len());
+        let mut mask = vec![f32::NEG_INFINITY; count * total];
+        let mut positions = Vec::with_capacity(count);
         for (row, id) in (first..self.parents.len()).enumerate() {
             let visible = &mut mask[row * total..(row + 1) * total];
             visible[..self.prompt_len].fill(0.0);
@@ -91,42 +189,16 @@ impl<'m> TokenTree<'m> {
             positions.push(self.prompt_len as u32 + self.depths[id]);
         }
         let device = Device::Cpu;
-        let mask = Tensor::from_vec(mask, (nodes.len(), total), &device)?;
-        let tokens: Vec<u32> = nodes.iter().map(|n| n.token).collect();
-        let input = Tensor::new(tokens.as_slice(), &device)?.unsqueeze(0)?;
+        let mask = Tensor::from_vec(mask, (count, total), &device)?;
+        let input = Tensor::new(&self.tokens[first..], &device)?.unsqueeze(0)?;
         let hidden = self
             .model
             .decoder
             .forward_tree(&input, &positions, &mask, &mut self.cache)?
-            .squeeze(0)?;
-        let wanted: Vec<usize> = (0..nodes.len())
-            .filter(|&i| !targets[i].is_empty())
-            .collect();
-        let mut out = vec![Vec::new(); nodes.len()];
-        if wanted.is_empty() {
-            return Ok(out);
-        }
-        let rows = Tensor::new(
-            wanted
-                .iter()
-                .map(|&i| i as u32)
-                .collect::<Vec<_>>()
-                .as_slice(),
-            &device,
-        )?;
-        let asked: Vec<Vec<u32>> = wanted.iter().map(|&i| targets[i].clone()).collect();
-        let scores = self
-            .model
-            .decoder
-            .target_log_probs(&hidden.index_select(&rows, 0)?, &asked)?;
-        for (i, score) in wanted.into_iter().zip(scores) {
-            out[i] = score;
-        }
-        Ok(out)
-    }
-
-    /// Nodes added so far; the next one gets this id.
-    pub fn node_count(&self) -> usize {
-        self.parents.len()
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        self.hidden.extend(hidden);
+        self.decoded = self.parents.len();
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::asr::{AcousticContext, AsrError, TokenTrie, Whisper};
+use crate::asr::{AsrError, TokenTree, TokenTrie, Whisper};
 use crate::search::{CatalogChange, SpokenCatalog, SpokenEntry};
 
 /// The trie and which entry each payload stands for.
@@ -73,10 +73,11 @@ impl CatalogBias {
 
     /// The entries beams of `width` over the trie reach, entered after each count of
     /// transcript `words` in `entries`, best first: (entry id, after how many words).
+    /// The beams grow `tree`, which scoring then reuses.
     pub fn propose(
         &self,
         whisper: &Whisper,
-        context: &AcousticContext,
+        tree: &mut TokenTree,
         words: &[&str],
         entries: &[usize],
         width: usize,
@@ -87,7 +88,7 @@ impl CatalogBias {
             return Ok(Vec::new());
         }
         let matches =
-            whisper.constrained_search(context, words, entries, &state.trie, width, limit)?;
+            whisper.constrained_search(tree, words, entries, &state.trie, width, limit)?;
         Ok(matches
             .into_iter()
             .filter_map(|m| {

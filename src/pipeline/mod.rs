@@ -305,10 +305,11 @@ impl Pipeline {
         entries.retain(|&e| e < words.len().max(1));
         entries.sort_unstable();
         entries.dedup();
+        let mut tree = whisper.token_tree(context)?;
         let proposed: Vec<(String, usize)> = match &self.bias {
             Some(bias) => bias.propose(
                 whisper,
-                context,
+                &mut tree,
                 &words,
                 &entries,
                 BEAM_WIDTH,
@@ -386,7 +387,7 @@ impl Pipeline {
                 }
             }
         }
-        let scores = whisper.score_readings(context, &words, &readings)?;
+        let scores = whisper.score_readings(&mut tree, &words, &readings)?;
         let unscored = ReadingScore {
             sum_logprob: UNSCORED,
             tokens: 1,

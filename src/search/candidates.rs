@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::intent::CarrierSplit;
 use super::query::{popularity_prior, QueryEngine, SearchHit, SearchRequest};
-use super::spoken::{sound_key, SpokenEntry};
+use super::spoken::{SoundKey, SpokenEntry};
 use super::text::{analyze, edit_distance, fuzzy_distance};
 use super::SearchError;
 
@@ -52,7 +52,7 @@ pub struct Candidate {
 #[derive(Debug, Clone)]
 pub struct CandidateSet {
     pub candidates: Vec<Candidate>,
-    pub heard: String,
+    pub heard: SoundKey,
 }
 
 impl QueryEngine {
@@ -139,7 +139,7 @@ impl QueryEngine {
                 found[at].proposed = true;
             }
         }
-        let heard = sound_key(&split.intent.words);
+        let heard = SoundKey::new(&split.intent.words);
         for candidate in &mut found {
             candidate.sound = candidate.entry.sound_similarity_to(&heard).unwrap_or(0.0);
         }

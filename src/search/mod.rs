@@ -24,7 +24,7 @@ pub use document::CatalogDocument;
 pub use index::{CatalogIndex, IndexStats, UpsertCounts};
 pub use intent::{CarrierPhrases, CarrierSplit, Intent};
 pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
-pub use spoken::{CatalogChange, SoundAlike, SpokenCatalog, SpokenEntry};
+pub use spoken::{CatalogChange, SoundAlike, SoundKey, SpokenCatalog, SpokenEntry};
 
 /// Everything that can go wrong in search and catalog maintenance.
 #[derive(Debug, thiserror::Error)]

@@ -49,7 +49,7 @@ pub struct SpokenEntry {
     /// Analyzed words of each qualifier: artist, writers, state, country.
     pub qualifiers: Vec<Vec<String>>,
     /// Sound keys of the readings, in order.
-    sound_keys: Vec<String>,
+    sound_keys: Vec<SoundKey>,
 }
 
 /// A name of the entry and whether it shortens the title.
@@ -102,7 +102,10 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
         .map(|(q, _)| analyze(q))
         .filter(|words| !words.is_empty())
         .collect();
-    let sound_keys = readings.iter().map(|r| sound_key(&analyze(r))).collect();
+    let sound_keys = readings
+        .iter()
+        .map(|r| SoundKey::new(&analyze(r)))
+        .collect();
     SpokenEntry {
         id: document.id.clone(),
         category,
@@ -318,27 +321,58 @@ fn number_words(n: u64) -> Option<String> {
 }
 
 /// The sound of words run together, so that a name misheard across word boundaries
-/// ("scenic taddy") still meets the written one ("schenectady").
-pub fn sound_key(words: &[String]) -> String {
-    let joined: String = words.concat();
-    if joined.is_empty() {
-        return String::new();
-    }
-    DoubleMetaphone::new(Some(SOUND_KEY_LEN))
-        .double_metaphone(&joined)
-        .primary()
+/// ("scenic taddy") still meets the written one ("schenectady"), with its letter counts:
+/// each edit changes them by at most two, so comparing counts rules out most of a
+/// catalog's keys before any edit distance is computed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SoundKey {
+    code: String,
+    /// Occurrences of each code letter, by its byte modulo 16 (letters that share a
+    /// bucket only loosen the bound).
+    counts: [u8; 16],
 }
 
-/// Similarity of two sound keys: 1 for the same, falling with the edits between them;
-/// `None` when they differ by more than `1 - floor` of the longer.
-fn sound_similarity(a: &str, b: &str, floor: f32) -> Option<f32> {
-    let longest = a.len().max(b.len());
-    if longest == 0 {
-        return None;
+impl SoundKey {
+    pub fn new(words: &[String]) -> Self {
+        let joined: String = words.concat();
+        if joined.is_empty() {
+            return Self::default();
+        }
+        let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
+            .double_metaphone(&joined)
+            .primary();
+        let mut counts = [0u8; 16];
+        for byte in code.bytes() {
+            let count = &mut counts[usize::from(byte % 16)];
+            *count = count.saturating_add(1);
+        }
+        Self { code, counts }
     }
-    let limit = ((1.0 - floor) * longest as f32).floor() as usize;
-    let edits = bounded_levenshtein(a.as_bytes(), b.as_bytes(), limit)?;
-    Some(1.0 - edits as f32 / longest as f32)
+
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// Similarity to another key: 1 for the same, falling with the edits between them;
+    /// `None` when they differ by more than `1 - floor` of the longer.
+    fn similarity(&self, other: &SoundKey, floor: f32) -> Option<f32> {
+        let longest = self.code.len().max(other.code.len());
+        if longest == 0 {
+            return None;
+        }
+        let limit = ((1.0 - floor) * longest as f32).floor() as usize;
+        let count_gap: usize = self
+            .counts
+            .iter()
+            .zip(&other.counts)
+            .map(|(a, b)| usize::from(a.abs_diff(*b)))
+            .sum();
+        if count_gap.div_ceil(2) > limit {
+            return None;
+        }
+        let edits = bounded_levenshtein(self.code.as_bytes(), other.code.as_bytes(), limit)?;
+        Some(1.0 - edits as f32 / longest as f32)
+    }
 }
 
 /// Levenshtein distance, or `None` once it must exceed `limit`. Sound keys are short,
@@ -441,9 +475,9 @@ impl SpokenCatalog {
     /// Entries whose readings sound most like any of `heard` (spans of a name as
     /// heard), best first, at most `limit`. One parallel pass over the catalog.
     pub fn sound_alikes(&self, heard: &[Vec<String>], limit: usize) -> Vec<SoundAlike> {
-        let keys: Vec<String> = heard
+        let keys: Vec<SoundKey> = heard
             .iter()
-            .map(|words| sound_key(words))
+            .map(|words| SoundKey::new(words))
             .filter(|key| !key.is_empty())
             .collect();
         if keys.is_empty() {
@@ -510,25 +544,25 @@ impl CatalogState {
 }
 
 impl SpokenEntry {
-    /// Indices of the `n` readings that sound most like `heard` (a [`sound_key`]), the
-    /// closest first: the readings worth the speech model's time.
-    pub fn readings_like(&self, heard: &str, n: usize) -> Vec<usize> {
+    /// Indices of the `n` readings that sound most like `heard`, the closest first: the
+    /// readings worth the speech model's time.
+    pub fn readings_like(&self, heard: &SoundKey, n: usize) -> Vec<usize> {
         let mut ranked: Vec<(usize, f32)> = self
             .sound_keys
             .iter()
             .enumerate()
-            .map(|(i, key)| (i, sound_similarity(heard, key, 0.0).unwrap_or(0.0)))
+            .map(|(i, key)| (i, heard.similarity(key, 0.0).unwrap_or(0.0)))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.into_iter().take(n).map(|(i, _)| i).collect()
     }
 
-    /// The best similarity of the entry's readings to a sound key heard (see
-    /// [`sound_key`]); `None` when none comes close.
-    pub fn sound_similarity_to(&self, heard: &str) -> Option<f32> {
+    /// The best similarity of the entry's readings to a sound key heard; `None` when
+    /// none comes close.
+    pub fn sound_similarity_to(&self, heard: &SoundKey) -> Option<f32> {
         self.sound_keys
             .iter()
-            .filter_map(|key| sound_similarity(heard, key, SOUND_FLOOR))
+            .filter_map(|key| heard.similarity(key, SOUND_FLOOR))
             .max_by(f32::total_cmp)
     }
 }
@@ -583,10 +617,61 @@ mod tests {
     fn sound_keys_cross_word_boundaries() {
         let words = |s: &str| analyze(s);
         let schenectady = entry(r#"{"id":"c","title":"Schenectady","category":"city"}"#);
-        let heard = sound_key(&words("scenic taddy"));
-        assert!(schenectady.sound_similarity_to(&heard).is_some(), "{heard}");
+        let heard = SoundKey::new(&words("scenic taddy"));
+        assert!(
+            schenectady.sound_similarity_to(&heard).is_some(),
+            "{heard:?}"
+        );
         let chicago = entry(r#"{"id":"d","title":"Chicago","category":"city"}"#);
         assert!(chicago.sound_similarity_to(&heard).is_none());
+    }
+
+    #[test]
+    fn the_letter_count_bound_never_rules_out_a_close_key() {
+        // Keys and copies of them with a few random edits, so that many pairs are close.
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize
+        };
+        let letter = |n: usize| b"AKNSTX0P"[n % 8];
+        let key = |code: Vec<u8>| {
+            let mut counts = [0u8; 16];
+            code.iter().for_each(|b| counts[usize::from(b % 16)] += 1);
+            SoundKey {
+                code: String::from_utf8(code).unwrap(),
+                counts,
+            }
+        };
+        let mut compared = 0;
+        for _ in 0..5_000 {
+            let original: Vec<u8> = (0..1 + next() % 12).map(|_| letter(next())).collect();
+            let mut edited = original.clone();
+            for _ in 0..next() % 5 {
+                let at = next() % (edited.len() + 1);
+                match next() % 3 {
+                    0 => edited.insert(at, letter(next())),
+                    1 if at < edited.len() => edited[at] = letter(next()),
+                    _ if at < edited.len() && edited.len() > 1 => {
+                        edited.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            let (a, b) = (key(original), key(edited));
+            let longest = a.code.len().max(b.code.len());
+            let limit = ((1.0 - SOUND_FLOOR) * longest as f32).floor() as usize;
+            let plain = bounded_levenshtein(a.code.as_bytes(), b.code.as_bytes(), limit)
+                .map(|edits| 1.0 - edits as f32 / longest as f32);
+            assert_eq!(a.similarity(&b, SOUND_FLOOR), plain, "{a:?} {b:?}");
+            compared += usize::from(plain.is_some());
+        }
+        assert!(
+            compared > 100,
+            "too few close pairs to test the bound: {compared}"
+        );
     }
 
     #[test]

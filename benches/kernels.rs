@@ -1,0 +1,61 @@
+//! The decoder's output projection read as log-probabilities (`log_softmax_at`), the
+//! costliest step of the catalog's beams and forced scoring: the hand-written
+//! half-precision kernel against candle's matrix product followed by a log-softmax, on
+//! Whisper tiny.en's shape (51,864 tokens of 384 values) and the row counts decoding
+//! sees (a step, a beam, a scoring tree). Random weights: speed does not depend on them.
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use voice_search::asr::kernels::HalfMatrix;
+
+const VOCAB: usize = 51_864;
+const D_MODEL: usize = 384;
+
+fn bench(c: &mut Criterion) {
+    let device = Device::Cpu;
+    let weights = Tensor::randn(0f32, 0.05, (VOCAB, D_MODEL), &device).unwrap();
+    let half = HalfMatrix::new(&weights).unwrap();
+    let mut group = c.benchmark_group("log_softmax_at");
+    group.sample_size(10);
+    for rows in [1usize, 2, 6, 24, 96] {
+        let hidden = Tensor::randn(0f32, 1.0, (rows, D_MODEL), &device).unwrap();
+        let xs = hidden.to_vec2::<f32>().unwrap();
+        let targets: Vec<Vec<u32>> = (0..rows).map(|r| vec![r as u32 * 7, 50_000]).collect();
+        group.bench_with_input(BenchmarkId::new("half_tiles", rows), &rows, |b, _| {
+            b.iter(|| half.log_softmax_at(&xs, &targets))
+        });
+        group.bench_with_input(BenchmarkId::new("candle_matmul", rows), &rows, |b, _| {
+            b.iter(|| {
+                let logits = hidden.matmul(&weights.t().unwrap()).unwrap();
+                let normalized = candle_nn::ops::log_softmax(&logits, 1).unwrap();
+                normalized.to_vec2::<f32>().unwrap()
+            })
+        });
+    }
+    group.finish();
+
+    // The decoder's own projections (attention 384 -> 384, feed-forward 384 -> 1536 and
+    // back) at the row counts of scoring trees.
+    let mut group = c.benchmark_group("projection");
+    group.sample_size(10);
+    for (inputs, outputs) in [(384usize, 384usize), (384, 1536), (1536, 384)] {
+        let weights = Tensor::randn(0f32, 0.05, (outputs, inputs), &device).unwrap();
+        let half = HalfMatrix::new(&weights).unwrap();
+        let linear = candle_nn::Linear::new(weights.clone(), None);
+        for rows in [48usize, 96] {
+            let x = Tensor::randn(0f32, 1.0, (1, rows, inputs), &device).unwrap();
+            let xs = x.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+            let name = format!("{inputs}x{outputs}/{rows}");
+            group.bench_function(BenchmarkId::new("half_tiles", &name), |b| {
+                b.iter(|| half.mul_rows(&xs))
+            });
+            group.bench_function(BenchmarkId::new("candle_linear", &name), |b| {
+                b.iter(|| candle_nn::Module::forward(&linear, &x).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
