@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::monitor::CaptureConfig;
+use crate::service::ConnectionLimits;
 use crate::stream::{SessionLimits, VoiceLimits};
 use crate::workers::PoolSize;
 
@@ -87,8 +88,20 @@ settings! {
     idle_timeout_seconds: f64 = 10.0;
     /// Streams open at once; more get RESOURCE_EXHAUSTED.
     max_streams: usize = 64;
+    /// Client connections open at once; one more is closed as soon as it is accepted.
+    max_connections: usize = 1024;
+    /// Seconds a new connection may stay silent before its first byte; then it is closed.
+    connection_start_seconds: f64 = 10.0;
+    /// Seconds between HTTP/2 pings on a quiet connection, and how long an answer may
+    /// take before the connection is dropped.
+    keepalive_seconds: f64 = 30.0;
     /// Load the built-in demo catalog when the index is empty at start.
     demo_catalog: bool = true;
+    /// Key file (`voice-search keys add`); with it, every call but health and reflection
+    /// needs a key whose role allows it.
+    api_keys: Option<PathBuf> = None, shown "none, no key needed";
+    /// Serve gRPC reflection (what grpcurl lists and describes).
+    reflection: bool = true;
     /// Reference profile for drift detection (`voice-search drift baseline`); without
     /// one, features are still windowed but nothing is compared.
     drift_baseline: Option<PathBuf> = None;
@@ -180,6 +193,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("setting {name} = {value}: {problem}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        problem: &'static str,
+    },
 }
 
 impl ServeConfig {
@@ -195,8 +214,59 @@ impl ServeConfig {
         })
     }
 
+    /// Refuses settings no server can run with (a negative or endless timeout, no
+    /// workers), naming the setting, rather than failing or panicking later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, value: &dyn std::fmt::Display, problem| {
+            Err(ConfigError::Invalid {
+                name,
+                value: value.to_string(),
+                problem,
+            })
+        };
+        for (name, value) in [
+            ("max_utterance_seconds", self.max_utterance_seconds),
+            ("max_stream_seconds", self.max_stream_seconds),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("connection_start_seconds", self.connection_start_seconds),
+            ("keepalive_seconds", self.keepalive_seconds),
+            ("capture_max_age_hours", self.capture_max_age_hours),
+        ] {
+            // What a Duration can hold: finite, positive and below about 10^19 seconds.
+            if !(value > 0.0 && Duration::try_from_secs_f64(value * 3600.0).is_ok()) {
+                return invalid(name, &value, "must be a positive, finite number");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.capture_fraction) {
+            return invalid("capture_fraction", &self.capture_fraction, "must be 0 to 1");
+        }
+        for (name, value) in [
+            ("workers", self.workers),
+            ("max_streams", self.max_streams),
+            ("max_connections", self.max_connections),
+            ("drift_window", self.drift_window),
+            ("max_message_bytes", self.max_message_bytes),
+        ] {
+            if value == 0 {
+                return invalid(name, &value, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_open: self.max_connections,
+            first_byte: Duration::from_secs_f64(self.connection_start_seconds),
+        }
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs_f64(self.keepalive_seconds)
     }
 
     pub fn pool_size(&self) -> PoolSize {
@@ -267,6 +337,24 @@ mod tests {
         );
         assert_eq!(config.capture_dir, Some(PathBuf::from("/tmp/c")));
         assert_eq!(config.index, ServeConfig::default().index);
+    }
+
+    #[test]
+    fn settings_no_server_can_run_with_are_refused_by_name() {
+        assert!(ServeConfig::default().validate().is_ok());
+        for toml_text in [
+            "idle_timeout_seconds = -1.0",
+            "keepalive_seconds = nan",
+            "connection_start_seconds = 0.0",
+            "max_stream_seconds = 1e300",
+            "capture_fraction = 1.5",
+            "max_connections = 0",
+        ] {
+            let config: ServeConfig = toml::from_str(toml_text).unwrap();
+            let message = config.validate().unwrap_err().to_string();
+            let name = toml_text.split(' ').next().unwrap();
+            assert!(message.contains(name), "{toml_text}: {message}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! [`workers`] (the bounded transcription pool), [`stream`] (the voice front door:
 //! whole utterances and streams, driven by plain events, with their limits), [`monitor`]
 //! (metrics, drift, capture), and [`app`], which opens them all from [`config`].
-//! [`service`] exposes it all over gRPC and knows nothing the library does not; its
+//! [`keys`] says which API keys may call what. [`service`] exposes it all over gRPC and
+//! knows nothing the library does not; its
 //! [`service::client`] is the streaming client the command line and the eval use.
 
 pub mod app;
@@ -14,6 +15,7 @@ pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod eval;
+pub mod keys;
 pub mod monitor;
 pub mod pipeline;
 pub mod proto;

@@ -11,6 +11,7 @@ use cli::catalog::{IndexCommand, SearchArgs};
 use cli::client::ClientArgs;
 use cli::drift::{CaptureCommand, DriftCommand};
 use cli::eval::EvalArgs;
+use cli::keys::KeysCommand;
 use cli::serve::ServeArgs;
 use cli::transcribe::TranscribeArgs;
 
@@ -28,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Maintain the catalog index.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -49,6 +50,9 @@ enum Command {
     /// The capture folder of sampled utterances.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// API keys the server can require (`serve --api-keys`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Client(args) => cli::client::client(args),
         Command::Drift(command) => cli::drift::drift(command),
         Command::Capture(command) => cli::drift::capture(command),
+        Command::Keys(command) => cli::keys::keys(command),
         Command::Model(ModelCommand::Import { from, to }) => {
             voice_search::asr::ct2::import(&from, &to)?;
             println!("imported {} into {}", from.display(), to.display());

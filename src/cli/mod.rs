@@ -4,6 +4,7 @@ pub(crate) mod catalog;
 pub(crate) mod client;
 pub(crate) mod drift;
 pub(crate) mod eval;
+pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod transcribe;
 

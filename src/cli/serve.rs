@@ -26,11 +26,13 @@ impl ServeArgs {
             None => ServeConfig::default(),
         };
         self.settings.apply(&mut config);
+        config.validate()?;
         Ok(config)
     }
 }
 
 pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    raise_file_limit(config.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = TcpListener::bind(config.listen)
@@ -44,6 +46,24 @@ pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
         voice_search::service::serve(app, &config, listener, metrics, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Descriptors the server needs besides client connections: the index's files, the
+/// model, the listeners, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one: each connection holds a descriptor,
+/// and a soft limit of 1024 would refuse clients well before `max_connections`.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + RESERVED_FILES => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below max_connections plus {RESERVED_FILES}: lower max_connections or raise the hard limit"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

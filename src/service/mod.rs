@@ -3,8 +3,10 @@
 //! streaming [`client`] the command line and the eval use. No search or speech logic
 //! lives here.
 
+mod auth;
 mod catalog;
 pub mod client;
+mod connections;
 mod convert;
 mod monitor;
 mod search;
@@ -16,8 +18,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::app::App;
@@ -29,6 +29,7 @@ use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 pub use catalog::CatalogService;
+pub use connections::ConnectionLimits;
 pub use monitor::MonitorService;
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
@@ -40,6 +41,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 /// Serves every gRPC service of `app` on `listener` and the Prometheus metrics on
@@ -53,6 +56,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_bytes = config.max_message_bytes;
+    let ring = config
+        .api_keys
+        .as_deref()
+        .map(crate::keys::KeyRing::load)
+        .transpose()?;
+    match &ring {
+        Some(ring) => tracing::info!(keys = ring.len(), "calls need an API key"),
+        None if !config.listen.ip().is_loopback() => tracing::warn!(
+            listen = %config.listen,
+            "serving without API keys on an address others can reach: anyone who can connect may rewrite the catalog (see --api-keys)"
+        ),
+        None => {}
+    }
     let App {
         index,
         engine,
@@ -78,16 +94,20 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop_seen = stop_seen.clone();
+        async move {
+            stop_seen.wait_for(|&stop| stop).await.ok();
+        }
+    };
     let metrics_server = tokio::spawn(crate::monitor::http::serve_metrics(
         metrics_listener,
         monitor.clone(),
         pool.clone(),
         index.clone(),
-        async move {
-            let mut stop_seen = stop_seen;
-            stop_seen.wait_for(|&stop| stop).await.ok();
-        },
+        stopped(),
     ));
+    let connections = connections::incoming(listener, config.connection_limits(), stopped());
 
     let draining = Arc::new(Notify::new());
     let on_shutdown = {
@@ -110,10 +130,19 @@ pub async fn serve(
         }
     };
 
+    let keepalive = config.keepalive();
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        (Some(reflection_v1), Some(reflection_v1alpha))
+    } else {
+        (None, None)
+    };
     let server = Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .layer(auth::RequireKeys::new(ring))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(
             VoiceSearchServer::new(VoiceSearchService::new(voice, monitor.clone()))
                 .max_decoding_message_size(max_bytes)
@@ -130,7 +159,7 @@ pub async fn serve(
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(MonitorServer::new(MonitorService::new(monitor)))
-        .serve_with_incoming_shutdown(incoming(listener), on_shutdown);
+        .serve_with_incoming_shutdown(connections, on_shutdown);
 
     let grace = config.shutdown_grace();
     tokio::select! {
@@ -142,18 +171,4 @@ pub async fn serve(
     metrics_server.abort();
     tracing::info!("server stopped");
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off: a result is one small frame, and
-/// holding it back for the client's delayed acknowledgement would add ~40 ms to it.
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set; responses may wait for ACKs");
-        }
-        Ok(stream)
-    })
 }

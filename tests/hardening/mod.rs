@@ -1,6 +1,9 @@
 //! What an adversarial client found, one test per defect, each failing before its fix:
 //! forged page tokens, unbounded documents and echoed input (`catalog`), lying audio
-//! headers and chunking (`audio`).
+//! headers and chunking (`audio`), silent and unresponsive connections (`connections`),
+//! and who may call what (`keys`).
 
 mod audio;
 mod catalog;
+mod connections;
+mod keys;

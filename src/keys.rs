@@ -1,0 +1,267 @@
+//! API keys: who may call what. A key file (TOML) lists each key's name, role and
+//! SHA-256 hash, never the key itself, so a leaked file grants nothing. A presented key
+//! is hashed and compared with every stored hash in constant time, so response timing
+//! tells nothing about how close a guess came. `voice-search keys add` draws a key,
+//! appends its hash and prints the key once.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Search by voice or text, and read documents and catalog statistics.
+    Search,
+    /// Everything, including writing the catalog and reading the drift report.
+    Admin,
+}
+
+impl Role {
+    /// Whether a key of this role may do what `needed` allows.
+    pub fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || needed == Role::Search
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Search => "search",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Why keys could not be read or added.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("key file {path}: key {name:?} has no valid sha256 (64 hex digits)")]
+    BadHash { path: PathBuf, name: String },
+    #[error("key file {path} already has a key named {name:?}")]
+    Duplicate { path: PathBuf, name: String },
+    #[error("a key name is 1 to 64 letters, digits, '-', '_' or '.': {0:?}")]
+    BadName(String),
+    #[error("cannot write key file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no randomness for a new key: {0}")]
+    Random(getrandom::Error),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(default)]
+    key: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    role: Role,
+    sha256: String,
+}
+
+/// A key as the server holds it.
+#[derive(Debug, Clone)]
+struct StoredKey {
+    name: String,
+    role: Role,
+    hash: [u8; 32],
+}
+
+/// The keys a server accepts.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: Vec<StoredKey>,
+}
+
+/// Who presented a known key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub name: &'a str,
+    pub role: Role,
+}
+
+impl KeyRing {
+    /// Reads a key file; a missing file is an error, an empty one accepts no key.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: KeyFile = toml::from_str(&text).map_err(|source| KeyError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let keys = file
+            .key
+            .into_iter()
+            .map(|entry| {
+                let hash = parse_hash(&entry.sha256).ok_or_else(|| KeyError::BadHash {
+                    path: path.to_owned(),
+                    name: entry.name.clone(),
+                })?;
+                Ok(StoredKey {
+                    name: entry.name,
+                    role: entry.role,
+                    hash,
+                })
+            })
+            .collect::<Result<_, KeyError>>()?;
+        Ok(Self { keys })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Who `presented` belongs to, if anyone. Every stored hash is compared, in
+    /// constant time, whatever matches first.
+    pub fn caller(&self, presented: &str) -> Option<Caller<'_>> {
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.hash.ct_eq(&hash)) {
+                found = Some(Caller {
+                    name: &key.name,
+                    role: key.role,
+                });
+            }
+        }
+        found
+    }
+}
+
+/// Draws a new key of `role` named `name`, appends its hash to the key file at `path`
+/// (created if missing) and returns the key, which is stored nowhere else.
+pub fn add_key(path: &Path, name: &str, role: Role) -> Result<String, KeyError> {
+    let valid_name = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid_name {
+        return Err(KeyError::BadName(name.to_string()));
+    }
+    if path.exists() {
+        let ring = KeyRing::load(path)?;
+        if ring.keys.iter().any(|k| k.name == name) {
+            return Err(KeyError::Duplicate {
+                path: path.to_owned(),
+                name: name.to_string(),
+            });
+        }
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(KeyError::Random)?;
+    let key = format!("vsk_{}", hex(&secret));
+    let entry = format!(
+        "\n[[key]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"\n",
+        role.name(),
+        hex(&Sha256::digest(key.as_bytes()))
+    );
+    let write_error = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(entry.as_bytes()))
+        .map_err(write_error)?;
+    Ok(key)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_added_key_is_known_by_its_role_and_its_file_holds_no_key() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("keys.toml");
+        let search = add_key(&path, "phone-app", Role::Search).unwrap();
+        let admin = add_key(&path, "catalog-loader", Role::Admin).unwrap();
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(
+            ring.caller(&search),
+            Some(Caller {
+                name: "phone-app",
+                role: Role::Search
+            })
+        );
+        assert_eq!(ring.caller(&admin).map(|c| c.role), Some(Role::Admin));
+        assert_eq!(ring.caller("vsk_guess"), None);
+        assert_eq!(ring.caller(&search[..search.len() - 1]), None);
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert!(!file.contains(&search[4..]) && !file.contains(&admin[4..]));
+        assert!(matches!(
+            add_key(&path, "phone-app", Role::Admin),
+            Err(KeyError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            add_key(&path, "a b", Role::Admin),
+            Err(KeyError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn admin_allows_everything_and_search_only_search() {
+        assert!(Role::Admin.allows(Role::Admin) && Role::Admin.allows(Role::Search));
+        assert!(Role::Search.allows(Role::Search) && !Role::Search.allows(Role::Admin));
+    }
+
+    #[test]
+    fn a_malformed_hash_is_refused_with_the_key_name() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("keys.toml");
+        std::fs::write(
+            &path,
+            "[[key]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"abc\"\n",
+        )
+        .unwrap();
+        let message = KeyRing::load(&path).unwrap_err().to_string();
+        assert!(message.contains("\"x\""), "{message}");
+    }
+}

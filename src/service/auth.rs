@@ -1,0 +1,117 @@
+//! API keys at the door: a tower layer in front of every service that reads the
+//! `authorization: Bearer <key>` metadata and lets a call through only if its key's role
+//! allows the method. Health and reflection stay open, so that load balancers and
+//! grpcurl can see the server; a call without a key, or with one the server does not
+//! know, is UNAUTHENTICATED; a known key whose role falls short is PERMISSION_DENIED.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::codegen::{http, BoxFuture};
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::keys::{KeyRing, Role};
+
+/// Methods only an admin key may call: the catalog's writes and the drift report.
+const ADMIN_METHODS: &[&str] = &[
+    "/voicesearch.v1.Catalog/UpsertDocuments",
+    "/voicesearch.v1.Catalog/BulkUpsertDocuments",
+    "/voicesearch.v1.Catalog/DeleteDocument",
+    "/voicesearch.v1.Monitor/GetDriftReport",
+];
+/// Services any caller may use.
+const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
+
+/// Requires a key for every call but those of [`OPEN_SERVICES`]; without a key ring,
+/// lets every call through.
+#[derive(Clone)]
+pub struct RequireKeys {
+    ring: Option<Arc<KeyRing>>,
+}
+
+impl RequireKeys {
+    pub fn new(ring: Option<KeyRing>) -> Self {
+        Self {
+            ring: ring.map(Arc::new),
+        }
+    }
+
+    /// Whether the call to `path` with these headers may go on.
+    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
+        let Some(ring) = &self.ring else {
+            return Ok(());
+        };
+        if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
+            return Ok(());
+        }
+        let needed = if ADMIN_METHODS.contains(&path) {
+            Role::Admin
+        } else {
+            Role::Search
+        };
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this server needs an API key: send it as `authorization: Bearer <key>` metadata",
+                )
+            })?;
+        let caller = ring
+            .caller(presented.trim())
+            .ok_or_else(|| Status::unauthenticated("the API key is not one this server knows"))?;
+        if !caller.role.allows(needed) {
+            let method = path.rsplit('/').next().unwrap_or(path);
+            return Err(Status::permission_denied(format!(
+                "the key {:?} has the {} role; {method} needs an {} key",
+                caller.name,
+                caller.role.name(),
+                needed.name()
+            )));
+        }
+        tracing::debug!(key = caller.name, path, "call allowed");
+        Ok(())
+    }
+}
+
+impl<S> Layer<S> for RequireKeys {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            keys: self.clone(),
+        }
+    }
+}
+
+/// A service behind [`RequireKeys`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    keys: RequireKeys,
+}
+
+impl<S, B, R> Service<http::Request<B>> for Guarded<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match self.keys.check(request.uri().path(), request.headers()) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}

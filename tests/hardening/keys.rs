@@ -1,0 +1,100 @@
+//! API keys over a real server: without one, or with one the server does not know, a
+//! call is UNAUTHENTICATED; a search key searches but cannot write the catalog
+//! (PERMISSION_DENIED); an admin key can; health stays open to all.
+
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use voice_search::keys::{add_key, Role};
+use voice_search::proto::catalog_client::CatalogClient;
+use voice_search::proto::search_client::SearchClient;
+use voice_search::proto::{Document, SearchRequest, UpsertDocumentsRequest};
+
+use crate::common::server::{test_config, TestServer};
+
+type Keyed =
+    InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
+
+/// A channel whose calls carry `key` as a bearer token (none when empty).
+async fn keyed(server: &TestServer, key: &str) -> Keyed {
+    let header: Option<MetadataValue<_>> =
+        (!key.is_empty()).then(|| format!("Bearer {key}").parse().unwrap());
+    InterceptedService::new(
+        server.channel().await,
+        Box::new(move |mut request: Request<()>| {
+            if let Some(header) = &header {
+                request
+                    .metadata_mut()
+                    .insert("authorization", header.clone());
+            }
+            Ok(request)
+        }),
+    )
+}
+
+async fn search_code(server: &TestServer, key: &str) -> Code {
+    let mut client = SearchClient::new(keyed(server, key).await);
+    let request = SearchRequest {
+        query: "anything".into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    match client.search(request).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
+    let mut client = CatalogClient::new(keyed(server, key).await);
+    let request = UpsertDocumentsRequest {
+        documents: vec![Document {
+            id: "m1".into(),
+            title: "Heat".into(),
+            category: "movie".into(),
+            ..Default::default()
+        }],
+    };
+    client.upsert_documents(request).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn keys_decide_who_may_search_and_who_may_write() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("keys.toml");
+    let search_key = add_key(&path, "phone-app", Role::Search).unwrap();
+    let admin_key = add_key(&path, "loader", Role::Admin).unwrap();
+    let server = TestServer::start(voice_search::config::ServeConfig {
+        api_keys: Some(path),
+        ..test_config()
+    })
+    .await;
+
+    assert_eq!(search_code(&server, "").await, Code::Unauthenticated);
+    assert_eq!(
+        search_code(&server, "vsk_not_a_key").await,
+        Code::Unauthenticated
+    );
+    assert_eq!(search_code(&server, &search_key).await, Code::Ok);
+    assert_eq!(search_code(&server, &admin_key).await, Code::Ok);
+
+    let denied = upsert(&server, &search_key).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("phone-app"),
+        "{}",
+        denied.message()
+    );
+    upsert(&server, &admin_key).await.unwrap();
+
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(status.is_ok(), "health needs no key: {status:?}");
+}
