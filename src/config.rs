@@ -102,6 +102,13 @@ settings! {
     api_keys: Option<PathBuf> = None, shown "none, no key needed";
     /// Serve gRPC reflection (what grpcurl lists and describes).
     reflection: bool = true;
+    /// PEM certificate chain for TLS; with `tls_key`, the server speaks only TLS.
+    tls_cert: Option<PathBuf> = None, shown "none, plaintext";
+    /// PEM private key of `tls_cert`.
+    tls_key: Option<PathBuf> = None;
+    /// PEM certificates of the authorities client certificates must chain to; with it,
+    /// every client needs one (mutual TLS).
+    tls_client_ca: Option<PathBuf> = None, shown "none, no client certificate needed";
     /// Reference profile for drift detection (`voice-search drift baseline`); without
     /// one, features are still windowed but nothing is compared.
     drift_baseline: Option<PathBuf> = None;
@@ -237,6 +244,20 @@ impl ServeConfig {
                 return invalid(name, &value, "must be a positive, finite number");
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", &"none", "tls_cert needs its key"),
+            (None, Some(_)) => {
+                return invalid("tls_cert", &"none", "tls_key needs its certificate")
+            }
+            (None, None) if self.tls_client_ca.is_some() => {
+                return invalid(
+                    "tls_cert",
+                    &"none",
+                    "tls_client_ca needs the server's own certificate",
+                )
+            }
+            _ => {}
+        }
         if !(0.0..=1.0).contains(&self.capture_fraction) {
             return invalid("capture_fraction", &self.capture_fraction, "must be 0 to 1");
         }
@@ -349,6 +370,7 @@ mod tests {
             "max_stream_seconds = 1e300",
             "capture_fraction = 1.5",
             "max_connections = 0",
+            "tls_cert = \"server.pem\"",
         ] {
             let config: ServeConfig = toml::from_str(toml_text).unwrap();
             let message = config.validate().unwrap_err().to_string();

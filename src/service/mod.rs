@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::app::App;
 use crate::config::ServeConfig;
@@ -43,6 +43,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error("cannot read {path} for TLS: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Serves every gRPC service of `app` on `listener` and the Prometheus metrics on
@@ -61,13 +66,18 @@ pub async fn serve(
         .as_deref()
         .map(crate::keys::KeyRing::load)
         .transpose()?;
+    let tls = tls_config(config)?;
+    let exposed = !config.listen.ip().is_loopback();
     match &ring {
         Some(ring) => tracing::info!(keys = ring.len(), "calls need an API key"),
-        None if !config.listen.ip().is_loopback() => tracing::warn!(
+        None if exposed => tracing::warn!(
             listen = %config.listen,
             "serving without API keys on an address others can reach: anyone who can connect may rewrite the catalog (see --api-keys)"
         ),
         None => {}
+    }
+    if exposed && tls.is_none() {
+        tracing::warn!(listen = %config.listen, "serving plaintext on an address others can reach: audio, queries and keys travel unencrypted (see --tls-cert)");
     }
     let App {
         index,
@@ -136,7 +146,11 @@ pub async fn serve(
     } else {
         (None, None)
     };
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
         .layer(auth::RequireKeys::new(ring))
@@ -171,4 +185,23 @@ pub async fn serve(
     metrics_server.abort();
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The server's TLS identity and, for mutual TLS, the client authorities, from the PEM
+/// files the settings name; `None` without a certificate.
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }

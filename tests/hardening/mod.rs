@@ -1,9 +1,10 @@
 //! What an adversarial client found, one test per defect, each failing before its fix:
 //! forged page tokens, unbounded documents and echoed input (`catalog`), lying audio
 //! headers and chunking (`audio`), silent and unresponsive connections (`connections`),
-//! and who may call what (`keys`).
+//! who may call what (`keys`) and TLS (`tls`).
 
 mod audio;
 mod catalog;
 mod connections;
 mod keys;
+mod tls;

@@ -1,0 +1,106 @@
+//! TLS on a real server, with certificates drawn for the test: a client that trusts the
+//! server's authority searches, a plaintext one gets nothing; with a client authority
+//! set, only a client holding a certificate it signed gets in (mutual TLS).
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use voice_search::config::ServeConfig;
+use voice_search::proto::search_client::SearchClient;
+use voice_search::proto::SearchRequest;
+
+use crate::common::server::{test_config, TestServer};
+
+/// PEM files of an authority, a server certificate for localhost and a client
+/// certificate, both signed by it.
+struct Pki {
+    folder: tempfile::TempDir,
+    ca: String,
+    client: (String, String),
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let server = leaf(vec!["localhost".into()]);
+        let client = leaf(vec!["test-client".into()]);
+        let folder = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("ca.pem", &ca),
+            ("server.pem", &server.0),
+            ("server.key", &server.1),
+        ] {
+            std::fs::write(folder.path().join(name), pem).unwrap();
+        }
+        Self { folder, ca, client }
+    }
+
+    fn server_config(&self, mutual: bool) -> ServeConfig {
+        let path = |name: &str| Some(self.folder.path().join(name));
+        ServeConfig {
+            tls_cert: path("server.pem"),
+            tls_key: path("server.key"),
+            tls_client_ca: if mutual { path("ca.pem") } else { None },
+            ..test_config()
+        }
+    }
+}
+
+/// Whether a search succeeds over a channel to `server` built with `tls` (plaintext
+/// without it).
+async fn searches(server: &TestServer, tls: Option<ClientTlsConfig>) -> bool {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{}", server.addr)).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let request = SearchRequest {
+        query: "anything".into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    SearchClient::new(channel).search(request).await.is_ok()
+}
+
+fn trusting(pki: &Pki) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost")
+}
+
+#[tokio::test]
+async fn a_tls_server_serves_clients_that_trust_it_and_no_plaintext() {
+    let pki = Pki::new();
+    let server = TestServer::start(pki.server_config(false)).await;
+    assert!(searches(&server, Some(trusting(&pki))).await);
+    assert!(
+        !searches(&server, None).await,
+        "plaintext reached a TLS server"
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_lets_in_only_clients_with_a_signed_certificate() {
+    let pki = Pki::new();
+    let server = TestServer::start(pki.server_config(true)).await;
+    assert!(
+        !searches(&server, Some(trusting(&pki))).await,
+        "no client certificate, yet served"
+    );
+    let identity = Identity::from_pem(&pki.client.0, &pki.client.1);
+    assert!(searches(&server, Some(trusting(&pki).identity(identity))).await);
+}
