@@ -1,12 +1,18 @@
 //! API keys: who may call what. A key file (TOML) lists each key's name, role and
 //! SHA-256 hash, never the key itself, so a leaked file grants nothing. A presented key
 //! is hashed and compared with every stored hash in constant time, so response timing
-//! tells nothing about how close a guess came. `voice-search keys add` draws a key,
-//! appends its hash and prints the key once.
+//! tells nothing about how close a guess came. A key may also carry a rate: calls per
+//! minute, as many at once, refilled evenly (a token bucket, through the governor crate).
+//! `voice-search keys add` draws a key, appends its hash and prints the key once.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -77,27 +83,56 @@ struct KeyEntry {
     name: String,
     role: Role,
     sha256: String,
+    calls_per_minute: Option<NonZeroU32>,
 }
 
 /// A key as the server holds it.
-#[derive(Debug, Clone)]
 struct StoredKey {
     name: String,
     role: Role,
     hash: [u8; 32],
+    limit: Option<(NonZeroU32, DefaultDirectRateLimiter)>,
 }
 
 /// The keys a server accepts.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct KeyRing {
     keys: Vec<StoredKey>,
 }
 
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|key| (&key.name, key.role)))
+            .finish()
+    }
+}
+
 /// Who presented a known key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller<'a> {
     pub name: &'a str,
     pub role: Role,
+    limit: Option<&'a (NonZeroU32, DefaultDirectRateLimiter)>,
+}
+
+/// A key that has spent its calls for now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverLimit {
+    pub calls_per_minute: u32,
+    pub retry_after: Duration,
+}
+
+impl Caller<'_> {
+    /// Takes one call from the key's allowance, if it has a rate.
+    pub fn take_call(&self) -> Result<(), OverLimit> {
+        let Some((rate, limiter)) = self.limit else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| OverLimit {
+            calls_per_minute: rate.get(),
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+    }
 }
 
 impl KeyRing {
@@ -123,6 +158,9 @@ impl KeyRing {
                     name: entry.name,
                     role: entry.role,
                     hash,
+                    limit: entry
+                        .calls_per_minute
+                        .map(|rate| (rate, RateLimiter::direct(Quota::per_minute(rate)))),
                 })
             })
             .collect::<Result<_, KeyError>>()?;
@@ -147,6 +185,7 @@ impl KeyRing {
                 found = Some(Caller {
                     name: &key.name,
                     role: key.role,
+                    limit: key.limit.as_ref(),
                 });
             }
         }
@@ -154,9 +193,15 @@ impl KeyRing {
     }
 }
 
-/// Draws a new key of `role` named `name`, appends its hash to the key file at `path`
-/// (created if missing) and returns the key, which is stored nowhere else.
-pub fn add_key(path: &Path, name: &str, role: Role) -> Result<String, KeyError> {
+/// Draws a new key of `role` named `name`, limited to `calls_per_minute` if given,
+/// appends its hash to the key file at `path` (created if missing) and returns the key,
+/// which is stored nowhere else.
+pub fn add_key(
+    path: &Path,
+    name: &str,
+    role: Role,
+    calls_per_minute: Option<NonZeroU32>,
+) -> Result<String, KeyError> {
     let valid_name = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -176,11 +221,14 @@ pub fn add_key(path: &Path, name: &str, role: Role) -> Result<String, KeyError> 
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(KeyError::Random)?;
     let key = format!("vsk_{}", hex(&secret));
-    let entry = format!(
+    let mut entry = format!(
         "\n[[key]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"\n",
         role.name(),
         hex(&Sha256::digest(key.as_bytes()))
     );
+    if let Some(rate) = calls_per_minute {
+        let _ = writeln!(entry, "calls_per_minute = {rate}");
+    }
     let write_error = |source| KeyError::Write {
         path: path.to_owned(),
         source,
@@ -220,30 +268,39 @@ mod tests {
     fn an_added_key_is_known_by_its_role_and_its_file_holds_no_key() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
-        let search = add_key(&path, "phone-app", Role::Search).unwrap();
-        let admin = add_key(&path, "catalog-loader", Role::Admin).unwrap();
+        let search = add_key(&path, "phone-app", Role::Search, None).unwrap();
+        let admin = add_key(&path, "catalog-loader", Role::Admin, None).unwrap();
         let ring = KeyRing::load(&path).unwrap();
         assert_eq!(ring.len(), 2);
-        assert_eq!(
-            ring.caller(&search),
-            Some(Caller {
-                name: "phone-app",
-                role: Role::Search
-            })
-        );
+        let caller = ring.caller(&search).unwrap();
+        assert_eq!((caller.name, caller.role), ("phone-app", Role::Search));
         assert_eq!(ring.caller(&admin).map(|c| c.role), Some(Role::Admin));
-        assert_eq!(ring.caller("vsk_guess"), None);
-        assert_eq!(ring.caller(&search[..search.len() - 1]), None);
+        assert!(ring.caller("vsk_guess").is_none());
+        assert!(ring.caller(&search[..search.len() - 1]).is_none());
         let file = std::fs::read_to_string(&path).unwrap();
         assert!(!file.contains(&search[4..]) && !file.contains(&admin[4..]));
         assert!(matches!(
-            add_key(&path, "phone-app", Role::Admin),
+            add_key(&path, "phone-app", Role::Admin, None),
             Err(KeyError::Duplicate { .. })
         ));
         assert!(matches!(
-            add_key(&path, "a b", Role::Admin),
+            add_key(&path, "a b", Role::Admin, None),
             Err(KeyError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn a_limited_key_gets_its_calls_then_a_wait() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("keys.toml");
+        let key = add_key(&path, "batch", Role::Search, NonZeroU32::new(2)).unwrap();
+        let ring = KeyRing::load(&path).unwrap();
+        let caller = ring.caller(&key).unwrap();
+        assert_eq!(caller.take_call(), Ok(()));
+        assert_eq!(caller.take_call(), Ok(()));
+        let over = caller.take_call().unwrap_err();
+        assert_eq!(over.calls_per_minute, 2);
+        assert!(over.retry_after > Duration::ZERO && over.retry_after <= Duration::from_secs(30));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `voice-search keys`: API keys for `serve --api-keys`.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -18,13 +19,21 @@ pub(crate) enum KeysCommand {
         name: String,
         #[arg(long, value_enum)]
         role: Role,
+        /// Calls the key may make per minute, as many at once (default: no limit).
+        #[arg(long)]
+        calls_per_minute: Option<NonZeroU32>,
     },
 }
 
 pub(crate) fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Add { file, name, role } => {
-            let key = add_key(&file, &name, role)?;
+        KeysCommand::Add {
+            file,
+            name,
+            role,
+            calls_per_minute,
+        } => {
+            let key = add_key(&file, &name, role, calls_per_minute)?;
             eprintln!(
                 "added {name:?} ({} role) to {}; the server reads it at start. The key:",
                 role.name(),

@@ -2,7 +2,8 @@
 //! `authorization: Bearer <key>` metadata and lets a call through only if its key's role
 //! allows the method. Health and reflection stay open, so that load balancers and
 //! grpcurl can see the server; a call without a key, or with one the server does not
-//! know, is UNAUTHENTICATED; a known key whose role falls short is PERMISSION_DENIED.
+//! know, is UNAUTHENTICATED; a known key whose role falls short is PERMISSION_DENIED; one
+//! over its rate is RESOURCE_EXHAUSTED, saying when to retry (a stream counts as one call).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -71,6 +72,14 @@ impl RequireKeys {
                 needed.name()
             )));
         }
+        caller.take_call().map_err(|over| {
+            Status::resource_exhausted(format!(
+                "the key {:?} is over its {} calls per minute; retry in {:.1} s",
+                caller.name,
+                over.calls_per_minute,
+                over.retry_after.as_secs_f64()
+            ))
+        })?;
         tracing::debug!(key = caller.name, path, "call allowed");
         Ok(())
     }

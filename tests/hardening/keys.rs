@@ -1,6 +1,9 @@
 //! API keys over a real server: without one, or with one the server does not know, a
 //! call is UNAUTHENTICATED; a search key searches but cannot write the catalog
-//! (PERMISSION_DENIED); an admin key can; health stays open to all.
+//! (PERMISSION_DENIED); an admin key can; a key over its rate is RESOURCE_EXHAUSTED;
+//! health stays open to all.
+
+use std::num::NonZeroU32;
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -65,8 +68,9 @@ async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
 async fn keys_decide_who_may_search_and_who_may_write() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("keys.toml");
-    let search_key = add_key(&path, "phone-app", Role::Search).unwrap();
-    let admin_key = add_key(&path, "loader", Role::Admin).unwrap();
+    let search_key = add_key(&path, "phone-app", Role::Search, None).unwrap();
+    let admin_key = add_key(&path, "loader", Role::Admin, None).unwrap();
+    let limited_key = add_key(&path, "batch", Role::Search, NonZeroU32::new(3)).unwrap();
     let server = TestServer::start(voice_search::config::ServeConfig {
         api_keys: Some(path),
         ..test_config()
@@ -89,6 +93,19 @@ async fn keys_decide_who_may_search_and_who_may_write() {
         denied.message()
     );
     upsert(&server, &admin_key).await.unwrap();
+
+    for _ in 0..3 {
+        assert_eq!(search_code(&server, &limited_key).await, Code::Ok);
+    }
+    assert_eq!(
+        search_code(&server, &limited_key).await,
+        Code::ResourceExhausted
+    );
+    assert_eq!(
+        search_code(&server, &search_key).await,
+        Code::Ok,
+        "another key's calls"
+    );
 
     let mut health = HealthClient::new(server.channel().await);
     let status = health
