@@ -218,6 +218,11 @@ impl CatalogIndex {
 
     /// The stored document with this id.
     pub fn get(&self, id: &str) -> Result<Option<Map<String, Value>>, SearchError> {
+        Ok(self.get_sized(id)?.map(|(source, _)| source))
+    }
+
+    /// The stored document with this id, and its length in bytes as stored.
+    pub fn get_sized(&self, id: &str) -> Result<Option<(Map<String, Value>, usize)>, SearchError> {
         let searcher = self.searcher();
         let query = TermQuery::new(
             Term::from_field_text(self.fields.id, id),
@@ -225,7 +230,7 @@ impl CatalogIndex {
         );
         let hits = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?;
         hits.first()
-            .map(|&(_, address)| self.source(&searcher, address))
+            .map(|&(_, address)| self.sized_source(&searcher, address))
             .transpose()
     }
 

@@ -89,7 +89,7 @@ pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 impl SearchHit {
     /// About the bytes this hit takes in a response, its document `stored_bytes` long.
-    fn size_bytes(&self, stored_bytes: usize) -> usize {
+    pub(super) fn size_bytes(&self, stored_bytes: usize) -> usize {
         self.id.len() + self.title.len() + self.category.len() + self.snippet.len() + stored_bytes
     }
 

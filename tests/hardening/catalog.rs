@@ -185,6 +185,34 @@ async fn documents_are_bounded_as_a_whole_and_their_pages_fit_a_response() {
     server.shutdown().await.unwrap();
 }
 
+#[test]
+fn the_hits_of_a_spoken_query_fit_a_response_too() {
+    // The voice path names its hits by id (the re-ranked candidates); 40 of the largest
+    // documents allowed would be 4.8 MB, past a gRPC client's 4 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let index = CatalogIndex::open(dir.path()).unwrap();
+    let documents: Vec<CatalogDocument> = (0..40)
+        .map(|i| {
+            CatalogDocument::from_json(json!({
+                "id": format!("big{i}"), "title": "Big Movie", "category": "movie",
+                "a": "x".repeat(60_000), "b": "y".repeat(60_000),
+            }))
+            .unwrap()
+        })
+        .collect();
+    index.upsert(&documents).unwrap();
+    let engine = QueryEngine::new(Arc::new(index), CarrierPhrases::default());
+    let chosen: Vec<(String, f32)> = (0..40).map(|i| (format!("big{i}"), 1.0)).collect();
+    let hits = engine.hits_by_id(&chosen, &[]).unwrap();
+    let bytes: usize = hits
+        .iter()
+        .map(|hit| serde_json::to_string(&hit.source).unwrap().len())
+        .sum();
+    assert!(!hits.is_empty() && hits.len() < 40, "{} hits", hits.len());
+    assert!(bytes < 4 * 1024 * 1024, "{bytes} bytes of hits");
+    assert_eq!(hits[0].id, "big0", "the best hit comes first");
+}
+
 #[tokio::test]
 async fn client_input_is_quoted_short_in_status_messages() {
     let server = TestServer::start(test_config()).await;
