@@ -52,6 +52,9 @@ pub struct IndexStats {
     pub last_commit: Option<SystemTime>,
 }
 
+/// A stored document's JSON and its length in bytes as stored.
+pub type SizedSource = (Map<String, Value>, usize);
+
 /// The catalog index: one writer, any number of concurrent searches.
 pub struct CatalogIndex {
     index: Index,
@@ -222,7 +225,7 @@ impl CatalogIndex {
     }
 
     /// The stored document with this id, and its length in bytes as stored.
-    pub fn get_sized(&self, id: &str) -> Result<Option<(Map<String, Value>, usize)>, SearchError> {
+    pub fn get_sized(&self, id: &str) -> Result<Option<SizedSource>, SearchError> {
         let searcher = self.searcher();
         let query = TermQuery::new(
             Term::from_field_text(self.fields.id, id),
@@ -248,7 +251,7 @@ impl CatalogIndex {
         &self,
         searcher: &Searcher,
         address: tantivy::DocAddress,
-    ) -> Result<(Map<String, Value>, usize), SearchError> {
+    ) -> Result<SizedSource, SearchError> {
         let doc: TantivyDocument = searcher.doc(address)?;
         let text = doc
             .get_first(self.fields.source)
