@@ -18,26 +18,24 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// What a key may do.
+/// What a key may do; a key holds one or more roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Search by voice or text, and read documents and catalog statistics.
     Search,
-    /// Everything, including writing the catalog and reading the drift report.
-    Admin,
+    /// Write and delete catalog documents.
+    Catalog,
+    /// Read the drift report.
+    Monitor,
 }
 
 impl Role {
-    /// Whether a key of this role may do what `needed` allows.
-    pub fn allows(self, needed: Role) -> bool {
-        self == Role::Admin || needed == Role::Search
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Role::Search => "search",
-            Role::Admin => "admin",
+            Role::Catalog => "catalog",
+            Role::Monitor => "monitor",
         }
     }
 }
@@ -61,6 +59,8 @@ pub enum KeyError {
     Duplicate { path: PathBuf, name: String },
     #[error("a key name is 1 to 64 letters, digits, '-', '_' or '.': {0:?}")]
     BadName(String),
+    #[error("a key needs at least one role")]
+    NoRole,
     #[error("cannot write key file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -81,7 +81,7 @@ struct KeyFile {
 #[serde(deny_unknown_fields)]
 struct KeyEntry {
     name: String,
-    role: Role,
+    roles: Vec<Role>,
     sha256: String,
     calls_per_minute: Option<NonZeroU32>,
 }
@@ -89,7 +89,7 @@ struct KeyEntry {
 /// A key as the server holds it.
 struct StoredKey {
     name: String,
-    role: Role,
+    roles: Vec<Role>,
     hash: [u8; 32],
     limit: Option<(NonZeroU32, DefaultDirectRateLimiter)>,
 }
@@ -103,7 +103,7 @@ pub struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.keys.iter().map(|key| (&key.name, key.role)))
+            .entries(self.keys.iter().map(|key| (&key.name, &key.roles)))
             .finish()
     }
 }
@@ -111,7 +111,7 @@ impl std::fmt::Debug for KeyRing {
 /// Who presented a known key.
 pub struct Caller<'a> {
     pub name: &'a str,
-    pub role: Role,
+    pub roles: &'a [Role],
     limit: Option<&'a (NonZeroU32, DefaultDirectRateLimiter)>,
 }
 
@@ -123,6 +123,10 @@ pub struct OverLimit {
 }
 
 impl Caller<'_> {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
     /// Takes one call from the key's allowance, if it has a rate.
     pub fn take_call(&self) -> Result<(), OverLimit> {
         let Some((rate, limiter)) = self.limit else {
@@ -156,7 +160,7 @@ impl KeyRing {
                 })?;
                 Ok(StoredKey {
                     name: entry.name,
-                    role: entry.role,
+                    roles: entry.roles,
                     hash,
                     limit: entry
                         .calls_per_minute
@@ -184,7 +188,7 @@ impl KeyRing {
             if bool::from(key.hash.ct_eq(&hash)) {
                 found = Some(Caller {
                     name: &key.name,
-                    role: key.role,
+                    roles: &key.roles,
                     limit: key.limit.as_ref(),
                 });
             }
@@ -193,15 +197,18 @@ impl KeyRing {
     }
 }
 
-/// Draws a new key of `role` named `name`, limited to `calls_per_minute` if given,
+/// Draws a new key with `roles` named `name`, limited to `calls_per_minute` if given,
 /// appends its hash to the key file at `path` (created if missing) and returns the key,
 /// which is stored nowhere else.
 pub fn add_key(
     path: &Path,
     name: &str,
-    role: Role,
+    roles: &[Role],
     calls_per_minute: Option<NonZeroU32>,
 ) -> Result<String, KeyError> {
+    if roles.is_empty() {
+        return Err(KeyError::NoRole);
+    }
     let valid_name = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -221,9 +228,10 @@ pub fn add_key(
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(KeyError::Random)?;
     let key = format!("vsk_{}", hex(&secret));
+    let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
     let mut entry = format!(
-        "\n[[key]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"\n",
-        role.name(),
+        "\n[[key]]\nname = \"{name}\"\nroles = [{}]\nsha256 = \"{}\"\n",
+        roles.join(", "),
         hex(&Sha256::digest(key.as_bytes()))
     );
     if let Some(rate) = calls_per_minute {
@@ -268,24 +276,34 @@ mod tests {
     fn an_added_key_is_known_by_its_role_and_its_file_holds_no_key() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
-        let search = add_key(&path, "phone-app", Role::Search, None).unwrap();
-        let admin = add_key(&path, "catalog-loader", Role::Admin, None).unwrap();
+        let search = add_key(&path, "phone-app", &[Role::Search], None).unwrap();
+        let loader = add_key(&path, "loader", &[Role::Search, Role::Catalog], None).unwrap();
         let ring = KeyRing::load(&path).unwrap();
         assert_eq!(ring.len(), 2);
         let caller = ring.caller(&search).unwrap();
-        assert_eq!((caller.name, caller.role), ("phone-app", Role::Search));
-        assert_eq!(ring.caller(&admin).map(|c| c.role), Some(Role::Admin));
+        assert_eq!(
+            (caller.name, caller.roles),
+            ("phone-app", &[Role::Search][..])
+        );
+        let caller = ring.caller(&loader).unwrap();
+        assert!(
+            caller.has(Role::Catalog) && caller.has(Role::Search) && !caller.has(Role::Monitor)
+        );
         assert!(ring.caller("vsk_guess").is_none());
         assert!(ring.caller(&search[..search.len() - 1]).is_none());
         let file = std::fs::read_to_string(&path).unwrap();
-        assert!(!file.contains(&search[4..]) && !file.contains(&admin[4..]));
+        assert!(!file.contains(&search[4..]) && !file.contains(&loader[4..]));
         assert!(matches!(
-            add_key(&path, "phone-app", Role::Admin, None),
+            add_key(&path, "phone-app", &[Role::Catalog], None),
             Err(KeyError::Duplicate { .. })
         ));
         assert!(matches!(
-            add_key(&path, "a b", Role::Admin, None),
+            add_key(&path, "a b", &[Role::Catalog], None),
             Err(KeyError::BadName(_))
+        ));
+        assert!(matches!(
+            add_key(&path, "none", &[], None),
+            Err(KeyError::NoRole)
         ));
     }
 
@@ -293,7 +311,7 @@ mod tests {
     fn a_limited_key_gets_its_calls_then_a_wait() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
-        let key = add_key(&path, "batch", Role::Search, NonZeroU32::new(2)).unwrap();
+        let key = add_key(&path, "batch", &[Role::Search], NonZeroU32::new(2)).unwrap();
         let ring = KeyRing::load(&path).unwrap();
         let caller = ring.caller(&key).unwrap();
         assert_eq!(caller.take_call(), Ok(()));
@@ -304,18 +322,12 @@ mod tests {
     }
 
     #[test]
-    fn admin_allows_everything_and_search_only_search() {
-        assert!(Role::Admin.allows(Role::Admin) && Role::Admin.allows(Role::Search));
-        assert!(Role::Search.allows(Role::Search) && !Role::Search.allows(Role::Admin));
-    }
-
-    #[test]
     fn a_malformed_hash_is_refused_with_the_key_name() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
         std::fs::write(
             &path,
-            "[[key]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"abc\"\n",
+            "[[key]]\nname = \"x\"\nroles = [\"catalog\"]\nsha256 = \"abc\"\n",
         )
         .unwrap();
         let message = KeyRing::load(&path).unwrap_err().to_string();

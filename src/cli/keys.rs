@@ -11,14 +11,15 @@ pub(crate) enum KeysCommand {
     /// Draw a new key, append its hash to the key file (created if missing) and print the
     /// key: it is shown this once and stored nowhere.
     Add {
+        /// A name for the key's holder, shown in logs and PERMISSION_DENIED messages.
+        name: String,
         /// The key file `serve --api-keys` reads.
         #[arg(long)]
         file: PathBuf,
-        /// A name for the key's holder, shown in logs and PERMISSION_DENIED messages.
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum)]
-        role: Role,
+        /// What the key may do (repeatable): search (voice and text search, reading
+        /// documents), catalog (writing documents), monitor (the drift report).
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<Role>,
         /// Calls the key may make per minute, as many at once (default: no limit).
         #[arg(long)]
         calls_per_minute: Option<NonZeroU32>,
@@ -28,15 +29,16 @@ pub(crate) enum KeysCommand {
 pub(crate) fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Add {
-            file,
             name,
-            role,
+            file,
+            roles,
             calls_per_minute,
         } => {
-            let key = add_key(&file, &name, role, calls_per_minute)?;
+            let key = add_key(&file, &name, &roles, calls_per_minute)?;
+            let roles: Vec<&str> = roles.iter().map(|r| r.name()).collect();
             eprintln!(
-                "added {name:?} ({} role) to {}; the server reads it at start. The key:",
-                role.name(),
+                "added {name:?} (roles: {}) to {}; the server reads it at start. The key:",
+                roles.join(", "),
                 file.display()
             );
             println!("{key}");

@@ -14,12 +14,12 @@ use tower::{Layer, Service};
 
 use crate::keys::{KeyRing, Role};
 
-/// Methods only an admin key may call: the catalog's writes and the drift report.
-const ADMIN_METHODS: &[&str] = &[
-    "/voicesearch.v1.Catalog/UpsertDocuments",
-    "/voicesearch.v1.Catalog/BulkUpsertDocuments",
-    "/voicesearch.v1.Catalog/DeleteDocument",
-    "/voicesearch.v1.Monitor/GetDriftReport",
+/// Methods that need a role other than `search` (which every other call needs).
+const ROLE_OF_METHOD: &[(&str, Role)] = &[
+    ("/voicesearch.v1.Catalog/UpsertDocuments", Role::Catalog),
+    ("/voicesearch.v1.Catalog/BulkUpsertDocuments", Role::Catalog),
+    ("/voicesearch.v1.Catalog/DeleteDocument", Role::Catalog),
+    ("/voicesearch.v1.Monitor/GetDriftReport", Role::Monitor),
 ];
 /// Services any caller may use.
 const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
@@ -46,11 +46,10 @@ impl RequireKeys {
         if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
             return Ok(());
         }
-        let needed = if ADMIN_METHODS.contains(&path) {
-            Role::Admin
-        } else {
-            Role::Search
-        };
+        let needed = ROLE_OF_METHOD
+            .iter()
+            .find(|(method, _)| *method == path)
+            .map_or(Role::Search, |&(_, role)| role);
         let presented = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -63,12 +62,13 @@ impl RequireKeys {
         let caller = ring
             .caller(presented.trim())
             .ok_or_else(|| Status::unauthenticated("the API key is not one this server knows"))?;
-        if !caller.role.allows(needed) {
+        if !caller.has(needed) {
             let method = path.rsplit('/').next().unwrap_or(path);
+            let held: Vec<&str> = caller.roles.iter().map(|r| r.name()).collect();
             return Err(Status::permission_denied(format!(
-                "the key {:?} has the {} role; {method} needs an {} key",
+                "the key {:?} has the roles [{}]; {method} needs the {} role",
                 caller.name,
-                caller.role.name(),
+                held.join(", "),
                 needed.name()
             )));
         }

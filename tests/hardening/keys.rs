@@ -1,6 +1,6 @@
 //! API keys over a real server: without one, or with one the server does not know, a
 //! call is UNAUTHENTICATED; a search key searches but cannot write the catalog
-//! (PERMISSION_DENIED); an admin key can; a key over its rate is RESOURCE_EXHAUSTED;
+//! (PERMISSION_DENIED); a key with the catalog role can; a key over its rate is RESOURCE_EXHAUSTED;
 //! health stays open to all.
 
 use std::num::NonZeroU32;
@@ -68,9 +68,9 @@ async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
 async fn keys_decide_who_may_search_and_who_may_write() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("keys.toml");
-    let search_key = add_key(&path, "phone-app", Role::Search, None).unwrap();
-    let admin_key = add_key(&path, "loader", Role::Admin, None).unwrap();
-    let limited_key = add_key(&path, "batch", Role::Search, NonZeroU32::new(3)).unwrap();
+    let search_key = add_key(&path, "phone-app", &[Role::Search], None).unwrap();
+    let loader_key = add_key(&path, "loader", &[Role::Search, Role::Catalog], None).unwrap();
+    let limited_key = add_key(&path, "batch", &[Role::Search], NonZeroU32::new(3)).unwrap();
     let server = TestServer::start(voice_search::config::ServeConfig {
         api_keys: Some(path),
         ..test_config()
@@ -83,7 +83,7 @@ async fn keys_decide_who_may_search_and_who_may_write() {
         Code::Unauthenticated
     );
     assert_eq!(search_code(&server, &search_key).await, Code::Ok);
-    assert_eq!(search_code(&server, &admin_key).await, Code::Ok);
+    assert_eq!(search_code(&server, &loader_key).await, Code::Ok);
 
     let denied = upsert(&server, &search_key).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -92,7 +92,7 @@ async fn keys_decide_who_may_search_and_who_may_write() {
         "{}",
         denied.message()
     );
-    upsert(&server, &admin_key).await.unwrap();
+    upsert(&server, &loader_key).await.unwrap();
 
     for _ in 0..3 {
         assert_eq!(search_code(&server, &limited_key).await, Code::Ok);
