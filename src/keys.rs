@@ -2,7 +2,8 @@
 //! SHA-256 hash, never the key itself, so a leaked file grants nothing. A presented key
 //! is hashed and compared with every stored hash in constant time, so response timing
 //! tells nothing about how close a guess came. A key may also carry a rate: calls per
-//! minute, as many at once, refilled evenly (a token bucket, through the governor crate).
+//! minute, as many at once, refilled evenly (a token bucket, through the governor crate);
+//! and a cap on the streams it holds open at once.
 //! `voice-search keys add` draws a key, appends its hash and prints the key once.
 
 use std::fmt::Write as _;
@@ -11,8 +12,11 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +88,7 @@ struct KeyEntry {
     roles: Vec<Role>,
     sha256: String,
     calls_per_minute: Option<NonZeroU32>,
+    max_streams: Option<NonZeroU32>,
 }
 
 /// A key as the server holds it.
@@ -92,6 +97,7 @@ struct StoredKey {
     roles: Vec<Role>,
     hash: [u8; 32],
     limit: Option<(NonZeroU32, DefaultDirectRateLimiter)>,
+    streams: Option<(NonZeroU32, Arc<Semaphore>)>,
 }
 
 /// The keys a server accepts.
@@ -113,6 +119,7 @@ pub struct Caller<'a> {
     pub name: &'a str,
     pub roles: &'a [Role],
     limit: Option<&'a (NonZeroU32, DefaultDirectRateLimiter)>,
+    streams: Option<&'a (NonZeroU32, Arc<Semaphore>)>,
 }
 
 /// A key that has spent its calls for now.
@@ -122,7 +129,28 @@ pub struct OverLimit {
     pub retry_after: Duration,
 }
 
+/// A key that holds as many streams open as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsFull {
+    pub max_streams: u32,
+}
+
 impl Caller<'_> {
+    /// A place for one more open stream, held until the permit drops (`None`: the key
+    /// has no cap).
+    pub fn open_stream(&self) -> Result<Option<OwnedSemaphorePermit>, StreamsFull> {
+        let Some((max, places)) = self.streams else {
+            return Ok(None);
+        };
+        places
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| StreamsFull {
+                max_streams: max.get(),
+            })
+    }
+
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
@@ -165,6 +193,9 @@ impl KeyRing {
                     limit: entry
                         .calls_per_minute
                         .map(|rate| (rate, RateLimiter::direct(Quota::per_minute(rate)))),
+                    streams: entry
+                        .max_streams
+                        .map(|max| (max, Arc::new(Semaphore::new(max.get() as usize)))),
                 })
             })
             .collect::<Result<_, KeyError>>()?;
@@ -190,6 +221,7 @@ impl KeyRing {
                     name: &key.name,
                     roles: &key.roles,
                     limit: key.limit.as_ref(),
+                    streams: key.streams.as_ref(),
                 });
             }
         }
@@ -197,14 +229,21 @@ impl KeyRing {
     }
 }
 
-/// Draws a new key with `roles` named `name`, limited to `calls_per_minute` if given,
-/// appends its hash to the key file at `path` (created if missing) and returns the key,
-/// which is stored nowhere else.
+/// What a new key may spend; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyLimits {
+    pub calls_per_minute: Option<NonZeroU32>,
+    pub max_streams: Option<NonZeroU32>,
+}
+
+/// Draws a new key with `roles` named `name`, within `limits`, appends its hash to the
+/// key file at `path` (created if missing) and returns the key, which is stored nowhere
+/// else.
 pub fn add_key(
     path: &Path,
     name: &str,
     roles: &[Role],
-    calls_per_minute: Option<NonZeroU32>,
+    limits: KeyLimits,
 ) -> Result<String, KeyError> {
     if roles.is_empty() {
         return Err(KeyError::NoRole);
@@ -234,8 +273,11 @@ pub fn add_key(
         roles.join(", "),
         hex(&Sha256::digest(key.as_bytes()))
     );
-    if let Some(rate) = calls_per_minute {
+    if let Some(rate) = limits.calls_per_minute {
         let _ = writeln!(entry, "calls_per_minute = {rate}");
+    }
+    if let Some(max) = limits.max_streams {
+        let _ = writeln!(entry, "max_streams = {max}");
     }
     let write_error = |source| KeyError::Write {
         path: path.to_owned(),
@@ -276,8 +318,14 @@ mod tests {
     fn an_added_key_is_known_by_its_role_and_its_file_holds_no_key() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
-        let search = add_key(&path, "phone-app", &[Role::Search], None).unwrap();
-        let loader = add_key(&path, "loader", &[Role::Search, Role::Catalog], None).unwrap();
+        let search = add_key(&path, "phone-app", &[Role::Search], KeyLimits::default()).unwrap();
+        let loader = add_key(
+            &path,
+            "loader",
+            &[Role::Search, Role::Catalog],
+            KeyLimits::default(),
+        )
+        .unwrap();
         let ring = KeyRing::load(&path).unwrap();
         assert_eq!(ring.len(), 2);
         let caller = ring.caller(&search).unwrap();
@@ -294,24 +342,28 @@ mod tests {
         let file = std::fs::read_to_string(&path).unwrap();
         assert!(!file.contains(&search[4..]) && !file.contains(&loader[4..]));
         assert!(matches!(
-            add_key(&path, "phone-app", &[Role::Catalog], None),
+            add_key(&path, "phone-app", &[Role::Catalog], KeyLimits::default()),
             Err(KeyError::Duplicate { .. })
         ));
         assert!(matches!(
-            add_key(&path, "a b", &[Role::Catalog], None),
+            add_key(&path, "a b", &[Role::Catalog], KeyLimits::default()),
             Err(KeyError::BadName(_))
         ));
         assert!(matches!(
-            add_key(&path, "none", &[], None),
+            add_key(&path, "none", &[], KeyLimits::default()),
             Err(KeyError::NoRole)
         ));
     }
 
     #[test]
-    fn a_limited_key_gets_its_calls_then_a_wait() {
+    fn a_limited_key_gets_its_calls_then_a_wait_and_its_streams_then_no_more() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("keys.toml");
-        let key = add_key(&path, "batch", &[Role::Search], NonZeroU32::new(2)).unwrap();
+        let limits = KeyLimits {
+            calls_per_minute: NonZeroU32::new(2),
+            max_streams: NonZeroU32::new(1),
+        };
+        let key = add_key(&path, "batch", &[Role::Search], limits).unwrap();
         let ring = KeyRing::load(&path).unwrap();
         let caller = ring.caller(&key).unwrap();
         assert_eq!(caller.take_call(), Ok(()));
@@ -319,6 +371,17 @@ mod tests {
         let over = caller.take_call().unwrap_err();
         assert_eq!(over.calls_per_minute, 2);
         assert!(over.retry_after > Duration::ZERO && over.retry_after <= Duration::from_secs(30));
+        let stream = caller.open_stream().unwrap();
+        assert!(stream.is_some());
+        assert_eq!(
+            caller.open_stream().unwrap_err(),
+            StreamsFull { max_streams: 1 }
+        );
+        drop(stream);
+        assert!(
+            caller.open_stream().is_ok(),
+            "a closed stream gives its place back"
+        );
     }
 
     #[test]

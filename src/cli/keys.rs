@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use voice_search::keys::{add_key, Role};
+use voice_search::keys::{add_key, KeyLimits, Role};
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCommand {
@@ -23,6 +23,9 @@ pub(crate) enum KeysCommand {
         /// Calls the key may make per minute, as many at once (default: no limit).
         #[arg(long)]
         calls_per_minute: Option<NonZeroU32>,
+        /// Streams the key may hold open at once (default: no limit beyond the server's).
+        #[arg(long)]
+        max_streams: Option<NonZeroU32>,
     },
 }
 
@@ -33,8 +36,13 @@ pub(crate) fn keys(command: KeysCommand) -> anyhow::Result<()> {
             file,
             roles,
             calls_per_minute,
+            max_streams,
         } => {
-            let key = add_key(&file, &name, &roles, calls_per_minute)?;
+            let limits = KeyLimits {
+                calls_per_minute,
+                max_streams,
+            };
+            let key = add_key(&file, &name, &roles, limits)?;
             let roles: Vec<&str> = roles.iter().map(|r| r.name()).collect();
             eprintln!(
                 "added {name:?} (roles: {}) to {}; the server reads it at start. The key:",

@@ -3,11 +3,16 @@
 //! allows the method. Health and reflection stay open, so that load balancers and
 //! grpcurl can see the server; a call without a key, or with one the server does not
 //! know, is UNAUTHENTICATED; a known key whose role falls short is PERMISSION_DENIED; one
-//! over its rate is RESOURCE_EXHAUSTED, saying when to retry (a stream counts as one call).
+//! over its rate is RESOURCE_EXHAUSTED, saying when to retry (a stream counts as one call),
+//! and so is one holding as many streams open as it may (a stream's place is held until
+//! its response ends).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::body::Body;
 use tonic::codegen::{http, BoxFuture};
 use tonic::Status;
 use tower::{Layer, Service};
@@ -20,6 +25,11 @@ const ROLE_OF_METHOD: &[(&str, Role)] = &[
     ("/voicesearch.v1.Catalog/BulkUpsertDocuments", Role::Catalog),
     ("/voicesearch.v1.Catalog/DeleteDocument", Role::Catalog),
     ("/voicesearch.v1.Monitor/GetDriftReport", Role::Monitor),
+];
+/// Methods whose calls are streams, held open for as long as their responses last.
+const STREAMING_METHODS: &[&str] = &[
+    "/voicesearch.v1.VoiceSearch/StreamingVoiceSearch",
+    "/voicesearch.v1.Catalog/BulkUpsertDocuments",
 ];
 /// Services any caller may use.
 const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
@@ -38,13 +48,18 @@ impl RequireKeys {
         }
     }
 
-    /// Whether the call to `path` with these headers may go on.
-    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
+    /// Whether the call to `path` with these headers may go on, and for a stream of a
+    /// key with a cap, its place.
+    fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<OwnedSemaphorePermit>, Status> {
         let Some(ring) = &self.ring else {
-            return Ok(());
+            return Ok(None);
         };
         if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
-            return Ok(());
+            return Ok(None);
         }
         let needed = ROLE_OF_METHOD
             .iter()
@@ -80,8 +95,18 @@ impl RequireKeys {
                 over.retry_after.as_secs_f64()
             ))
         })?;
+        let place = if STREAMING_METHODS.contains(&path) {
+            caller.open_stream().map_err(|full| {
+                Status::resource_exhausted(format!(
+                    "the key {:?} already holds {} streams open, as many as it may; close one first",
+                    caller.name, full.max_streams
+                ))
+            })?
+        } else {
+            None
+        };
         tracing::debug!(key = caller.name, path, "call allowed");
-        Ok(())
+        Ok(place)
     }
 }
 
@@ -103,11 +128,10 @@ pub struct Guarded<S> {
     keys: RequireKeys,
 }
 
-impl<S, B, R> Service<http::Request<B>> for Guarded<S>
+impl<S, B> Service<http::Request<B>> for Guarded<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
-    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -119,8 +143,46 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match self.keys.check(request.uri().path(), request.headers()) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(Some(place)) => {
+                let response = self.inner.call(request);
+                Box::pin(async move {
+                    let response = response.await?;
+                    Ok(response.map(|body| {
+                        Body::new(Holding {
+                            body,
+                            _place: place,
+                        })
+                    }))
+                })
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
+    }
+}
+
+/// A response body that holds its stream's place until it ends or is dropped.
+struct Holding {
+    body: Body,
+    _place: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -1,7 +1,7 @@
 //! API keys over a real server: without one, or with one the server does not know, a
 //! call is UNAUTHENTICATED; a search key searches but cannot write the catalog
-//! (PERMISSION_DENIED); a key with the catalog role can; a key over its rate is RESOURCE_EXHAUSTED;
-//! health stays open to all.
+//! (PERMISSION_DENIED); a key with the catalog role can; a key over its rate, or past
+//! its open streams, is RESOURCE_EXHAUSTED; health stays open to all.
 
 use std::num::NonZeroU32;
 
@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use voice_search::keys::{add_key, Role};
+use voice_search::keys::{add_key, KeyLimits, Role};
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::{Document, SearchRequest, UpsertDocumentsRequest};
@@ -68,9 +68,19 @@ async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
 async fn keys_decide_who_may_search_and_who_may_write() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("keys.toml");
-    let search_key = add_key(&path, "phone-app", &[Role::Search], None).unwrap();
-    let loader_key = add_key(&path, "loader", &[Role::Search, Role::Catalog], None).unwrap();
-    let limited_key = add_key(&path, "batch", &[Role::Search], NonZeroU32::new(3)).unwrap();
+    let search_key = add_key(&path, "phone-app", &[Role::Search], KeyLimits::default()).unwrap();
+    let loader_key = add_key(
+        &path,
+        "loader",
+        &[Role::Search, Role::Catalog],
+        KeyLimits::default(),
+    )
+    .unwrap();
+    let rated = KeyLimits {
+        calls_per_minute: NonZeroU32::new(3),
+        ..KeyLimits::default()
+    };
+    let limited_key = add_key(&path, "batch", &[Role::Search], rated).unwrap();
     let server = TestServer::start(voice_search::config::ServeConfig {
         api_keys: Some(path),
         ..test_config()
@@ -114,4 +124,66 @@ async fn keys_decide_who_may_search_and_who_may_write() {
         })
         .await;
     assert!(status.is_ok(), "health needs no key: {status:?}");
+}
+
+#[tokio::test]
+async fn a_key_holds_at_most_its_streams_open() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("keys.toml");
+    let one_stream = KeyLimits {
+        max_streams: NonZeroU32::new(1),
+        ..KeyLimits::default()
+    };
+    let key = add_key(&path, "loader", &[Role::Catalog], one_stream).unwrap();
+    let server = TestServer::start(voice_search::config::ServeConfig {
+        api_keys: Some(path),
+        ..test_config()
+    })
+    .await;
+    let batch = || UpsertDocumentsRequest {
+        documents: vec![Document {
+            id: "m1".into(),
+            title: "Heat".into(),
+            category: "movie".into(),
+            ..Default::default()
+        }],
+    };
+    let (send, batches) = tokio::sync::mpsc::channel(4);
+    send.send(batch()).await.unwrap();
+    let mut first_client = CatalogClient::new(keyed(&server, &key).await);
+    let first = tokio::spawn(async move {
+        first_client
+            .bulk_upsert_documents(tokio_stream::wrappers::ReceiverStream::new(batches))
+            .await
+    });
+    // Once the first stream is open (its headers reached the server), a second one is
+    // refused; before that, a second one simply runs.
+    let mut second = CatalogClient::new(keyed(&server, &key).await);
+    let mut refused = None;
+    for _ in 0..100 {
+        match second
+            .bulk_upsert_documents(tokio_stream::iter(vec![batch()]))
+            .await
+        {
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let refused = refused.expect("a second stream was never refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("loader"),
+        "{}",
+        refused.message()
+    );
+
+    drop(send);
+    first.await.unwrap().unwrap();
+    second
+        .bulk_upsert_documents(tokio_stream::iter(vec![batch()]))
+        .await
+        .unwrap();
 }
