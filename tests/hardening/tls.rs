@@ -1,10 +1,14 @@
 //! TLS on a real server, with certificates drawn for the test: a client that trusts the
 //! server's authority searches, a plaintext one gets nothing; with a client authority
-//! set, only a client holding a certificate it signed gets in (mutual TLS).
+//! set, only a client holding a certificate it signed gets in (mutual TLS); and grpcurl,
+//! an independent client, searches over TLS with an API key and is refused without one.
+
+use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use voice_search::config::ServeConfig;
+use voice_search::keys::{add_key, KeyLimits, Role};
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::SearchRequest;
 
@@ -103,4 +107,55 @@ async fn mutual_tls_lets_in_only_clients_with_a_signed_certificate() {
     );
     let identity = Identity::from_pem(&pki.client.0, &pki.client.1);
     assert!(searches(&server, Some(trusting(&pki).identity(identity))).await);
+}
+
+#[tokio::test]
+async fn grpcurl_searches_over_tls_with_a_key_and_is_refused_without() {
+    let pki = Pki::new();
+    let keys = pki.folder.path().join("keys.toml");
+    let key = add_key(&keys, "operator", &[Role::Search], KeyLimits::default()).unwrap();
+    let server = TestServer::start(ServeConfig {
+        api_keys: Some(keys),
+        ..pki.server_config(false)
+    })
+    .await;
+    let grpcurl = |authorization: Option<String>| {
+        let mut command = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/grpcurl.sh"
+        ));
+        command
+            .arg("-cacert")
+            .arg(pki.folder.path().join("ca.pem"))
+            .args([
+                "-authority",
+                "localhost",
+                "-d",
+                r#"{"query": "heat", "page_size": 1}"#,
+            ]);
+        if let Some(authorization) = authorization {
+            command.args(["-H", &authorization]);
+        }
+        command.args([&server.addr.to_string(), "voicesearch.v1.Search/Search"]);
+        command
+    };
+    let with_key = grpcurl(Some(format!("authorization: Bearer {key}")));
+    let without = grpcurl(None);
+    let (with_key, without) = tokio::task::spawn_blocking(move || {
+        let run =
+            |mut command: Command| command.output().expect("running tests/interop/grpcurl.sh");
+        (run(with_key), run(without))
+    })
+    .await
+    .unwrap();
+    assert!(
+        with_key.status.success(),
+        "grpcurl with a key failed:\n{}",
+        String::from_utf8_lossy(&with_key.stderr)
+    );
+    let refused = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        !without.status.success() && refused.contains("Unauthenticated"),
+        "{refused}"
+    );
 }

