@@ -22,6 +22,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::hex;
+
 /// What a key may do; a key holds one or more roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -266,12 +268,12 @@ pub fn add_key(
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(KeyError::Random)?;
-    let key = format!("vsk_{}", hex(&secret));
+    let key = format!("vsk_{}", hex::encode(&secret));
     let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
     let mut entry = format!(
         "\n[[key]]\nname = \"{name}\"\nroles = [{}]\nsha256 = \"{}\"\n",
         roles.join(", "),
-        hex(&Sha256::digest(key.as_bytes()))
+        hex::encode(&Sha256::digest(key.as_bytes()))
     );
     if let Some(rate) = limits.calls_per_minute {
         let _ = writeln!(entry, "calls_per_minute = {rate}");
@@ -292,22 +294,8 @@ pub fn add_key(
     Ok(key)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(hash)
+    hex::decode(text)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod eval;
+pub mod hex;
 pub mod keys;
 pub mod monitor;
 pub mod pipeline;

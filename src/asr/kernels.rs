@@ -61,7 +61,7 @@ impl HalfMatrix {
     /// tiles of three rows by four vectors, so each weight is loaded and widened once per
     /// four vectors and each vector value once per three rows. `xs` come in fours (the
     /// caller pads them), so that no weight is read twice.
-    fn block_products(&self, rows: std::ops::Range<usize>, xs: &[Vec<f32>], out: &mut [f32]) {
+    fn block_products(&self, rows: std::ops::Range<usize>, xs: &[&[f32]], out: &mut [f32]) {
         let width = rows.len();
         let row = |r: usize| &self.data[r * self.cols..(r + 1) * self.cols];
         if xs.len() <= 2 {
@@ -81,10 +81,7 @@ impl HalfMatrix {
             // The last rows of a block fill a tile by repeating its final row.
             let picked = [r, (r + 1).min(rows.end - 1), (r + 2).min(rows.end - 1)];
             for i in (0..xs.len()).step_by(4) {
-                let tile = dot_half_3x4(
-                    picked.map(row),
-                    [&xs[i], &xs[i + 1], &xs[i + 2], &xs[i + 3]],
-                );
+                let tile = dot_half_3x4(picked.map(row), [xs[i], xs[i + 1], xs[i + 2], xs[i + 3]]);
                 for (k, values) in tile.into_iter().enumerate().take(tile_rows) {
                     for (j, value) in values.into_iter().enumerate() {
                         out[(i + j) * width + at + k] = value;
@@ -95,14 +92,13 @@ impl HalfMatrix {
         }
     }
 
-    /// `xs` padded with zero vectors to a multiple of four (two or fewer stay as they
-    /// are: see [`HalfMatrix::block_products`]).
-    fn in_fours(&self, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let mut padded = xs.to_vec();
-        if xs.len() <= 2 {
-            return padded;
+    /// `xs` padded to a multiple of four with `zeros` (two or fewer stay as they are: see
+    /// [`HalfMatrix::block_products`]); the vectors are borrowed, not copied.
+    fn in_fours<'a>(xs: &'a [impl AsRef<[f32]>], zeros: &'a [f32]) -> Vec<&'a [f32]> {
+        let mut padded: Vec<&[f32]> = xs.iter().map(AsRef::as_ref).collect();
+        if xs.len() > 2 {
+            padded.resize(xs.len().div_ceil(4) * 4, zeros);
         }
-        padded.resize(xs.len().div_ceil(4) * 4, vec![0f32; self.cols]);
         padded
     }
 
@@ -112,7 +108,8 @@ impl HalfMatrix {
     pub fn mul_rows(&self, xs: &[Vec<f32>]) -> Vec<f32> {
         const BLOCK: usize = 256;
         let n = xs.len();
-        let padded = self.in_fours(xs);
+        let zeros = vec![0f32; self.cols];
+        let padded = Self::in_fours(xs, &zeros);
         let blocks: Vec<Vec<f32>> = (0..self.rows.div_ceil(BLOCK))
             .into_par_iter()
             .map(|block| {
@@ -146,12 +143,13 @@ impl HalfMatrix {
     /// each keep a running maximum and sum of exponentials.
     pub fn log_softmax_at(
         &self,
-        xs: &[Vec<f32>],
+        xs: &[impl AsRef<[f32]>],
         targets: &[Vec<u32>],
     ) -> (Vec<f32>, Vec<Vec<f32>>) {
         const BLOCK: usize = 512;
         let n = xs.len();
-        let xs = &self.in_fours(xs);
+        let zeros = vec![0f32; self.cols];
+        let xs = &Self::in_fours(xs, &zeros);
         // Per block: (max, sum of exp(logit - max)) per vector, and the target logits
         // that fall in the block as (vector, target index, logit).
         type Partial = (Vec<(f32, f32)>, Vec<(usize, usize, f32)>);

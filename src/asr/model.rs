@@ -443,7 +443,7 @@ impl Decoder {
     /// every row count decoding sees).
     pub fn target_log_probs(
         &self,
-        hidden: &[Vec<f32>],
+        hidden: &[&[f32]],
         targets: &[Vec<u32>],
     ) -> (Vec<f32>, Vec<Vec<f32>>) {
         self.output.log_softmax_at(hidden, targets)

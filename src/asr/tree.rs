@@ -123,10 +123,7 @@ impl<'m> TokenTree<'m> {
         }
         let mut fresh_scores = Vec::new();
         if !fresh.is_empty() {
-            let hidden: Vec<Vec<f32>> = fresh
-                .iter()
-                .map(|(at, _)| self.hidden_after(*at).to_vec())
-                .collect();
+            let hidden: Vec<&[f32]> = fresh.iter().map(|(at, _)| self.hidden_after(*at)).collect();
             let targets: Vec<Vec<u32>> = fresh.iter().map(|(_, t)| t.clone()).collect();
             let (normalizers, scores) = self.model.decoder.target_log_probs(&hidden, &targets);
             for ((at, _), normalizer) in fresh.iter().zip(normalizers) {

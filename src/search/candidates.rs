@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::intent::CarrierSplit;
-use super::query::{popularity_prior, QueryEngine, SearchHit, SearchRequest, MAX_PAGE_BYTES};
+use super::query::{popularity_prior, PageBudget, QueryEngine, SearchHit, SearchRequest};
 use super::spoken::{SoundKey, SpokenEntry};
 use super::text::{analyze, edit_distance, fuzzy_distance};
 use super::SearchError;
@@ -151,7 +151,8 @@ impl QueryEngine {
 
     /// The hits for entries chosen by id, in order, with snippets around `matched`
     /// words; ids no longer in the catalog are skipped. Like a search page, the list
-    /// ends early rather than pass [`MAX_PAGE_BYTES`] (it keeps at least one hit).
+    /// ends early rather than pass [`super::query::MAX_PAGE_BYTES`] (it keeps at least one
+    /// hit).
     pub fn hits_by_id(
         &self,
         chosen: &[(String, f32)],
@@ -159,12 +160,11 @@ impl QueryEngine {
     ) -> Result<Vec<SearchHit>, SearchError> {
         let matched: BTreeSet<String> = matched.iter().cloned().collect();
         let mut hits = Vec::with_capacity(chosen.len());
-        let mut bytes = 0;
+        let mut budget = PageBudget::default();
         for (id, score) in chosen {
             if let Some((source, stored_bytes)) = self.index().get_sized(id)? {
                 let hit = SearchHit::from_source(source, *score, &matched);
-                bytes += hit.size_bytes(stored_bytes);
-                if bytes > MAX_PAGE_BYTES && !hits.is_empty() {
+                if !budget.admits(&hit, stored_bytes, hits.len()) {
                     break;
                 }
                 hits.push(hit);

@@ -37,11 +37,7 @@ impl PageTokens {
             return String::new();
         }
         let tag = self.mac(offset, query, categories).finalize().into_bytes();
-        let hex: String = tag[..TAG_BYTES]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{offset}.{hex}")
+        format!("{offset}.{}", crate::hex::encode(&tag[..TAG_BYTES]))
     }
 
     /// Where the page of `token` starts (0 for an empty token).
@@ -66,10 +62,7 @@ impl PageTokens {
         if offset >= MAX_RESULT_WINDOW || hex.len() != 2 * TAG_BYTES {
             return Err(invalid());
         }
-        let tag = (0..TAG_BYTES)
-            .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(invalid)?;
+        let tag = crate::hex::decode(hex).ok_or_else(invalid)?;
         self.mac(offset, query, categories)
             .verify_truncated_left(&tag)
             .map_err(|_| invalid())?;

@@ -87,9 +87,24 @@ const MAX_EXPANDED_CHARS: usize = 40;
 /// Most bytes of hits one page holds, under the 4 MiB a gRPC client accepts by default.
 pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
+/// The bytes of a list of hits so far: a list ends early rather than outgrow what a gRPC
+/// client takes by default, but always holds its first hit.
+#[derive(Default)]
+pub(super) struct PageBudget {
+    bytes: usize,
+}
+
+impl PageBudget {
+    /// Whether `hit` (its document `stored_bytes` long) still fits after `held` hits.
+    pub(super) fn admits(&mut self, hit: &SearchHit, stored_bytes: usize, held: usize) -> bool {
+        self.bytes += hit.size_bytes(stored_bytes);
+        self.bytes <= MAX_PAGE_BYTES || held == 0
+    }
+}
+
 impl SearchHit {
     /// About the bytes this hit takes in a response, its document `stored_bytes` long.
-    pub(super) fn size_bytes(&self, stored_bytes: usize) -> usize {
+    fn size_bytes(&self, stored_bytes: usize) -> usize {
         self.id.len() + self.title.len() + self.category.len() + self.snippet.len() + stored_bytes
     }
 
@@ -289,15 +304,13 @@ impl QueryEngine {
                 }
             });
         let top = searcher.search(&query, &collector)?;
-        // A page ends early rather than outgrow what a gRPC client takes by default; the
-        // next page starts where it ended.
+        // The next page starts where a page that ended early stopped.
         let mut hits = Vec::new();
-        let mut page_bytes = 0;
+        let mut budget = PageBudget::default();
         for &(score, address) in top.iter().take(page_size) {
             let (source, stored_bytes) = self.index.sized_source(&searcher, address)?;
             let hit = SearchHit::from_source(source, score, &matched);
-            page_bytes += hit.size_bytes(stored_bytes);
-            if page_bytes > MAX_PAGE_BYTES && !hits.is_empty() {
+            if !budget.admits(&hit, stored_bytes, hits.len()) {
                 break;
             }
             hits.push(hit);

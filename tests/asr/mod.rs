@@ -24,6 +24,19 @@ fn prepared(name: &str) -> Vec<f32> {
         .samples
 }
 
+/// `model`'s transcript of q0004 with `options`, which must match its reference word for
+/// word.
+fn transcribe_q0004(model: &Whisper, options: &TranscribeOptions) -> voice_search::asr::Transcript {
+    let transcript = model.transcribe(&prepared("q0004.wav"), options).unwrap();
+    assert_eq!(
+        wer(Q0004_TEXT, &transcript.text),
+        0.0,
+        "{}",
+        transcript.text
+    );
+    transcript
+}
+
 fn wer(reference: &str, hypothesis: &str) -> f64 {
     let reference = wer_words(reference);
     word_edits(&reference, &wer_words(hypothesis)) as f64 / reference.len().max(1) as f64
@@ -71,15 +84,7 @@ fn log_mel_matches_reference_values() {
 
 #[test]
 fn human_speech_transcribes_to_its_reference() {
-    let transcript = whisper()
-        .transcribe(&prepared("q0004.wav"), &TranscribeOptions::default())
-        .unwrap();
-    assert_eq!(
-        wer(Q0004_TEXT, &transcript.text),
-        0.0,
-        "{}",
-        transcript.text
-    );
+    let transcript = transcribe_q0004(whisper(), &TranscribeOptions::default());
     assert_eq!(transcript.language, "en");
     assert!(
         transcript.confidence > 0.5 && transcript.no_speech_prob < 0.5,
@@ -183,13 +188,7 @@ fn timestamps_and_beam_search() {
         beam_size: 4,
         ..TranscribeOptions::default()
     };
-    let transcript = whisper().transcribe(&samples, &options).unwrap();
-    assert_eq!(
-        wer(Q0004_TEXT, &transcript.text),
-        0.0,
-        "{}",
-        transcript.text
-    );
+    let transcript = transcribe_q0004(whisper(), &options);
     let seconds = samples.len() as f32 / 16_000.0;
     for segment in &transcript.segments {
         assert!(

@@ -51,17 +51,30 @@ async fn search_code(server: &TestServer, key: &str) -> Code {
     }
 }
 
-async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
-    let mut client = CatalogClient::new(keyed(server, key).await);
-    let request = UpsertDocumentsRequest {
+/// A server that reads its keys from `path`.
+async fn keyed_server(path: std::path::PathBuf) -> TestServer {
+    TestServer::start(voice_search::config::ServeConfig {
+        api_keys: Some(path),
+        ..test_config()
+    })
+    .await
+}
+
+/// A one-document write.
+fn heat() -> UpsertDocumentsRequest {
+    UpsertDocumentsRequest {
         documents: vec![Document {
             id: "m1".into(),
             title: "Heat".into(),
             category: "movie".into(),
             ..Default::default()
         }],
-    };
-    client.upsert_documents(request).await.map(|_| ())
+    }
+}
+
+async fn upsert(server: &TestServer, key: &str) -> Result<(), Status> {
+    let mut client = CatalogClient::new(keyed(server, key).await);
+    client.upsert_documents(heat()).await.map(|_| ())
 }
 
 #[tokio::test]
@@ -81,11 +94,7 @@ async fn keys_decide_who_may_search_and_who_may_write() {
         ..KeyLimits::default()
     };
     let limited_key = add_key(&path, "batch", &[Role::Search], rated).unwrap();
-    let server = TestServer::start(voice_search::config::ServeConfig {
-        api_keys: Some(path),
-        ..test_config()
-    })
-    .await;
+    let server = keyed_server(path).await;
 
     assert_eq!(search_code(&server, "").await, Code::Unauthenticated);
     assert_eq!(
@@ -135,21 +144,9 @@ async fn a_key_holds_at_most_its_streams_open() {
         ..KeyLimits::default()
     };
     let key = add_key(&path, "loader", &[Role::Catalog], one_stream).unwrap();
-    let server = TestServer::start(voice_search::config::ServeConfig {
-        api_keys: Some(path),
-        ..test_config()
-    })
-    .await;
-    let batch = || UpsertDocumentsRequest {
-        documents: vec![Document {
-            id: "m1".into(),
-            title: "Heat".into(),
-            category: "movie".into(),
-            ..Default::default()
-        }],
-    };
+    let server = keyed_server(path).await;
     let (send, batches) = tokio::sync::mpsc::channel(4);
-    send.send(batch()).await.unwrap();
+    send.send(heat()).await.unwrap();
     let mut first_client = CatalogClient::new(keyed(&server, &key).await);
     let first = tokio::spawn(async move {
         first_client
@@ -162,7 +159,7 @@ async fn a_key_holds_at_most_its_streams_open() {
     let mut refused = None;
     for _ in 0..100 {
         match second
-            .bulk_upsert_documents(tokio_stream::iter(vec![batch()]))
+            .bulk_upsert_documents(tokio_stream::iter(vec![heat()]))
             .await
         {
             Err(status) => {
@@ -183,7 +180,7 @@ async fn a_key_holds_at_most_its_streams_open() {
     drop(send);
     first.await.unwrap().unwrap();
     second
-        .bulk_upsert_documents(tokio_stream::iter(vec![batch()]))
+        .bulk_upsert_documents(tokio_stream::iter(vec![heat()]))
         .await
         .unwrap();
 }
