@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::connect;
+use super::ConnectArgs;
 use anyhow::Context;
 use clap::Args;
 use voice_search::config::DEFAULT_MAX_MESSAGE_BYTES;
@@ -20,6 +20,8 @@ pub(crate) struct ClientArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     server: String,
+    #[command(flatten)]
+    connection: ConnectArgs,
     /// Audio per message, in milliseconds.
     #[arg(long, default_value_t = 100)]
     chunk_ms: u32,
@@ -40,7 +42,7 @@ pub(crate) struct ClientArgs {
 pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut voice = VoiceSearchClient::new(connect(&args.server).await?)
+        let mut voice = VoiceSearchClient::new(args.connection.connect(&args.server).await?)
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES);
         let search = SearchOptions {

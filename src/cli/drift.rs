@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::connect;
+use super::ConnectArgs;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use voice_search::monitor::capture::CapturedUtterance;
@@ -32,6 +32,8 @@ pub(crate) enum DriftCommand {
     Report {
         #[arg(long, default_value = "127.0.0.1:50051")]
         server: String,
+        #[command(flatten)]
+        connection: ConnectArgs,
     },
 }
 
@@ -104,10 +106,10 @@ pub(crate) fn drift_baseline(
     Ok(())
 }
 
-pub(crate) fn drift_report(server: &str) -> anyhow::Result<()> {
+pub(crate) fn drift_report(server: &str, connection: &ConnectArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
-        let channel = connect(server).await?;
+        let channel = connection.connect(server).await?;
         anyhow::Ok(
             MonitorClient::new(channel)
                 .get_drift_report(GetDriftReportRequest {})
@@ -130,7 +132,7 @@ pub(crate) fn drift(command: DriftCommand) -> anyhow::Result<()> {
             capture,
             out,
         } => drift_baseline(report, &condition, capture, &out),
-        DriftCommand::Report { server } => drift_report(&server),
+        DriftCommand::Report { server, connection } => drift_report(&server, &connection),
     }
 }
 

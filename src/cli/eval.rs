@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::catalog::import_catalog;
-use super::{connect, load_model, progress_bar, DecodingArgs, DEFAULT_INDEX, DEFAULT_MODEL};
+use super::{load_model, progress_bar, ConnectArgs, DecodingArgs, DEFAULT_INDEX, DEFAULT_MODEL};
 use anyhow::{bail, Context};
 use clap::Args;
 use voice_search::app::App;
@@ -50,6 +50,9 @@ pub(crate) struct EvalArgs {
     /// belong to the server.
     #[arg(long)]
     server: Option<String>,
+    /// With --server: TLS and the API key.
+    #[command(flatten)]
+    connection: ConnectArgs,
     /// Plain text search of the transcript, without the catalog's re-scoring.
     #[arg(long)]
     no_catalog_bias: bool,
@@ -63,7 +66,12 @@ pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let (clips, run) = match &args.server {
         Some(server) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(evaluate_over_grpc(&entries, server, args.concurrency))?
+            runtime.block_on(evaluate_over_grpc(
+                &entries,
+                server,
+                &args.connection,
+                args.concurrency,
+            ))?
         }
         None => evaluate_in_process(&args, &entries)?,
     };
@@ -213,9 +221,10 @@ pub(crate) fn evaluate_in_process(
 pub(crate) async fn evaluate_over_grpc(
     entries: &[eval::ManifestEntry],
     server: &str,
+    connection: &ConnectArgs,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<ClipResult>, RunInfo)> {
-    let channel = connect(server).await?;
+    let channel = connection.connect(server).await?;
     let options = client::SendOptions {
         search: SearchOptions {
             max_hits: 5,

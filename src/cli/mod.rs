@@ -1,4 +1,4 @@
-//! Helpers shared by the subcommands: defaults, decoding flags, progress bars, the gRPC connection.
+//! Helpers shared by the subcommands: defaults, decoding flags, progress bars, how to reach a server.
 
 pub(crate) mod catalog;
 pub(crate) mod client;
@@ -8,13 +8,13 @@ pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod transcribe;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 use voice_search::asr::{TranscribeOptions, Whisper};
+use voice_search::service::client::{connect, ServerChannel, ServerTarget};
 
 /// Where the catalog index lives unless told otherwise.
 pub(crate) const DEFAULT_INDEX: &str = "data/index";
@@ -70,18 +70,34 @@ pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// A gRPC channel to `server` ("host:port" or a URL).
-pub(crate) async fn connect(server: &str) -> anyhow::Result<Channel> {
-    let uri = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    Channel::from_shared(uri.clone())
-        .with_context(|| format!("{server} is not a server address"))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach the server at {uri}: is `voice-search serve` running?")
-        })
+/// How the command-line clients reach a server that asks for TLS or an API key.
+#[derive(Args, Clone)]
+pub(crate) struct ConnectArgs {
+    /// PEM authority that signed the server's certificate; turns TLS on (an https://
+    /// address without it trusts the system's authorities).
+    #[arg(long, env = "VOICE_SEARCH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM certificate to show a server that requires one (--tls-client-ca).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// API key for a server with --api-keys. Prefer the environment variable: other
+    /// users of the machine can read a command line.
+    #[arg(long, env = "VOICE_SEARCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl ConnectArgs {
+    /// A connection to `address` ("host:port" or a URL).
+    pub(crate) async fn connect(&self, address: &str) -> anyhow::Result<ServerChannel> {
+        let target = ServerTarget {
+            address: address.to_string(),
+            ca_cert: self.ca_cert.clone(),
+            client_identity: self.client_cert.clone().zip(self.client_key.clone()),
+            api_key: self.api_key.clone(),
+        };
+        Ok(connect(&target).await?)
+    }
 }

@@ -1,15 +1,20 @@
 //! A StreamingVoiceSearch client that sends a recording as a phone does: one utterance
 //! after another (cut where the speaker paused), each in small chunks, optionally at the
 //! pace of real time. The `client` command and `eval --server` both use it, so what the
-//! eval measures is the real gRPC path.
+//! eval measures is the real gRPC path. [`connect`] reaches a server as an operator
+//! configured it: plaintext or TLS (with a client certificate for mutual TLS), with or
+//! without an API key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Status;
 
 use crate::audio::{self, normalize, vad, AudioError, AudioFormat, Encoding};
@@ -32,6 +37,123 @@ pub enum ClientError {
     Audio { path: String, source: AudioError },
     #[error(transparent)]
     Status(#[from] Status),
+    #[error("{address} is not a server address: {reason}")]
+    Address { address: String, reason: String },
+    #[error(
+        "the API key cannot be sent in a header: it holds characters other than visible ASCII"
+    )]
+    Key,
+    #[error("TLS settings for {address}: {source}")]
+    Tls {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach the server at {address}: {source} (is `voice-search serve` running there, and does it speak {scheme}?)")]
+    Connect {
+        address: String,
+        scheme: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Where a server is and how to prove who we are to it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerTarget {
+    /// "host:port" or a URL; "https://" asks for TLS even without `ca_cert`.
+    pub address: String,
+    /// PEM authority that signed the server's certificate; turns TLS on. Without it, an
+    /// https address trusts the system's authorities.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM certificate and key shown to a server that asks for one (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Sent as `authorization: Bearer KEY` on every call.
+    pub api_key: Option<String>,
+}
+
+/// Puts the API key, when there is one, on every call.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl ApiKey {
+    pub fn new(key: Option<&str>) -> Result<Self, ClientError> {
+        key.map(|key| {
+            format!("Bearer {key}")
+                .parse()
+                .map_err(|_| ClientError::Key)
+        })
+        .transpose()
+        .map(Self)
+    }
+}
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(header) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to a server whose calls carry the API key.
+pub type ServerChannel = InterceptedService<Channel, ApiKey>;
+
+/// Opens a connection to `target`.
+pub async fn connect(target: &ServerTarget) -> Result<ServerChannel, ClientError> {
+    let address = &target.address;
+    let tls = target.ca_cert.is_some()
+        || target.client_identity.is_some()
+        || address.starts_with("https://");
+    let uri = match address.split_once("://") {
+        Some(_) => address.clone(),
+        None if tls => format!("https://{address}"),
+        None => format!("http://{address}"),
+    };
+    let mut endpoint = Channel::from_shared(uri.clone()).map_err(|error| ClientError::Address {
+        address: address.clone(),
+        reason: error.to_string(),
+    })?;
+    if tls {
+        let config = tls_config(target)?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|source| ClientError::Tls {
+                address: address.clone(),
+                source,
+            })?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect {
+            address: uri,
+            scheme: if tls { "TLS" } else { "plaintext" },
+            source,
+        })?;
+    Ok(InterceptedService::new(
+        channel,
+        ApiKey::new(target.api_key.as_deref())?,
+    ))
+}
+
+fn tls_config(target: &ServerTarget) -> Result<ClientTlsConfig, ClientError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ClientError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &target.ca_cert {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = &target.client_identity {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
 }
 
 /// A recording decoded and cut into utterances.
@@ -151,7 +273,7 @@ pub struct Received {
 /// Streams `recording` over one StreamingVoiceSearch call, calling `on_result` for every
 /// result as it arrives; returns the final results in utterance order.
 pub async fn stream_recording(
-    client: &mut VoiceSearchClient<Channel>,
+    client: &mut VoiceSearchClient<ServerChannel>,
     recording: &Recording,
     options: &SendOptions,
     mut on_result: impl FnMut(&Received),

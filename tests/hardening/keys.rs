@@ -5,37 +5,22 @@
 
 use std::num::NonZeroU32;
 
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use voice_search::keys::{add_key, KeyLimits, Role};
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::{Document, SearchRequest, UpsertDocumentsRequest};
+use voice_search::service::client::{ApiKey, ServerChannel};
 
 use crate::common::server::{test_config, TestServer};
 
-type Keyed =
-    InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
-
 /// A channel whose calls carry `key` as a bearer token (none when empty).
-async fn keyed(server: &TestServer, key: &str) -> Keyed {
-    let header: Option<MetadataValue<_>> =
-        (!key.is_empty()).then(|| format!("Bearer {key}").parse().unwrap());
-    InterceptedService::new(
-        server.channel().await,
-        Box::new(move |mut request: Request<()>| {
-            if let Some(header) = &header {
-                request
-                    .metadata_mut()
-                    .insert("authorization", header.clone());
-            }
-            Ok(request)
-        }),
-    )
+async fn keyed(server: &TestServer, key: &str) -> ServerChannel {
+    let key = ApiKey::new((!key.is_empty()).then_some(key)).unwrap();
+    InterceptedService::new(server.channel().await, key)
 }
 
 async fn search_code(server: &TestServer, key: &str) -> Code {

@@ -1,7 +1,8 @@
 //! TLS on a real server, with certificates drawn for the test: a client that trusts the
 //! server's authority searches, a plaintext one gets nothing; with a client authority
 //! set, only a client holding a certificate it signed gets in (mutual TLS); and grpcurl,
-//! an independent client, searches over TLS with an API key and is refused without one.
+//! an independent client, searches over TLS with an API key and is refused without one;
+//! so does our own `voice-search client`, over mutual TLS.
 
 use std::process::Command;
 
@@ -37,13 +38,15 @@ impl Pki {
                 .unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let server = leaf(vec!["localhost".into()]);
+        let server = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
         let client = leaf(vec!["test-client".into()]);
         let folder = tempfile::tempdir().unwrap();
         for (name, pem) in [
             ("ca.pem", &ca),
             ("server.pem", &server.0),
             ("server.key", &server.1),
+            ("client.pem", &client.0),
+            ("client.key", &client.1),
         ] {
             std::fs::write(folder.path().join(name), pem).unwrap();
         }
@@ -156,6 +159,55 @@ async fn grpcurl_searches_over_tls_with_a_key_and_is_refused_without() {
     let refused = String::from_utf8_lossy(&without.stderr);
     assert!(
         !without.status.success() && refused.contains("Unauthenticated"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn our_client_streams_over_mutual_tls_with_a_key_and_is_refused_without() {
+    let pki = Pki::new();
+    let keys = pki.folder.path().join("keys.toml");
+    let key = add_key(&keys, "phone", &[Role::Search], KeyLimits::default()).unwrap();
+    let server = TestServer::start(ServeConfig {
+        api_keys: Some(keys),
+        ..pki.server_config(true)
+    })
+    .await;
+    let client = |key: Option<&str>| {
+        let path = |name: &str| pki.folder.path().join(name);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_voice-search"));
+        command
+            .arg("client")
+            .arg(crate::common::fixture_path("q0004.wav"))
+            .args(["--server", &server.addr.to_string()])
+            .arg("--ca-cert")
+            .arg(path("ca.pem"))
+            .arg("--client-cert")
+            .arg(path("client.pem"))
+            .arg("--client-key")
+            .arg(path("client.key"))
+            .env_remove("VOICE_SEARCH_API_KEY");
+        if let Some(key) = key {
+            command.env("VOICE_SEARCH_API_KEY", key);
+        }
+        command
+    };
+    let (with_key, without) = (client(Some(&key)), client(None));
+    let (with_key, without) = tokio::task::spawn_blocking(move || {
+        let run = |mut command: Command| command.output().expect("running voice-search client");
+        (run(with_key), run(without))
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&with_key.stdout).to_lowercase();
+    assert!(
+        with_key.status.success() && printed.contains("conference"),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&with_key.stderr)
+    );
+    let refused = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        !without.status.success() && refused.contains("needs an API key"),
         "{refused}"
     );
 }
