@@ -3,8 +3,10 @@
 //! within a deadline or be closed, so that silent sockets cannot hold the server's file
 //! descriptors; accept errors (out of descriptors, say) back off instead of spinning a
 //! core; Nagle's algorithm is off. HTTP/2 keepalive, set on the server, then drops
-//! peers that stop answering.
+//! peers that stop answering. Each connection carries a [`Disconnect`] handle in its
+//! connect info, for a call to drop a peer that stopped reading its responses.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::transport::server::{Connected, TlsConnectInfo};
 
 /// What a connection may hold and how soon it must speak.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +36,43 @@ const HANDOFF_QUEUE: usize = 64;
 pub struct Connection {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+    disconnect: Disconnect,
+    /// Ready once `disconnect` is used: then reads and writes fail, and HTTP/2 lets go of
+    /// the connection and every call on it.
+    disconnected: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// Closes one connection from inside a call on it.
+#[derive(Debug, Clone)]
+pub struct Disconnect {
+    token: CancellationToken,
+    peer: std::net::SocketAddr,
+}
+
+impl Disconnect {
+    pub fn now(&self) {
+        tracing::warn!(peer = %self.peer, "dropping a client connection");
+        self.token.cancel();
+    }
+
+    /// The handle of the connection `extensions` (a request's) came on; none for a
+    /// request that came some other way (a test's in-memory transport).
+    pub fn of(extensions: &tonic::Extensions) -> Option<Self> {
+        extensions
+            .get::<ConnectionInfo>()
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<ConnectionInfo>>()
+                    .map(TlsConnectInfo::get_ref)
+            })
+            .map(|info| info.disconnect.clone())
+    }
+}
+
+/// What a call learns of its connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    disconnect: Disconnect,
 }
 
 /// The connections of `listener` that keep within `limits`, in the order they speak.
@@ -78,9 +118,15 @@ pub fn incoming(
                         if let Err(error) = stream.set_nodelay(true) {
                             tracing::debug!(%error, "TCP_NODELAY not set; responses may wait for ACKs");
                         }
+                        let disconnect = Disconnect {
+                            token: CancellationToken::new(),
+                            peer,
+                        };
                         let connection = Connection {
                             stream,
                             _place: place,
+                            disconnected: Box::pin(disconnect.token.clone().cancelled_owned()),
+                            disconnect,
                         };
                         handoff.send(Ok(connection)).await.ok();
                     }
@@ -98,10 +144,25 @@ pub fn incoming(
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo {
+            disconnect: self.disconnect.clone(),
+        }
+    }
+}
+
+impl Connection {
+    /// Fails once the connection has been told to close.
+    fn check_open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.disconnected.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server dropped this client",
+            )),
+            Poll::Pending => Ok(()),
+        }
     }
 }
 
@@ -111,6 +172,7 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_open(cx)?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -121,6 +183,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -137,6 +200,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

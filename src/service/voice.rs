@@ -8,6 +8,7 @@ use std::task::{ready, Context, Poll};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::connections::Disconnect;
 use super::convert::{audio_format, hit_options, transcribe_options, utterance_result};
 use super::status::{code_name, counted};
 use crate::monitor::Monitor;
@@ -52,10 +53,15 @@ impl VoiceSearch for VoiceSearchService {
         &self,
         request: Request<Streaming<StreamingVoiceSearchRequest>>,
     ) -> Result<Response<Self::StreamingVoiceSearchStream>, Status> {
+        let disconnect = Disconnect::of(request.extensions());
         let inbound = request
             .into_inner()
             .map(|message| message.and_then(Inbound::try_from));
-        let opened = self.voice.stream(inbound).map_err(Status::from);
+        let drop_client = move || disconnect.iter().for_each(Disconnect::now);
+        let opened = self
+            .voice
+            .stream(inbound, drop_client)
+            .map_err(Status::from);
         let results = counted(&self.monitor.metrics, STREAMING, opened)?;
         Ok(Response::new(CountedResponses {
             results,

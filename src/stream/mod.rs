@@ -10,11 +10,13 @@
 mod session;
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 
 pub use session::{Session, SessionError, SessionLimits, Utterance, INTERIM_EVERY_SECONDS};
@@ -107,14 +109,45 @@ pub enum StreamError<E> {
 #[error("the server has as many streams open as it allows; retry with backoff")]
 pub struct StreamsFull;
 
-/// What a stream answers, in order; an error is the last item.
-pub type StreamResults<E> = ReceiverStream<Result<StreamResult, StreamError<E>>>;
+/// What a stream answers, in order; an error is the last item. The stream holds its place
+/// among the open ones until its last item is taken (or it is dropped), so that results
+/// left unread count against the limit; the place is free before the end is seen, so a
+/// client that saw it may open the next stream at once.
+pub struct StreamResults<E> {
+    results: mpsc::Receiver<StreamResult>,
+    /// The error the driver ended with; closed without a value when it ended well.
+    ended: Option<oneshot::Receiver<StreamError<E>>>,
+    /// Told when the last item has been taken.
+    taken: Option<oneshot::Sender<()>>,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+impl<E> Stream for StreamResults<E> {
+    type Item = Result<StreamResult, StreamError<E>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(result) = ready!(self.results.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(result)));
+        }
+        let error = match self.ended.as_mut() {
+            Some(ended) => ready!(Pin::new(ended).poll(cx)).ok(),
+            None => None,
+        };
+        self.ended = None;
+        self.place = None;
+        if let Some(taken) = self.taken.take() {
+            taken.send(()).ok();
+        }
+        Poll::Ready(error.map(Err))
+    }
+}
 
 /// Utterances of one stream received in full and waiting for the one in flight.
 const MAX_WAITING_UTTERANCES: usize = 2;
 
-/// How long the error that ends a stream waits for a client that is not reading.
-const ERROR_DELIVERY: Duration = Duration::from_secs(5);
+/// How long a stream's last results wait for a client that is not reading before the
+/// transport is asked to drop that client.
+const UNREAD_GRACE: Duration = Duration::from_secs(5);
 
 /// Results a stream may have ready before the client reads them.
 const RESULTS_BUFFERED: usize = 8;
@@ -166,28 +199,46 @@ impl Voice {
     /// Opens a stream fed by `inbound`; its results come back in order. Ends when the
     /// client has half-closed and every final is sent, at the first error (after the
     /// finals owed), or when the results are dropped (the client has gone, and the work
-    /// in flight is cancelled).
+    /// in flight is cancelled). A client that leaves results unread is held to the
+    /// stream's time limit all the same; if they are still unread [`UNREAD_GRACE`] after
+    /// the stream ended, `drop_client` is called, for the transport to disconnect it.
     pub fn stream<E: std::fmt::Display + Send + 'static>(
         &self,
         inbound: impl Stream<Item = Result<Inbound, E>> + Send + 'static,
+        drop_client: impl FnOnce() + Send + 'static,
     ) -> Result<StreamResults<E>, StreamsFull> {
-        let permit = self
+        let place = self
             .streams
             .clone()
             .try_acquire_owned()
             .map_err(|_| StreamsFull)?;
         let (out, results) = mpsc::channel(RESULTS_BUFFERED);
+        let (end, ended) = oneshot::channel();
+        let (taken, all_taken) = oneshot::channel();
         let voice = self.clone();
-        tokio::spawn(async move { voice.run_stream(Box::pin(inbound), out, permit).await });
-        Ok(ReceiverStream::new(results))
+        tokio::spawn(async move {
+            voice.run_stream(Box::pin(inbound), out, end).await;
+            if tokio::time::timeout(UNREAD_GRACE, all_taken).await.is_err() {
+                tracing::info!(
+                    grace = ?UNREAD_GRACE,
+                    "a client left a stream's results unread after it ended"
+                );
+                drop_client();
+            }
+        });
+        Ok(StreamResults {
+            results,
+            ended: Some(ended),
+            taken: Some(taken),
+            place: Some(place),
+        })
     }
 
     async fn run_stream<E: std::fmt::Display>(
         self,
         inbound: Events<E>,
-        out: mpsc::Sender<Result<StreamResult, StreamError<E>>>,
-        // Held until the stream ends, so that it counts against the limit until then.
-        permit: OwnedSemaphorePermit,
+        out: mpsc::Sender<StreamResult>,
+        end: oneshot::Sender<StreamError<E>>,
     ) {
         let metrics = &self.monitor.metrics;
         metrics.active_streams.inc();
@@ -198,16 +249,10 @@ impl Voice {
         .drive(inbound)
         .await;
         metrics.active_streams.dec();
-        // Freed before the results end, so that a client that saw the end may open the
-        // next stream at once.
-        drop(permit);
         if let Err(error) = ended {
             tracing::info!(%error, "stream ended with an error");
-            // A client that does not read gets a short while to take it, then the stream
-            // is dropped.
-            tokio::time::timeout(ERROR_DELIVERY, out.send(Err(error)))
-                .await
-                .ok();
+            // Delivered after the results queued before it, needing no room among them.
+            end.send(error).ok();
         }
     }
 
@@ -244,18 +289,18 @@ struct InFlight {
 
 /// One stream's run: reads its events, feeds its session, and sends each utterance's
 /// results in order. Utterances of one stream are transcribed one at a time.
-struct StreamDriver<'a, E> {
+struct StreamDriver<'a> {
     voice: &'a Voice,
-    out: &'a mpsc::Sender<Result<StreamResult, StreamError<E>>>,
+    out: &'a mpsc::Sender<StreamResult>,
 }
 
 /// Where a stream's events come from.
 type Events<E> = std::pin::Pin<Box<dyn Stream<Item = Result<Inbound, E>> + Send>>;
 
-impl<E> StreamDriver<'_, E> {
+impl StreamDriver<'_> {
     /// Returns when the stream is done or the client has gone; an error is what the
     /// stream ends with.
-    async fn drive(&self, mut inbound: Events<E>) -> Result<(), StreamError<E>> {
+    async fn drive<E>(&self, mut inbound: Events<E>) -> Result<(), StreamError<E>> {
         let opened = Instant::now();
         let limits = self.voice.limits;
         let Some(config) = first_config(&mut inbound, limits.idle_timeout).await? else {
@@ -299,7 +344,7 @@ impl<E> StreamDriver<'_, E> {
                         // time is up, never past it.
                         Ok(Some(result)) => match tokio::time::timeout_at(
                             closes_at.into(),
-                            self.out.send(Ok(result)),
+                            self.out.send(result),
                         )
                         .await
                         {
@@ -338,7 +383,7 @@ impl<E> StreamDriver<'_, E> {
     }
 
     /// Takes one inbound event; returns whether the client may send more.
-    fn receive(
+    fn receive<E>(
         &self,
         event: Option<Result<Inbound, E>>,
         session: &mut Session,
@@ -371,7 +416,7 @@ impl<E> StreamDriver<'_, E> {
         Ok(true)
     }
 
-    fn start_final(
+    fn start_final<E>(
         &self,
         utterance: Utterance,
         ended: Instant,
@@ -423,7 +468,7 @@ impl<E> StreamDriver<'_, E> {
     /// The result of a finished job (an interim one has hits only when asked for them,
     /// see `start_interim`); a failed interim result is only skipped, a failed final one
     /// ends the stream.
-    fn result(
+    fn result<E>(
         &self,
         job: &InFlight,
         result: Result<Result<UtteranceOutcome, PipelineError>, JobFailed>,
@@ -481,6 +526,7 @@ mod tests {
     use crate::audio::Encoding;
     use crate::monitor::DriftMonitor;
     use crate::workers::PoolSize;
+    use tokio_stream::wrappers::ReceiverStream;
 
     /// A front door with no model: every utterance fails with `NoModel`, which is enough
     /// to exercise the stream's rules.
@@ -522,7 +568,7 @@ mod tests {
         voice: &Voice,
         events: Vec<Result<Inbound, String>>,
     ) -> Vec<Result<StreamResult, StreamError<String>>> {
-        let results = voice.stream(tokio_stream::iter(events)).unwrap();
+        let results = voice.stream(tokio_stream::iter(events), || {}).unwrap();
         results.collect().await
     }
 
@@ -595,9 +641,9 @@ mod tests {
         let voice = voice(Duration::from_millis(50), 1);
         let (events, inbound) = mpsc::channel::<Result<Inbound, String>>(4);
         events.send(Ok(config())).await.unwrap();
-        let mut results = voice.stream(ReceiverStream::new(inbound)).unwrap();
+        let mut results = voice.stream(ReceiverStream::new(inbound), || {}).unwrap();
         assert!(matches!(
-            voice.stream(tokio_stream::empty::<Result<Inbound, String>>()),
+            voice.stream(tokio_stream::empty::<Result<Inbound, String>>(), || {}),
             Err(StreamsFull)
         ));
         let error = results.next().await.unwrap().unwrap_err();
@@ -606,7 +652,7 @@ mod tests {
         drop(events);
         // The first stream has ended, so its place is free again.
         assert!(voice
-            .stream(tokio_stream::empty::<Result<Inbound, String>>())
+            .stream(tokio_stream::empty::<Result<Inbound, String>>(), || {})
             .is_ok());
     }
 }

@@ -26,9 +26,9 @@ use voice_search::proto::{
 use crate::common::fixture_bytes;
 use crate::common::server::{test_config, TestServer};
 
-type Client = VoiceSearchClient<Channel>;
+pub(crate) type Client = VoiceSearchClient<Channel>;
 
-fn config(encoding: AudioEncoding, rate: u32) -> StreamingVoiceSearchConfig {
+pub(crate) fn config(encoding: AudioEncoding, rate: u32) -> StreamingVoiceSearchConfig {
     StreamingVoiceSearchConfig {
         recognition: Some(RecognitionConfig {
             encoding: encoding as i32,
@@ -39,26 +39,26 @@ fn config(encoding: AudioEncoding, rate: u32) -> StreamingVoiceSearchConfig {
     }
 }
 
-fn configure(config: StreamingVoiceSearchConfig) -> StreamingVoiceSearchRequest {
+pub(crate) fn configure(config: StreamingVoiceSearchConfig) -> StreamingVoiceSearchRequest {
     StreamingVoiceSearchRequest {
         request: Some(Request::Config(config)),
     }
 }
 
-fn audio(bytes: &[u8]) -> StreamingVoiceSearchRequest {
+pub(crate) fn audio(bytes: &[u8]) -> StreamingVoiceSearchRequest {
     StreamingVoiceSearchRequest {
         request: Some(Request::Audio(bytes.to_vec())),
     }
 }
 
-fn end() -> StreamingVoiceSearchRequest {
+pub(crate) fn end() -> StreamingVoiceSearchRequest {
     StreamingVoiceSearchRequest {
         request: Some(Request::EndOfUtterance(EndOfUtterance {})),
     }
 }
 
 /// A fixture's samples as raw LINEAR16 bytes, with its sample rate.
-fn linear16(name: &str) -> (Vec<u8>, u32) {
+pub(crate) fn linear16(name: &str) -> (Vec<u8>, u32) {
     let reader = hound::WavReader::new(std::io::Cursor::new(fixture_bytes(name))).unwrap();
     let rate = reader.spec().sample_rate;
     let bytes = reader
@@ -95,7 +95,7 @@ async fn exchange(
     }
 }
 
-fn finals(responses: &[StreamingVoiceSearchResponse]) -> Vec<&proto::UtteranceResult> {
+pub(crate) fn finals(responses: &[StreamingVoiceSearchResponse]) -> Vec<&proto::UtteranceResult> {
     responses
         .iter()
         .filter_map(|r| r.result.as_ref())

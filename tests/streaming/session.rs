@@ -42,7 +42,7 @@ async fn finals_come_in_order_then_the_error_that_ended_the_stream() {
 
     let answers: Vec<_> = app
         .voice
-        .stream(tokio_stream::iter(events))
+        .stream(tokio_stream::iter(events), || {})
         .unwrap()
         .collect()
         .await;
