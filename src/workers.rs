@@ -6,7 +6,10 @@
 //! queue full is refused at once ([`PoolFull`]), so that overload turns into a fast,
 //! retryable error instead of ever-growing latency. A job whose caller has gone (its
 //! [`JobHandle`] dropped: the client cancelled or disconnected) is skipped when a worker
-//! reaches it, so it frees its place without costing any work.
+//! reaches it, so it frees its place without costing any work. Work that may be skipped
+//! (interim results) runs only on an idle pool, and owed work (finals) that finds the
+//! queue full stops a running one instead of being refused: an interim never takes the
+//! place a final needs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,11 +55,38 @@ impl Default for PoolSize {
     }
 }
 
-/// Counts the pool exposes for monitoring.
+/// Counts the pool exposes for monitoring, and the spare jobs running.
 #[derive(Debug, Default)]
 struct Load {
     queued: AtomicUsize,
     running: AtomicUsize,
+    /// The spare jobs that workers are running.
+    spares: Mutex<Vec<RunningSpare>>,
+}
+
+/// A spare job on a worker, whose place owed work may take.
+#[derive(Debug)]
+struct RunningSpare {
+    cancelled: Arc<AtomicBool>,
+    /// Its place has gone to owed work already.
+    given_up: bool,
+}
+
+impl Load {
+    /// Stops one running spare job (unless its caller already has) and takes its place;
+    /// false if every one has given its place up already.
+    fn take_a_spare_place(&self) -> bool {
+        let mut spares = self
+            .spares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(spare) = spares.iter_mut().find(|spare| !spare.given_up) else {
+            return false;
+        };
+        spare.given_up = true;
+        spare.cancelled.store(true, Ordering::Release);
+        true
+    }
 }
 
 /// Where a job stands; a job leaves `QUEUED` exactly once, to run or to be cancelled.
@@ -128,36 +158,53 @@ impl WorkerPool {
         }
     }
 
-    /// Queues `job`, or refuses it at once when the queue is full. The job gets the flag
-    /// that says its caller has gone.
+    /// Queues `job`, or refuses it at once when the queue is full and no spare job runs
+    /// whose place it could take (stopping it, if its caller has not already); the queue
+    /// then holds at most one job per worker over its depth. The job gets the flag that
+    /// says its caller has gone.
     pub fn submit<T: Send + 'static>(
         &self,
         job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<JobHandle<T>, PoolFull> {
-        self.submit_when(job, |queued| queued < self.size.queue_depth)
+        let admitted = self.admit(|queued| queued < self.size.queue_depth);
+        let admitted = admitted.or_else(|queued| {
+            if self.load.take_a_spare_place() {
+                tracing::debug!("stopped an interim transcription to make room for a final");
+                Ok(self.load.queued.fetch_add(1, Ordering::AcqRel))
+            } else {
+                Err(queued)
+            }
+        });
+        self.queue(job, admitted, false)
     }
 
     /// Queues `job` only when a worker is free and nothing waits: work that may be
-    /// skipped (interim results) never takes a place that work owed (finals) needs.
+    /// skipped (interim results) never takes a place that work owed (finals) needs, and
+    /// owed work that finds the queue full stops it.
     pub fn submit_spare<T: Send + 'static>(
         &self,
         job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<JobHandle<T>, PoolFull> {
         let idle = || self.load.running.load(Ordering::Acquire) < self.size.workers;
-        self.submit_when(job, |queued| queued == 0 && idle())
+        let admitted = self.admit(|queued| queued == 0 && idle());
+        self.queue(job, admitted, true)
     }
 
-    fn submit_when<T: Send + 'static>(
+    /// Takes a queue place when `admit` allows it; the error is the queue's length.
+    fn admit(&self, admit: impl Fn(usize) -> bool) -> Result<usize, usize> {
+        self.load
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                admit(queued).then_some(queued + 1)
+            })
+    }
+
+    fn queue<T: Send + 'static>(
         &self,
         job: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
-        admit: impl Fn(usize) -> bool,
+        admitted: Result<usize, usize>,
+        spare: bool,
     ) -> Result<JobHandle<T>, PoolFull> {
-        let admitted =
-            self.load
-                .queued
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                    admit(queued).then_some(queued + 1)
-                });
         if let Err(queued) = admitted {
             return Err(PoolFull {
                 workers: self.size.workers,
@@ -181,9 +228,25 @@ impl WorkerPool {
             {
                 return;
             }
+            let spares = || {
+                load.spares
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            };
+            // Listed before it counts as running, so that owed work that sees it busy can stop it.
+            if spare {
+                spares().push(RunningSpare {
+                    cancelled: cancelled.clone(),
+                    given_up: false,
+                });
+            }
             load.queued.fetch_sub(1, Ordering::AcqRel);
             load.running.fetch_add(1, Ordering::AcqRel);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(cancelled)));
+            let flag = cancelled.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(flag)));
+            if spare {
+                spares().retain(|running| !Arc::ptr_eq(&running.cancelled, &cancelled));
+            }
             load.running.fetch_sub(1, Ordering::AcqRel);
             match outcome {
                 // A send fails only when the caller left while the job ran; nothing to do.
@@ -272,6 +335,50 @@ mod tests {
         // The worker counts as idle again by the time the result arrives.
         assert_eq!(held.await.unwrap(), 1);
         assert_eq!(pool.submit_spare(|_| 3).unwrap().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn owed_work_that_finds_the_queue_full_stops_a_spare_job() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 1,
+        });
+        let spare = pool
+            .submit_spare(|cancelled| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !cancelled.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                cancelled.load(Ordering::Relaxed)
+            })
+            .unwrap();
+        while pool.running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let first = pool.submit(|_| 1).unwrap();
+        let second = pool.submit(|_| 2).expect("the spare job gives way");
+        assert!(pool.submit(|_| 3).is_err(), "no spare job is left to stop");
+        assert!(spare.await.unwrap(), "the spare job was not stopped");
+        assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_spare_job_whose_caller_left_still_lends_its_place_until_it_stops() {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 1,
+        });
+        let (stop, stopped) = channel::<()>();
+        let spare = pool.submit_spare(move |_| stopped.recv().ok()).unwrap();
+        while pool.running() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The caller leaves, but the job has not yet seen it.
+        drop(spare);
+        let first = pool.submit(|_| 1).unwrap();
+        let second = pool.submit(|_| 2).expect("the leaving spare job lends its place");
+        stop.send(()).unwrap();
+        assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
     }
 
     #[tokio::test]

@@ -59,6 +59,10 @@ pub(crate) struct EvalArgs {
     /// With --server: clips streamed at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// With --server: ask for interim results too, as a live client does (finals must
+    /// not suffer for them).
+    #[arg(long)]
+    interim: bool,
 }
 
 pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ pub(crate) fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
                 server,
                 &args.connection,
                 args.concurrency,
+                args.interim,
             ))?
         }
         None => evaluate_in_process(&args, &entries)?,
@@ -223,9 +228,11 @@ pub(crate) async fn evaluate_over_grpc(
     server: &str,
     connection: &ConnectArgs,
     concurrency: usize,
+    interim: bool,
 ) -> anyhow::Result<(Vec<ClipResult>, RunInfo)> {
     let channel = connection.connect(server).await?;
     let options = client::SendOptions {
+        interim,
         search: SearchOptions {
             max_hits: 5,
             ..Default::default()
