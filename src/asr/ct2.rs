@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -25,8 +26,9 @@ const MULTILINGUAL_VOCAB: usize = 51_865;
 struct Variable {
     shape: Vec<usize>,
     dtype: DType,
-    /// Small integer scalars (head counts, flags); tensors are read into `data`.
-    data: Vec<u8>,
+    /// Small integer scalars (head counts, flags); tensors are read into `data`. Shared
+    /// with the variable's aliases, so that a file of many aliases costs no copies.
+    data: Arc<[u8]>,
 }
 
 /// Reads `model.bin`: every variable by name, aliases resolved.
@@ -67,7 +69,15 @@ fn read_model_bin(bytes: &[u8]) -> Result<HashMap<String, Variable>, AsrError> {
             }
         };
         let length = reader.u32()? as usize;
-        let data = reader.take(length)?.to_vec();
+        let needed = shape
+            .iter()
+            .try_fold(dtype.size_in_bytes(), |bytes, &d| bytes.checked_mul(d));
+        if needed != Some(length) {
+            return Err(AsrError::Import(format!(
+                "{name}: shape {shape:?} of {dtype:?} does not fit its {length} bytes"
+            )));
+        }
+        let data = reader.take(length)?.into();
         variables.insert(name, Variable { shape, dtype, data });
     }
     let aliases = reader.u32().unwrap_or(0);
@@ -80,7 +90,7 @@ fn read_model_bin(bytes: &[u8]) -> Result<HashMap<String, Variable>, AsrError> {
         let copy = Variable {
             shape: variable.shape.clone(),
             dtype: variable.dtype,
-            data: variable.data.clone(),
+            data: Arc::clone(&variable.data),
         };
         variables.insert(alias, copy);
     }
@@ -155,7 +165,7 @@ impl Converter {
             .variables
             .get(name)
             .ok_or_else(|| AsrError::MissingTensor(name.to_string()))?;
-        Ok(match (v.dtype, v.data.as_slice()) {
+        Ok(match (v.dtype, &v.data[..]) {
             (DType::U8, [b, ..]) => *b as i8 as i64,
             (DType::I16, [a, b, ..]) => i16::from_le_bytes([*a, *b]) as i64,
             (DType::I32, [a, b, c, d, ..]) => i32::from_le_bytes([*a, *b, *c, *d]) as i64,
@@ -268,10 +278,42 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
             source: e,
         })
     };
-    let variables = read_model_bin(&read("model.bin")?)?;
-    let ct2_config: Value = serde_json::from_slice(&read("config.json")?)
-        .map_err(|e| AsrError::Import(format!("config.json: {e}")))?;
+    let converted = convert(&read("model.bin")?, &read("config.json")?)?;
     let tokenizer = read("tokenizer.json")?;
+    std::fs::create_dir_all(to).map_err(|e| AsrError::Io {
+        path: to.to_owned(),
+        source: e,
+    })?;
+    candle_core::safetensors::save(&converted.tensors, to.join("model.safetensors"))
+        .map_err(candle)?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(to.join(name), bytes).map_err(|e| AsrError::Io {
+            path: to.join(name),
+            source: e,
+        })
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&converted.config)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
+    write("tokenizer.json", &tokenizer)?;
+    Ok(())
+}
+
+/// A CTranslate2 model in the Hugging Face layout.
+pub struct Converted {
+    pub tensors: HashMap<String, Tensor>,
+    /// What `config.json` holds.
+    pub config: Value,
+}
+
+/// Converts a CTranslate2 `model.bin` and its `config.json`.
+pub fn convert(model_bin: &[u8], ct2_config: &[u8]) -> Result<Converted, AsrError> {
+    let variables = read_model_bin(model_bin)?;
+    let ct2_config: Value = serde_json::from_slice(ct2_config)
+        .map_err(|e| AsrError::Import(format!("config.json: {e}")))?;
 
     let mut c = Converter {
         variables,
@@ -345,15 +387,25 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
     }
     c.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
 
-    let dims = |name: &str| {
-        c.out
+    let dims = |name: &str, rank: usize| {
+        let dims = c
+            .out
             .get(name)
             .map(|t| t.dims().to_vec())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if dims.len() == rank {
+            Ok(dims)
+        } else {
+            Err(AsrError::BadShape {
+                name: name.to_string(),
+                expected: format!("{rank} dimensions"),
+                found: format!("{dims:?}"),
+            })
+        }
     };
-    let embed = dims("model.decoder.embed_tokens.weight");
+    let embed = dims("model.decoder.embed_tokens.weight", 2)?;
     let (vocab_size, d_model) = (embed[0], embed[1]);
-    let conv1 = dims("model.encoder.conv1.weight");
+    let conv1 = dims("model.encoder.conv1.weight", 3)?;
     let heads = |side: &str| {
         c.scalar(&format!("{side}/num_heads"))
             .or_else(|_| c.scalar(&format!("{side}/layer_0/self_attention/num_heads")))
@@ -376,12 +428,12 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
         "decoder_layers": decoder_layers,
         "encoder_attention_heads": encoder_heads,
         "decoder_attention_heads": decoder_heads,
-        "encoder_ffn_dim": dims("model.encoder.layers.0.fc1.weight")[0],
-        "decoder_ffn_dim": dims("model.decoder.layers.0.fc1.weight")[0],
+        "encoder_ffn_dim": dims("model.encoder.layers.0.fc1.weight", 2)?[0],
+        "decoder_ffn_dim": dims("model.decoder.layers.0.fc1.weight", 2)?[0],
         "num_mel_bins": conv1[1],
         "vocab_size": vocab_size,
-        "max_source_positions": dims("model.encoder.embed_positions.weight")[0],
-        "max_target_positions": dims("model.decoder.embed_positions.weight")[0],
+        "max_source_positions": dims("model.encoder.embed_positions.weight", 2)?[0],
+        "max_target_positions": dims("model.decoder.embed_positions.weight", 2)?[0],
         "is_multilingual": vocab_size >= MULTILINGUAL_VOCAB,
         "suppress_tokens": ids("suppress_ids"),
         "begin_suppress_tokens": ids("suppress_ids_begin"),
@@ -392,24 +444,8 @@ pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
         "torch_dtype": "float16",
     });
 
-    std::fs::create_dir_all(to).map_err(|e| AsrError::Io {
-        path: to.to_owned(),
-        source: e,
-    })?;
-    let tensors: HashMap<String, Tensor> = c.out.into_iter().collect();
-    candle_core::safetensors::save(&tensors, to.join("model.safetensors")).map_err(candle)?;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(to.join(name), bytes).map_err(|e| AsrError::Io {
-            path: to.join(name),
-            source: e,
-        })
-    };
-    write(
-        "config.json",
-        serde_json::to_string_pretty(&config)
-            .expect("serializable")
-            .as_bytes(),
-    )?;
-    write("tokenizer.json", &tokenizer)?;
-    Ok(())
+    Ok(Converted {
+        tensors: c.out.into_iter().collect(),
+        config,
+    })
 }

@@ -6,7 +6,11 @@ use super::*;
 // ---- The CTranslate2 importer --------------------------------------------------------
 
 /// Writes a CTranslate2 `model.bin` with the given variables (f32 tensors, i16 scalars).
-fn write_ct2(dir: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], scalars: &[(&str, i16)]) {
+pub(crate) fn write_ct2(
+    dir: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    scalars: &[(&str, i16)],
+) {
     let mut out = Vec::new();
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend(((s.len() + 1) as u16).to_le_bytes());
@@ -50,7 +54,7 @@ fn write_ct2(dir: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], scalars: &[
 }
 
 /// A tiny synthetic Whisper: d_model 8, 2 heads, one layer a side, vocab 20, 4 mel bins.
-fn synthetic(key_bias: f32) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub(crate) fn synthetic(key_bias: f32) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let d = 8;
     let mut counter = 0.0f32;
     let mut t = |name: &str, shape: Vec<usize>| {

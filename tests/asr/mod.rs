@@ -2,7 +2,7 @@
 //! the loader's errors (`import`), log-mel against reference values, and transcription of
 //! speech, silence, noise, long audio and phrase hints.
 
-mod import;
+pub(crate) mod import;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
