@@ -376,7 +376,9 @@ mod tests {
         // The caller leaves, but the job has not yet seen it.
         drop(spare);
         let first = pool.submit(|_| 1).unwrap();
-        let second = pool.submit(|_| 2).expect("the leaving spare job lends its place");
+        let second = pool
+            .submit(|_| 2)
+            .expect("the leaving spare job lends its place");
         stop.send(()).unwrap();
         assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
     }

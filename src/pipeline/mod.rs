@@ -11,6 +11,7 @@
 pub mod bias;
 pub mod rerank;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use crate::asr::{
 use crate::audio::{self, AudioError, AudioFormat, AudioInfo, Decoded};
 use crate::search::text::analyze;
 use crate::search::{
-    CandidateLimits, CandidateSet, QueryEngine, SearchError, SearchHit, SearchRequest,
+    Candidate, CandidateLimits, CandidateSet, QueryEngine, SearchError, SearchHit, SearchRequest,
 };
 use bias::CatalogBias;
 use rerank::{CandidateFeatures, RerankModel, UNSCORED};
@@ -120,8 +121,49 @@ const CANDIDATE_LIMITS: CandidateLimits = CandidateLimits {
     text: 8,
     alternative_text: 3,
     sound: 5,
+    sound_within: 3,
     qualified: 3,
 };
+
+/// What a candidate's words earned: its text match, its sound, the beam's proposal and
+/// the qualifier heard.
+#[derive(Debug, Clone, Copy, Default)]
+struct WordEvidence {
+    text_score: f32,
+    text_rank: Option<usize>,
+    sound: f32,
+    proposed: bool,
+    qualifier_heard: f32,
+}
+
+impl WordEvidence {
+    /// Per candidate, the best evidence of all the candidates that read as it does
+    /// (`best` holds each one's reading): documents that sound the same were heard the
+    /// same, so that only what sets them apart (popularity, category) decides between
+    /// them, never which of them a search page or the beam happened to reach first.
+    fn shared(candidates: &[Candidate], best: &[(ReadingScore, usize, ReadingScore)]) -> Vec<Self> {
+        let words: Vec<String> = candidates
+            .iter()
+            .zip(best)
+            .map(|(candidate, &(_, reading, _))| {
+                analyze(&candidate.entry.readings[reading]).join(" ")
+            })
+            .collect();
+        let mut by_words: HashMap<&str, Self> = HashMap::new();
+        for (candidate, words) in candidates.iter().zip(&words) {
+            let evidence = by_words.entry(words).or_default();
+            evidence.text_score = evidence.text_score.max(candidate.text_score);
+            evidence.text_rank = match (evidence.text_rank, candidate.text_rank) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            evidence.sound = evidence.sound.max(candidate.sound);
+            evidence.proposed |= candidate.proposed;
+            evidence.qualifier_heard = evidence.qualifier_heard.max(candidate.qualifier_heard);
+        }
+        words.iter().map(|words| by_words[words.as_str()]).collect()
+    }
+}
 
 /// Time spent in each stage of one utterance (the model's own stages are in
 /// [`Transcript::timings`]).
@@ -411,23 +453,25 @@ impl Pipeline {
             }
         }
         let top = best.iter().map(|b| b.0.mean()).fold(UNSCORED, f32::max);
+        let evidence = WordEvidence::shared(&candidates, &best);
         let mut scored: Vec<(ScoredCandidate, HitSource, Option<usize>)> = candidates
             .iter()
             .zip(&best)
-            .map(|(candidate, &(acoustic, reading, free))| {
+            .zip(&evidence)
+            .map(|((candidate, &(acoustic, reading, free)), words)| {
                 let features = CandidateFeatures {
                     acoustic: acoustic.mean(),
                     margin: acoustic.mean() - top,
                     vs_free: acoustic.mean() - free.mean(),
                     sum_vs_free: acoustic.sum_logprob - free.sum_logprob,
                     length_ratio: acoustic.tokens as f32 / free.tokens.max(1) as f32,
-                    text_score: candidate.text_score,
-                    text_rank: candidate.text_rank.map_or(0.0, |r| 1.0 / (1.0 + r as f32)),
-                    sound: candidate.sound,
-                    proposed: f32::from(u8::from(candidate.proposed)),
+                    text_score: words.text_score,
+                    text_rank: words.text_rank.map_or(0.0, |r| 1.0 / (1.0 + r as f32)),
+                    sound: words.sound,
+                    proposed: f32::from(u8::from(words.proposed)),
                     popularity: candidate.popularity,
                     category_match: f32::from(u8::from(candidate.category_match)),
-                    qualifier_heard: candidate.qualifier_heard,
+                    qualifier_heard: words.qualifier_heard,
                     shortened: f32::from(u8::from(candidate.entry.shortened[reading])),
                 };
                 let source = if candidate.proposed {

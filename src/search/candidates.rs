@@ -20,6 +20,8 @@ pub struct CandidateLimits {
     /// Text search hits of each other transcript.
     pub alternative_text: usize,
     pub sound: usize,
+    /// Entries whose name sounds like a stretch of what was heard.
+    pub sound_within: usize,
     /// The most popular entries whose qualifier was heard.
     pub qualified: usize,
 }
@@ -127,6 +129,10 @@ impl QueryEngine {
             }
         }
         for alike in spoken.sound_alikes(&heard_spans(&split.intent.words), limits.sound) {
+            let at = add(alike.entry, &mut found);
+            found[at].by_sound = true;
+        }
+        for alike in spoken.sounds_within(&split.intent.words, limits.sound_within) {
             let at = add(alike.entry, &mut found);
             found[at].by_sound = true;
         }

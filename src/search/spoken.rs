@@ -370,22 +370,61 @@ impl SoundKey {
         if count_gap.div_ceil(2) > limit {
             return None;
         }
-        let edits = bounded_levenshtein(self.code.as_bytes(), other.code.as_bytes(), limit)?;
+        let edits = bounded_levenshtein(
+            self.code.as_bytes(),
+            other.code.as_bytes(),
+            limit,
+            Span::Whole,
+        )?;
         Some(1.0 - edits as f32 / longest as f32)
+    }
+
+    /// Similarity of `name` to the stretch of this key closest to it: a name heard among
+    /// other sounds, its edges run into the words around it ("whether induced or if
+    /// germany" holds "dusseldorf"). `None` below `floor`, or for a name too short to be
+    /// placed by its sound alone.
+    fn similarity_within(&self, name: &SoundKey, floor: f32) -> Option<f32> {
+        let (heard, name_code) = (self.code.as_bytes(), name.code.as_bytes());
+        if name_code.len() < MIN_PLACED_LEN || heard.len() <= name_code.len() {
+            return None;
+        }
+        let limit = ((1.0 - floor) * name_code.len() as f32).floor() as usize;
+        // Each edit supplies at most one letter the stretch lacks.
+        let missing: usize = name
+            .counts
+            .iter()
+            .zip(&self.counts)
+            .map(|(wanted, held)| usize::from(wanted.saturating_sub(*held)))
+            .sum();
+        if missing > limit {
+            return None;
+        }
+        let edits = bounded_levenshtein(name_code, heard, limit, Span::Stretch)?;
+        Some(1.0 - edits as f32 / name_code.len() as f32)
     }
 }
 
-/// Levenshtein distance, or `None` once it must exceed `limit`. Sound keys are short,
-/// so the rows live on the stack.
-fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
+/// Where the second key may be matched: whole, or any stretch of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Span {
+    Whole,
+    Stretch,
+}
+
+/// Fewest edits that turn `a` into `b` (or into some stretch of `b`), or `None` once it
+/// must exceed `limit`. Sound keys are short, so the rows live on the stack.
+fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize, span: Span) -> Option<usize> {
     const MAX: usize = SOUND_KEY_LEN + 1;
-    if a.len().abs_diff(b.len()) > limit || b.len() >= MAX {
+    if (span == Span::Whole && a.len().abs_diff(b.len()) > limit) || b.len() >= MAX {
         return None;
     }
     let mut previous = [0usize; MAX];
     let mut current = [0usize; MAX];
-    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
-        *cell = j;
+    // A stretch may begin anywhere in `b`: its first row is all zeros.
+    if span == Span::Whole {
+        for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
+            *cell = j;
+        }
     }
     for i in 1..=a.len() {
         current[0] = i;
@@ -402,7 +441,12 @@ fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
         }
         std::mem::swap(&mut previous, &mut current);
     }
-    (previous[b.len()] <= limit).then_some(previous[b.len()])
+    let edits = match span {
+        Span::Whole => previous[b.len()],
+        // ...and end anywhere.
+        Span::Stretch => previous[..=b.len()].iter().copied().min()?,
+    };
+    (edits <= limit).then_some(edits)
 }
 
 /// A change to the catalog's entries, told to followers after it is committed.
@@ -435,6 +479,11 @@ pub struct SoundAlike {
 
 /// Sound similarity below which an entry is not a sound-alike.
 const SOUND_FLOOR: f32 = 0.6;
+/// The same for a name found inside what was heard, where the stretch it matches is
+/// free to start and end anywhere, so the match must be closer.
+const WITHIN_FLOOR: f32 = 0.8;
+/// Code letters a name needs to be placed inside what was heard by sound alone.
+const MIN_PLACED_LEN: usize = 5;
 
 impl SpokenCatalog {
     pub fn get(&self, id: &str) -> Option<Arc<SpokenEntry>> {
@@ -483,18 +532,45 @@ impl SpokenCatalog {
         if keys.is_empty() {
             return Vec::new();
         }
+        self.closest(limit, |entry| {
+            keys.iter()
+                .filter_map(|key| entry.sound_similarity_to(key))
+                .max_by(f32::total_cmp)
+        })
+    }
+
+    /// Entries one of whose readings sounds like a stretch of `heard` (the words after
+    /// the carrier, say), for names whose edges the recognizer ran into the words
+    /// around them; best first, at most `limit`.
+    pub fn sounds_within(&self, heard: &[String], limit: usize) -> Vec<SoundAlike> {
+        let heard = SoundKey::new(heard);
+        if heard.is_empty() {
+            return Vec::new();
+        }
+        self.closest(limit, |entry| {
+            entry
+                .sound_keys
+                .iter()
+                .filter_map(|key| heard.similarity_within(key, WITHIN_FLOOR))
+                .max_by(f32::total_cmp)
+        })
+    }
+
+    /// The `limit` entries that `similarity` rates highest (the more popular first among
+    /// equals), in one parallel pass over the catalog.
+    fn closest(
+        &self,
+        limit: usize,
+        similarity: impl Fn(&SpokenEntry) -> Option<f32> + Sync,
+    ) -> Vec<SoundAlike> {
         let state = self.read();
         let entries: Vec<&Arc<SpokenEntry>> = state.entries.values().collect();
         let mut found: Vec<SoundAlike> = entries
             .par_iter()
             .filter_map(|entry| {
-                let similarity = keys
-                    .iter()
-                    .filter_map(|key| entry.sound_similarity_to(key))
-                    .max_by(f32::total_cmp)?;
                 Some(SoundAlike {
+                    similarity: similarity(entry)?,
                     entry: (*entry).clone(),
-                    similarity,
                 })
             })
             .collect();
@@ -614,6 +690,27 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_found_inside_the_words_it_ran_into() {
+        let words = |text: &str| -> Vec<String> { text.split(' ').map(String::from).collect() };
+        let heard = SoundKey::new(&words("whether induced or if germany"));
+        let dusseldorf = SoundKey::new(&words("dusseldorf"));
+        let within = heard.similarity_within(&dusseldorf, WITHIN_FLOOR);
+        assert!(
+            within.is_some_and(|s| s >= WITHIN_FLOOR),
+            "{heard:?} {dusseldorf:?}"
+        );
+        assert_eq!(heard.similarity(&dusseldorf, SOUND_FLOOR), None);
+        let oslo = SoundKey::new(&words("oslo"));
+        assert_eq!(
+            heard.similarity_within(&oslo, WITHIN_FLOOR),
+            None,
+            "too short to place"
+        );
+        let unrelated = SoundKey::new(&words("thiruvananthapuram"));
+        assert_eq!(heard.similarity_within(&unrelated, WITHIN_FLOOR), None);
+    }
+
+    #[test]
     fn sound_keys_cross_word_boundaries() {
         let words = |s: &str| analyze(s);
         let schenectady = entry(r#"{"id":"c","title":"Schenectady","category":"city"}"#);
@@ -663,8 +760,9 @@ mod tests {
             let (a, b) = (key(original), key(edited));
             let longest = a.code.len().max(b.code.len());
             let limit = ((1.0 - SOUND_FLOOR) * longest as f32).floor() as usize;
-            let plain = bounded_levenshtein(a.code.as_bytes(), b.code.as_bytes(), limit)
-                .map(|edits| 1.0 - edits as f32 / longest as f32);
+            let plain =
+                bounded_levenshtein(a.code.as_bytes(), b.code.as_bytes(), limit, Span::Whole)
+                    .map(|edits| 1.0 - edits as f32 / longest as f32);
             assert_eq!(a.similarity(&b, SOUND_FLOOR), plain, "{a:?} {b:?}");
             compared += usize::from(plain.is_some());
         }
