@@ -1,6 +1,7 @@
 //! Interoperability with an independent gRPC implementation: the Python grpcio client in
 //! `tests/interop/` (stubs generated from our protos at test time) streams a fixture to
-//! the real server and checks transcript, hits and a bad-input status.
+//! the real server and checks transcript, hits and a bad-input status; and the protos
+//! pass `buf lint` (with the exceptions `proto/buf.yaml` lists and explains).
 
 use std::process::Command;
 
@@ -25,4 +26,19 @@ async fn python_grpcio_client_streams_and_gets_hits() {
         String::from_utf8_lossy(&output.stderr)
     );
     server.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_protos_pass_buf_lint() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/buf.sh");
+    let output = Command::new(script)
+        .args(["lint", "proto"])
+        .output()
+        .expect("running tests/interop/buf.sh");
+    assert!(
+        output.status.success(),
+        "buf lint:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
