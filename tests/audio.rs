@@ -7,6 +7,8 @@ use voice_search::audio::{
     self, decode, normalize, resample, vad, AudioError, AudioFormat, Encoding, UtteranceBuffer,
 };
 
+mod ogg_opus;
+
 use crate::common::{fixture_bytes, wav_format};
 
 fn raw_format(encoding: Encoding, rate: u32, channels: u16) -> AudioFormat {

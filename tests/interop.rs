@@ -1,7 +1,8 @@
 //! Interoperability with an independent gRPC implementation: the Python grpcio client in
 //! `tests/interop/` (stubs generated from our protos at test time) streams a fixture to
-//! the real server and checks transcript, hits and a bad-input status; and the protos
-//! pass `buf lint` (with the exceptions `proto/buf.yaml` lists and explains).
+//! the real server and checks transcript, hits and a bad-input status; grpcurl sends Ogg
+//! Opus; and the protos pass `buf lint` (with the exceptions `proto/buf.yaml` lists and
+//! explains).
 
 use std::process::Command;
 
@@ -41,4 +42,33 @@ fn the_protos_pass_buf_lint() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn grpcurl_sends_ogg_opus_and_gets_its_transcript() {
+    use base64::Engine;
+    let server = TestServer::start(test_config()).await;
+    let audio = base64::engine::general_purpose::STANDARD
+        .encode(crate::common::fixture_bytes("q0004.opus"));
+    let request = format!(
+        r#"{{"config": {{"recognition": {{"encoding": "OGG_OPUS"}}}}, "audio": "{audio}"}}"#
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpcurl.sh");
+    let addr = server.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(script)
+            .args(["-plaintext", "-d", &request, &addr])
+            .arg("voicesearch.v1.VoiceSearch/VoiceSearch")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("running tests/interop/grpcurl.sh");
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && answer.contains("You will now be placed into the conference."),
+        "{answer}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.shutdown().await.unwrap();
 }

@@ -9,8 +9,8 @@ fuzz_target!(|input: &[u8]| {
     let Some((&[kind, rate, chunk], bytes)) = input.split_first_chunk::<3>() else {
         return;
     };
-    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw]
-        [usize::from(kind % 4)];
+    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus]
+        [usize::from(kind % 5)];
     let rates = [None, Some(0), Some(8_000), Some(16_000), Some(48_000), Some(4_000_000)];
     let format = AudioFormat {
         encoding,

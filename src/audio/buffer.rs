@@ -4,6 +4,7 @@
 //! streamed and unary utterances alike pass through a buffer.
 
 use super::decode::{check_channels, check_rate};
+use super::ogg_opus::OggScan;
 use super::{AudioError, AudioFormat, Encoding};
 
 /// Most bytes one utterance may hold, whatever its format says: 30 s of 48 kHz stereo
@@ -19,6 +20,8 @@ pub struct UtteranceBuffer {
     /// Bytes per second of audio, and where the audio starts, once known (at once for raw
     /// audio, after the header for WAV).
     layout: Option<Layout>,
+    /// For Ogg Opus: what the pages so far declare.
+    ogg: Option<OggScan>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +38,7 @@ const WAV_HEADER_SEARCH_BYTES: usize = 1024 * 1024;
 impl UtteranceBuffer {
     pub fn new(format: AudioFormat, max_seconds: f64) -> Self {
         let layout = match format.encoding {
-            Encoding::Wav => None,
+            Encoding::Wav | Encoding::OggOpus => None,
             raw => {
                 let width = match raw {
                     Encoding::Linear16 => 2.0,
@@ -53,6 +56,7 @@ impl UtteranceBuffer {
             max_seconds,
             bytes: Vec::new(),
             layout,
+            ogg: (format.encoding == Encoding::OggOpus).then(OggScan::default),
         }
     }
 
@@ -75,7 +79,7 @@ impl UtteranceBuffer {
     }
 
     /// The one check of the utterance length limit, as early as the bytes allow: a WAV
-    /// header is validated as soon as it has arrived.
+    /// header is validated as soon as it has arrived, and each Ogg page as it completes.
     fn check(&mut self) -> Result<(), AudioError> {
         if self.bytes.len() > MAX_UTTERANCE_BYTES {
             return Err(AudioError::TooManyBytes {
@@ -90,6 +94,9 @@ impl UtteranceBuffer {
                 ));
             }
         }
+        if let Some(ogg) = &mut self.ogg {
+            ogg.update(&self.bytes)?;
+        }
         let seconds = self.seconds();
         if seconds > self.max_seconds {
             return Err(AudioError::TooLong {
@@ -100,8 +107,12 @@ impl UtteranceBuffer {
         Ok(())
     }
 
-    /// Audio received so far, in seconds (0 until a WAV header has arrived).
+    /// Audio received so far, in seconds (0 until a WAV header has arrived; for Ogg Opus,
+    /// what its whole pages declare).
     pub fn seconds(&self) -> f64 {
+        if let Some(ogg) = &self.ogg {
+            return ogg.seconds();
+        }
         self.layout.map_or(0.0, |layout| {
             self.bytes.len().saturating_sub(layout.data_offset) as f64 / layout.byte_rate
         })
@@ -120,6 +131,9 @@ impl UtteranceBuffer {
     pub fn take(&mut self) -> Vec<u8> {
         if self.format.encoding == Encoding::Wav {
             self.layout = None;
+        }
+        if let Some(ogg) = &mut self.ogg {
+            *ogg = OggScan::default();
         }
         std::mem::take(&mut self.bytes)
     }

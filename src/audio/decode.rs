@@ -1,4 +1,4 @@
-//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW) into
+//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW, Ogg Opus) into
 //! interleaved `f32` samples at full scale 1.0. Every way the bytes can be wrong is a
 //! [`AudioError`] that says what was wrong; nothing here panics on input.
 
@@ -23,9 +23,19 @@ pub enum Encoding {
     Wav,
     /// G.711 mu-law, one byte per sample, interleaved.
     Mulaw,
+    /// Opus in an Ogg container (RFC 7845); rate and channels come from its header.
+    OggOpus,
 }
 
-/// What the client declared about its audio. For WAV, `None` takes the header's value.
+impl Encoding {
+    /// Whether the bytes say their own rate and channels.
+    pub fn is_self_describing(self) -> bool {
+        matches!(self, Encoding::Wav | Encoding::OggOpus)
+    }
+}
+
+/// What the client declared about its audio. For WAV and Ogg Opus, `None` takes the
+/// header's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioFormat {
     pub encoding: Encoding,
@@ -38,7 +48,7 @@ impl AudioFormat {
     pub fn validate(&self) -> Result<(), AudioError> {
         if let Some(rate) = self.sample_rate {
             check_rate(rate)?;
-        } else if self.encoding != Encoding::Wav {
+        } else if !self.encoding.is_self_describing() {
             return Err(AudioError::MissingSampleRate(self.encoding));
         }
         if let Some(channels) = self.channels {
@@ -96,6 +106,9 @@ fn decode_with(
     }
     let decoded = match format.encoding {
         Encoding::Wav => decode_wav(bytes, format, completeness)?,
+        Encoding::OggOpus => {
+            super::ogg_opus::decode(bytes, completeness == Completeness::Prefix, format)?
+        }
         raw => {
             let sample_rate = format
                 .sample_rate
@@ -130,7 +143,7 @@ fn raw_sample_bytes(encoding: Encoding) -> usize {
     match encoding {
         Encoding::Linear16 => 2,
         Encoding::Float32 => 4,
-        Encoding::Mulaw | Encoding::Wav => 1,
+        Encoding::Mulaw | Encoding::Wav | Encoding::OggOpus => 1,
     }
 }
 
@@ -157,7 +170,9 @@ fn decode_raw(bytes: &[u8], encoding: Encoding, channels: u16) -> Result<Vec<f32
             .iter()
             .map(|&b| mulaw_to_linear(b) as f32 / 32768.0)
             .collect(),
-        Encoding::Wav => unreachable!("WAV is decoded by decode_wav"),
+        Encoding::Wav | Encoding::OggOpus => {
+            unreachable!("containers are decoded by their own readers")
+        }
     })
 }
 
@@ -184,20 +199,7 @@ fn decode_wav(
     let spec = reader.spec();
     check_rate(spec.sample_rate)?;
     check_channels(spec.channels)?;
-    if let Some(declared) = format.sample_rate.filter(|&r| r != spec.sample_rate) {
-        return Err(AudioError::HeaderMismatch {
-            what: "sample rate",
-            declared,
-            header: spec.sample_rate,
-        });
-    }
-    if let Some(declared) = format.channels.filter(|&c| c != spec.channels) {
-        return Err(AudioError::HeaderMismatch {
-            what: "channel count",
-            declared: declared as u32,
-            header: spec.channels as u32,
-        });
-    }
+    check_declared(format, spec.sample_rate, spec.channels)?;
     let declared_samples = reader.len() as usize;
     let mut samples = read_wav_samples(reader, spec, bytes.len())?;
     if completeness == Completeness::Prefix {
@@ -220,6 +222,29 @@ fn decode_wav(
         sample_rate: spec.sample_rate,
         channels: spec.channels,
     })
+}
+
+/// A rate or channel count the client declared must be what the stream's header says.
+pub(super) fn check_declared(
+    format: &AudioFormat,
+    rate: u32,
+    channels: u16,
+) -> Result<(), AudioError> {
+    if let Some(declared) = format.sample_rate.filter(|&r| r != rate) {
+        return Err(AudioError::HeaderMismatch {
+            what: "sample rate",
+            declared,
+            header: rate,
+        });
+    }
+    if let Some(declared) = format.channels.filter(|&c| c != channels) {
+        return Err(AudioError::HeaderMismatch {
+            what: "channel count",
+            declared: declared as u32,
+            header: channels as u32,
+        });
+    }
+    Ok(())
 }
 
 /// Reads every sample the data chunk really holds; a data chunk shorter than its header

@@ -1,4 +1,4 @@
-//! The audio front end: whatever a phone sends, turned into clean 16 kHz mono samples.
+//! The audio front end: whatever a phone sends (PCM, WAV, mu-law, Ogg Opus), turned into clean 16 kHz mono samples.
 //!
 //! [`prepare`] runs the stages in order: [`decode()`] (bytes to samples), [`normalize`]
 //! (downmix, DC removal, loudness), [`vad`] (where the speech is, if anywhere) and
@@ -9,6 +9,7 @@
 mod buffer;
 pub mod decode;
 pub mod normalize;
+mod ogg_opus;
 pub mod resample;
 pub mod vad;
 
@@ -48,7 +49,11 @@ pub enum AudioError {
          send the whole file"
     )]
     TruncatedWav { declared: usize, present: usize },
-    #[error("the config says {what} {declared} but the WAV header says {header}")]
+    #[error("corrupt Ogg Opus: {0}")]
+    CorruptOgg(String),
+    #[error("unsupported Ogg Opus: {0}")]
+    UnsupportedOgg(String),
+    #[error("the config says {what} {declared} but the audio's own header says {header}")]
     HeaderMismatch {
         what: &'static str,
         declared: u32,

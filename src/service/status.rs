@@ -25,6 +25,8 @@ impl From<AudioError> for Status {
             | AudioError::NonFinite { .. }
             | AudioError::CorruptWav(_)
             | AudioError::UnsupportedWav(_)
+            | AudioError::CorruptOgg(_)
+            | AudioError::UnsupportedOgg(_)
             | AudioError::TruncatedWav { .. }
             | AudioError::HeaderMismatch { .. } => Status::invalid_argument(error.to_string()),
         }

@@ -1,5 +1,5 @@
-//! Seeded, bounded property tests over what clients send byte for byte: mutated WAV and
-//! raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
+//! Seeded, bounded property tests over what clients send byte for byte: mutated WAV, Ogg
+//! Opus and raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
 //! event sequences. Whatever the input, the parsers answer with a value or an error,
 //! never a panic; audio reaches the same verdict fed whole or in random chunks; decoded
 //! samples are finite; a stream ends with at most one error, last. (No fuzzing engine
@@ -81,7 +81,8 @@ fn random_format(seed: &mut Seeded) -> AudioFormat {
         Encoding::Linear16,
         Encoding::Float32,
         Encoding::Mulaw,
-    ][seed.below(4)];
+        Encoding::OggOpus,
+    ][seed.below(5)];
     let rates = [
         None,
         Some(0),
@@ -100,11 +101,12 @@ fn random_format(seed: &mut Seeded) -> AudioFormat {
 
 #[test]
 fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
-    let wav = fixture_bytes("q0004.wav");
+    let (wav, opus) = (fixture_bytes("q0004.wav"), fixture_bytes("q0004.opus"));
     let mut seed = Seeded(12);
     let (mut tried, mut accepted) = (0, 0);
     for case in 0..CASES {
-        let bytes = seed.mutate(&wav);
+        let base = if seed.below(3) == 0 { &opus } else { &wav };
+        let bytes = seed.mutate(base);
         let format = random_format(&mut seed);
         if format.validate().is_err() {
             continue;

@@ -1,5 +1,6 @@
-//! What a stream answers: finals in order, the same whatever the chunking, interim results
-//! while audio arrives, phrase hints, and the results owed before an error.
+//! What a stream answers: finals in order, the same whatever the chunking (Ogg Opus pages
+//! cut anywhere too), interim results while audio arrives, phrase hints, and the results
+//! owed before an error.
 
 use super::*;
 
@@ -72,6 +73,35 @@ async fn chunking_never_changes_the_result() {
         .result
         .unwrap();
     assert_eq!(unary.transcript, whole.transcript);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ogg_opus_streamed_in_small_pieces_answers_as_its_wav_does() {
+    let server = TestServer::start(test_config()).await;
+    server.add_documents(&CATALOG).await;
+    let mut client = Client::new(server.channel().await);
+    let mut messages = vec![configure(config(AudioEncoding::OggOpus, 0))];
+    // Pages cut anywhere: 700 bytes is a few tens of milliseconds of Opus.
+    messages.extend(pieces(&fixture_bytes("q0004.opus"), 700));
+    messages.push(end());
+    let (opus, ended) = exchange(&mut client, messages).await;
+    ended.unwrap();
+    let (wav, ended) = exchange(
+        &mut client,
+        vec![
+            configure(config(AudioEncoding::Wav, 0)),
+            audio(&fixture_bytes("q0004.wav")),
+            end(),
+        ],
+    )
+    .await;
+    ended.unwrap();
+    // Opus is lossy: the words are the WAV's, their confidences a little off.
+    assert_eq!(text(finals(&opus)[0]), CONFERENCE);
+    assert_eq!(text(finals(&opus)[0]), text(finals(&wav)[0]));
+    let audio = finals(&opus)[0].audio.as_ref().unwrap();
+    assert_eq!((audio.sample_rate_hz, audio.channels), (48_000, 1));
     server.shutdown().await.unwrap();
 }
 

@@ -1,0 +1,212 @@
+//! Ogg Opus (RFC 7845), as Android and many SDKs record speech. The pages are scanned as
+//! they arrive ([`OggScan`]) for the length they declare (their granule positions), so
+//! the length limit holds while the bytes stream in, however well they compress; the
+//! packets are decoded once the utterance is whole. The stream ends where its last page
+//! says: the encoder's pre-skip is dropped at the start and anything past the final
+//! granule at the end, so a stream never decodes to more audio than it declared.
+
+use std::io::Cursor;
+
+use super::buffer::MAX_UTTERANCE_BYTES;
+use super::decode::check_declared;
+use super::{AudioError, AudioFormat, Decoded};
+
+/// Opus always runs at 48 kHz; granule positions count samples at this rate.
+pub const OPUS_RATE: u32 = 48_000;
+/// Longest Opus packet: 120 ms.
+const MAX_PACKET_FRAMES: usize = 5_760;
+const PAGE_HEADER_BYTES: usize = 27;
+
+/// What the pages received so far declare.
+#[derive(Debug, Clone, Default)]
+pub struct OggScan {
+    /// Bytes of whole pages read so far.
+    scanned: usize,
+    head: Option<OpusHead>,
+    serial: Option<u32>,
+    /// The latest granule position a page gave.
+    granule: Option<u64>,
+}
+
+/// The identification header's fields that decoding needs.
+#[derive(Debug, Clone, Copy)]
+struct OpusHead {
+    channels: u16,
+    pre_skip: u64,
+    /// The rate the encoder was given (0: not said); Opus itself always decodes at 48 kHz.
+    input_rate: u32,
+}
+
+impl OggScan {
+    /// Reads the pages of `bytes` (the utterance so far) that are whole and not yet read.
+    pub fn update(&mut self, bytes: &[u8]) -> Result<(), AudioError> {
+        while let Some(page) = page_at(bytes, self.scanned)? {
+            if *self.serial.get_or_insert(page.serial) != page.serial {
+                return Err(unsupported(
+                    "a second logical stream: send one Opus stream per utterance",
+                ));
+            }
+            if self.head.is_none() {
+                self.head = Some(parse_head(page.body)?);
+            }
+            if page.granule != u64::MAX {
+                self.granule = Some(page.granule);
+            }
+            self.scanned = page.end;
+        }
+        Ok(())
+    }
+
+    /// Audio the pages read so far declare, in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.frames() as f64 / OPUS_RATE as f64
+    }
+
+    /// Frames the pages read so far declare, after the pre-skip.
+    fn frames(&self) -> u64 {
+        match (self.head, self.granule) {
+            (Some(head), Some(granule)) => granule.saturating_sub(head.pre_skip),
+            _ => 0,
+        }
+    }
+}
+
+/// One Ogg page's header fields and body.
+struct Page<'a> {
+    serial: u32,
+    granule: u64,
+    body: &'a [u8],
+    /// Where the next page starts.
+    end: usize,
+}
+
+/// The page at `at`, `None` if it has not wholly arrived.
+fn page_at(bytes: &[u8], at: usize) -> Result<Option<Page<'_>>, AudioError> {
+    let Some(header) = bytes.get(at..at + PAGE_HEADER_BYTES) else {
+        if bytes.len() > at && !b"OggS".starts_with(&bytes[at..bytes.len().min(at + 4)]) {
+            return Err(corrupt(format!("no Ogg page starts at byte {at}")));
+        }
+        return Ok(None);
+    };
+    if &header[..4] != b"OggS" || header[4] != 0 {
+        return Err(corrupt(format!("no Ogg page starts at byte {at}")));
+    }
+    let granule = u64::from_le_bytes(header[6..14].try_into().expect("8 bytes"));
+    let serial = u32::from_le_bytes(header[14..18].try_into().expect("4 bytes"));
+    let segments = usize::from(header[26]);
+    let Some(table) = bytes.get(at + PAGE_HEADER_BYTES..at + PAGE_HEADER_BYTES + segments) else {
+        return Ok(None);
+    };
+    let body_start = at + PAGE_HEADER_BYTES + segments;
+    let end = body_start + table.iter().map(|&s| usize::from(s)).sum::<usize>();
+    Ok(bytes.get(body_start..end).map(|body| Page {
+        serial,
+        granule,
+        body,
+        end,
+    }))
+}
+
+fn parse_head(body: &[u8]) -> Result<OpusHead, AudioError> {
+    if body.len() < 19 || &body[..8] != b"OpusHead" {
+        return Err(corrupt(
+            "the first page holds no OpusHead: is this Ogg Opus (not Vorbis, not WebM)?".into(),
+        ));
+    }
+    if body[8] >> 4 != 0 {
+        return Err(unsupported(&format!("OpusHead version {}", body[8])));
+    }
+    let channels = u16::from(body[9]);
+    if body[18] != 0 || !(1..=2).contains(&channels) {
+        return Err(unsupported(&format!(
+            "{channels} channels in channel mapping family {}: mono or stereo (family 0) is read",
+            body[18]
+        )));
+    }
+    Ok(OpusHead {
+        channels,
+        pre_skip: u64::from(u16::from_le_bytes([body[10], body[11]])),
+        input_rate: u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")),
+    })
+}
+
+/// Decodes an Ogg Opus utterance. A `prefix` (the start of an utterance still arriving)
+/// is decoded up to its last whole page. A rate the client declared must be the one the
+/// encoder was given (as Google Speech-to-Text has it), channels the header's.
+pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Decoded, AudioError> {
+    let mut scan = OggScan::default();
+    scan.update(bytes)?;
+    if !prefix && scan.scanned < bytes.len() {
+        return Err(corrupt(format!(
+            "the stream ends inside a page at byte {}: send the whole stream",
+            scan.scanned
+        )));
+    }
+    let head = scan
+        .head
+        .ok_or_else(|| corrupt("the stream ends before its OpusHead page".into()))?;
+    let input_rate = if head.input_rate == 0 {
+        OPUS_RATE
+    } else {
+        head.input_rate
+    };
+    check_declared(declared, input_rate, head.channels)?;
+    if !prefix && scan.granule.is_none() {
+        return Err(corrupt(
+            "no page says where the stream ends (granule position)".into(),
+        ));
+    }
+    let channels = usize::from(head.channels);
+    // Compressed audio never expands past what the byte limit holds as FLOAT32.
+    let most = MAX_UTTERANCE_BYTES / 4;
+    let wanted = usize::try_from(scan.frames())
+        .ok()
+        .and_then(|frames| frames.checked_mul(channels))
+        .filter(|&wanted| wanted <= most)
+        .ok_or(AudioError::TooLong {
+            seconds: scan.seconds(),
+            limit: (most / channels) as f64 / OPUS_RATE as f64,
+        })?;
+    let mut reader = ogg::PacketReader::new(Cursor::new(&bytes[..scan.scanned]));
+    let mut decoder = opus_decoder::OpusDecoder::new(OPUS_RATE, channels)
+        .map_err(|error| corrupt(format!("the Opus decoder: {error}")))?;
+    let mut frame = vec![0f32; MAX_PACKET_FRAMES * channels];
+    let mut samples = Vec::with_capacity(wanted);
+    let mut skip = head.pre_skip as usize * channels;
+    let mut packets = 0usize;
+    while let Some(packet) = reader
+        .read_packet()
+        .map_err(|error| corrupt(format!("reading the Ogg pages: {error}")))?
+    {
+        packets += 1;
+        // The identification and comment headers come first.
+        if packets <= 2 {
+            continue;
+        }
+        let decoded = decoder
+            .decode_float(&packet.data, &mut frame, false)
+            .map_err(|error| corrupt(format!("Opus packet {}: {error}", packets - 2)))?;
+        let mut new = &frame[..decoded * channels];
+        let skipped = skip.min(new.len());
+        skip -= skipped;
+        new = &new[skipped..];
+        let room = wanted - samples.len();
+        samples.extend_from_slice(&new[..new.len().min(room)]);
+        if samples.len() == wanted {
+            break;
+        }
+    }
+    Ok(Decoded {
+        samples,
+        sample_rate: OPUS_RATE,
+        channels: head.channels,
+    })
+}
+
+fn corrupt(what: String) -> AudioError {
+    AudioError::CorruptOgg(what)
+}
+
+fn unsupported(what: &str) -> AudioError {
+    AudioError::UnsupportedOgg(what.to_string())
+}
