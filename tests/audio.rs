@@ -7,9 +7,26 @@ use voice_search::audio::{
     self, decode, normalize, resample, vad, AudioError, AudioFormat, Encoding, UtteranceBuffer,
 };
 
+mod flac;
 mod ogg_opus;
 
 use crate::common::{fixture_bytes, wav_format};
+
+/// Streams `bytes` in `chunk`-byte pieces into a buffer with a 30 s limit; asserts it
+/// refuses them as too long, and returns how many bytes had been sent by then.
+fn bytes_sent_before_too_long(format: AudioFormat, bytes: &[u8], chunk: usize) -> usize {
+    let mut buffer = UtteranceBuffer::new(format, 30.0);
+    let mut sent = 0;
+    let refused = bytes.chunks(chunk).find_map(|piece| {
+        sent += piece.len();
+        buffer.push(piece).err()
+    });
+    assert!(
+        matches!(refused, Some(AudioError::TooLong { limit, .. }) if limit == 30.0),
+        "{refused:?}"
+    );
+    sent
+}
 
 fn raw_format(encoding: Encoding, rate: u32, channels: u16) -> AudioFormat {
     AudioFormat {

@@ -9,8 +9,8 @@ fuzz_target!(|input: &[u8]| {
     let Some((&[kind, rate, chunk], bytes)) = input.split_first_chunk::<3>() else {
         return;
     };
-    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus]
-        [usize::from(kind % 5)];
+    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus, Encoding::Flac]
+        [usize::from(kind % 6)];
     let rates = [None, Some(0), Some(8_000), Some(16_000), Some(48_000), Some(4_000_000)];
     let format = AudioFormat {
         encoding,
@@ -24,7 +24,8 @@ fuzz_target!(|input: &[u8]| {
     let mut buffer = UtteranceBuffer::new(format, 30.0);
     let chunked = bytes
         .chunks(usize::from(chunk).max(1) * 64)
-        .all(|part| buffer.push(part).is_ok());
+        .all(|part| buffer.push(part).is_ok())
+        && buffer.finish().is_ok();
     assert_eq!(whole, chunked, "whole and chunked disagree");
     if let Ok(prepared) = audio::prepare(bytes, &format) {
         assert!(prepared.samples.iter().all(|s| s.is_finite()));

@@ -4,6 +4,7 @@
 //! streamed and unary utterances alike pass through a buffer.
 
 use super::decode::{check_channels, check_rate};
+use super::flac::FlacCheck;
 use super::ogg_opus::OggScan;
 use super::{AudioError, AudioFormat, Encoding};
 
@@ -22,6 +23,8 @@ pub struct UtteranceBuffer {
     layout: Option<Layout>,
     /// For Ogg Opus: what the pages so far declare.
     ogg: Option<OggScan>,
+    /// For FLAC: how far the stream has been checked.
+    flac: Option<FlacCheck>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +41,7 @@ const WAV_HEADER_SEARCH_BYTES: usize = 1024 * 1024;
 impl UtteranceBuffer {
     pub fn new(format: AudioFormat, max_seconds: f64) -> Self {
         let layout = match format.encoding {
-            Encoding::Wav | Encoding::OggOpus => None,
+            Encoding::Wav | Encoding::OggOpus | Encoding::Flac => None,
             raw => {
                 let width = match raw {
                     Encoding::Linear16 => 2.0,
@@ -57,6 +60,7 @@ impl UtteranceBuffer {
             bytes: Vec::new(),
             layout,
             ogg: (format.encoding == Encoding::OggOpus).then(OggScan::default),
+            flac: (format.encoding == Encoding::Flac).then(FlacCheck::default),
         }
     }
 
@@ -68,19 +72,22 @@ impl UtteranceBuffer {
     ) -> Result<Self, AudioError> {
         let mut buffer = Self::new(format, max_seconds);
         buffer.bytes = bytes;
-        buffer.check()?;
+        buffer.check(true)?;
         Ok(buffer)
     }
 
     /// Appends a chunk; fails once the utterance is longer than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), AudioError> {
         self.bytes.extend_from_slice(chunk);
-        self.check()
+        self.check(false)
     }
 
     /// The one check of the utterance length limit, as early as the bytes allow: a WAV
-    /// header is validated as soon as it has arrived, and each Ogg page as it completes.
-    fn check(&mut self) -> Result<(), AudioError> {
+    /// header is validated as soon as it has arrived, each Ogg page as it completes, and a
+    /// FLAC stream at its header and each doubling of its bytes.
+    /// The `last` check (the utterance is whole) also decodes what is compressed past
+    /// telling its length otherwise.
+    fn check(&mut self, last: bool) -> Result<(), AudioError> {
         if self.bytes.len() > MAX_UTTERANCE_BYTES {
             return Err(AudioError::TooManyBytes {
                 limit: MAX_UTTERANCE_BYTES,
@@ -97,6 +104,9 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             ogg.update(&self.bytes)?;
         }
+        if let Some(flac) = &mut self.flac {
+            flac.update(&self.bytes, self.max_seconds, last)?;
+        }
         let seconds = self.seconds();
         if seconds > self.max_seconds {
             return Err(AudioError::TooLong {
@@ -108,10 +118,13 @@ impl UtteranceBuffer {
     }
 
     /// Audio received so far, in seconds (0 until a WAV header has arrived; for Ogg Opus,
-    /// what its whole pages declare).
+    /// what its whole pages declare; for FLAC, the most its header or its last check said).
     pub fn seconds(&self) -> f64 {
         if let Some(ogg) = &self.ogg {
             return ogg.seconds();
+        }
+        if let Some(flac) = &self.flac {
+            return flac.seconds();
         }
         self.layout.map_or(0.0, |layout| {
             self.bytes.len().saturating_sub(layout.data_offset) as f64 / layout.byte_rate
@@ -127,6 +140,14 @@ impl UtteranceBuffer {
         self.bytes.is_empty()
     }
 
+    /// Checks the whole utterance, then hands over its bytes, with its length in seconds,
+    /// and starts a new one.
+    pub fn finish(&mut self) -> Result<(Vec<u8>, f64), AudioError> {
+        self.check(true)?;
+        let seconds = self.seconds();
+        Ok((self.take(), seconds))
+    }
+
     /// Hands over the bytes and starts a new utterance.
     pub fn take(&mut self) -> Vec<u8> {
         if self.format.encoding == Encoding::Wav {
@@ -134,6 +155,9 @@ impl UtteranceBuffer {
         }
         if let Some(ogg) = &mut self.ogg {
             *ogg = OggScan::default();
+        }
+        if let Some(flac) = &mut self.flac {
+            *flac = FlacCheck::default();
         }
         std::mem::take(&mut self.bytes)
     }

@@ -1,4 +1,4 @@
-//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW, Ogg Opus) into
+//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW, FLAC, Ogg Opus) into
 //! interleaved `f32` samples at full scale 1.0. Every way the bytes can be wrong is a
 //! [`AudioError`] that says what was wrong; nothing here panics on input.
 
@@ -25,17 +25,19 @@ pub enum Encoding {
     Mulaw,
     /// Opus in an Ogg container (RFC 7845); rate and channels come from its header.
     OggOpus,
+    /// FLAC; rate and channels come from its header.
+    Flac,
 }
 
 impl Encoding {
     /// Whether the bytes say their own rate and channels.
     pub fn is_self_describing(self) -> bool {
-        matches!(self, Encoding::Wav | Encoding::OggOpus)
+        matches!(self, Encoding::Wav | Encoding::OggOpus | Encoding::Flac)
     }
 }
 
-/// What the client declared about its audio. For WAV and Ogg Opus, `None` takes the
-/// header's value.
+/// What the client declared about its audio. For WAV, FLAC and Ogg Opus, `None` takes
+/// the header's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioFormat {
     pub encoding: Encoding,
@@ -109,6 +111,7 @@ fn decode_with(
         Encoding::OggOpus => {
             super::ogg_opus::decode(bytes, completeness == Completeness::Prefix, format)?
         }
+        Encoding::Flac => super::flac::decode(bytes, completeness == Completeness::Prefix, format)?,
         raw => {
             let sample_rate = format
                 .sample_rate
@@ -143,7 +146,7 @@ fn raw_sample_bytes(encoding: Encoding) -> usize {
     match encoding {
         Encoding::Linear16 => 2,
         Encoding::Float32 => 4,
-        Encoding::Mulaw | Encoding::Wav | Encoding::OggOpus => 1,
+        Encoding::Mulaw | Encoding::Wav | Encoding::OggOpus | Encoding::Flac => 1,
     }
 }
 
@@ -170,7 +173,7 @@ fn decode_raw(bytes: &[u8], encoding: Encoding, channels: u16) -> Result<Vec<f32
             .iter()
             .map(|&b| mulaw_to_linear(b) as f32 / 32768.0)
             .collect(),
-        Encoding::Wav | Encoding::OggOpus => {
+        Encoding::Wav | Encoding::OggOpus | Encoding::Flac => {
             unreachable!("containers are decoded by their own readers")
         }
     })

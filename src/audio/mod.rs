@@ -1,4 +1,4 @@
-//! The audio front end: whatever a phone sends (PCM, WAV, mu-law, Ogg Opus), turned into clean 16 kHz mono samples.
+//! The audio front end: whatever a phone sends (PCM, WAV, mu-law, FLAC, Ogg Opus), turned into clean 16 kHz mono samples.
 //!
 //! [`prepare`] runs the stages in order: [`decode()`] (bytes to samples), [`normalize`]
 //! (downmix, DC removal, loudness), [`vad`] (where the speech is, if anywhere) and
@@ -8,6 +8,7 @@
 
 mod buffer;
 pub mod decode;
+mod flac;
 pub mod normalize;
 mod ogg_opus;
 pub mod resample;
@@ -49,6 +50,8 @@ pub enum AudioError {
          send the whole file"
     )]
     TruncatedWav { declared: usize, present: usize },
+    #[error("corrupt FLAC: {0}")]
+    CorruptFlac(String),
     #[error("corrupt Ogg Opus: {0}")]
     CorruptOgg(String),
     #[error("unsupported Ogg Opus: {0}")]

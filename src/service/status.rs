@@ -25,6 +25,7 @@ impl From<AudioError> for Status {
             | AudioError::NonFinite { .. }
             | AudioError::CorruptWav(_)
             | AudioError::UnsupportedWav(_)
+            | AudioError::CorruptFlac(_)
             | AudioError::CorruptOgg(_)
             | AudioError::UnsupportedOgg(_)
             | AudioError::TruncatedWav { .. }

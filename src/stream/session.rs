@@ -94,13 +94,14 @@ impl Session {
         if self.buffer.is_empty() {
             return Err(SessionError::EmptyUtterance { index });
         }
-        self.finished_seconds += self.buffer.seconds();
+        let (bytes, seconds) = self
+            .buffer
+            .finish()
+            .map_err(|source| SessionError::Audio { index, source })?;
+        self.finished_seconds += seconds;
         self.interim_at_seconds = 0.0;
         self.index += 1;
-        Ok(Utterance {
-            index,
-            bytes: self.buffer.take(),
-        })
+        Ok(Utterance { index, bytes })
     }
 
     /// Whether audio has arrived since the last utterance was finished.

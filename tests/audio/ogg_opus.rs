@@ -5,6 +5,7 @@
 use voice_search::asr::TranscribeOptions;
 use voice_search::audio::{self, AudioError, AudioFormat, Encoding, UtteranceBuffer};
 
+use super::bytes_sent_before_too_long;
 use crate::common::{fixture_bytes, wav_format, whisper};
 
 fn ogg_opus() -> AudioFormat {
@@ -72,16 +73,7 @@ fn a_long_stream_is_refused_while_it_streams_however_small() {
     // 40 s of near silence in 22 KB: 30 s of audio declared by its pages comes well
     // before the last byte.
     let opus = fixture_bytes("quiet_40s.opus");
-    let mut buffer = UtteranceBuffer::new(ogg_opus(), 30.0);
-    let mut sent = 0;
-    let refused = opus.chunks(512).find_map(|chunk| {
-        sent += chunk.len();
-        buffer.push(chunk).err()
-    });
-    assert!(
-        matches!(refused, Some(AudioError::TooLong { limit, .. }) if limit == 30.0),
-        "{refused:?}"
-    );
+    let sent = bytes_sent_before_too_long(ogg_opus(), &opus, 512);
     assert!(
         sent < opus.len() * 9 / 10,
         "refused only after {sent} of {} bytes",

@@ -1,5 +1,5 @@
 //! Seeded, bounded property tests over what clients send byte for byte: mutated WAV, Ogg
-//! Opus and raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
+//! Opus, FLAC and raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
 //! event sequences. Whatever the input, the parsers answer with a value or an error,
 //! never a panic; audio reaches the same verdict fed whole or in random chunks; decoded
 //! samples are finite; a stream ends with at most one error, last. (No fuzzing engine
@@ -82,7 +82,8 @@ fn random_format(seed: &mut Seeded) -> AudioFormat {
         Encoding::Float32,
         Encoding::Mulaw,
         Encoding::OggOpus,
-    ][seed.below(5)];
+        Encoding::Flac,
+    ][seed.below(6)];
     let rates = [
         None,
         Some(0),
@@ -101,11 +102,15 @@ fn random_format(seed: &mut Seeded) -> AudioFormat {
 
 #[test]
 fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
-    let (wav, opus) = (fixture_bytes("q0004.wav"), fixture_bytes("q0004.opus"));
+    let bases = [
+        fixture_bytes("q0004.wav"),
+        fixture_bytes("q0004.opus"),
+        fixture_bytes("q0008.flac"),
+    ];
     let mut seed = Seeded(12);
     let (mut tried, mut accepted) = (0, 0);
     for case in 0..CASES {
-        let base = if seed.below(3) == 0 { &opus } else { &wav };
+        let base = &bases[[0, 0, 1, 2][seed.below(4)]];
         let bytes = seed.mutate(base);
         let format = random_format(&mut seed);
         if format.validate().is_err() {
@@ -120,6 +125,7 @@ fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
             chunked = buffer.push(&bytes[at..end]);
             at = end;
         }
+        let chunked = chunked.and_then(|()| buffer.finish().map(|_| ()));
         tried += 1;
         accepted += usize::from(whole.is_ok());
         assert_eq!(

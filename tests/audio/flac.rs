@@ -1,0 +1,93 @@
+//! FLAC as the flac tool writes it: the fixtures decode to their WAVs' samples exactly and
+//! transcribe the same, whole or in chunks of any size; a stream that does not say its
+//! length and compresses 10 minutes of silence into 28 KB is refused while it streams;
+//! cut or foreign bytes get a precise error.
+
+use voice_search::asr::TranscribeOptions;
+use voice_search::audio::{self, AudioError, AudioFormat, Encoding, UtteranceBuffer};
+
+use super::bytes_sent_before_too_long;
+use crate::common::{fixture_bytes, wav_format, whisper};
+
+fn flac() -> AudioFormat {
+    AudioFormat {
+        encoding: Encoding::Flac,
+        sample_rate: None,
+        channels: None,
+    }
+}
+
+#[test]
+fn flac_fixtures_are_their_wavs_sample_for_sample() {
+    for name in ["q0004", "q0008"] {
+        let decoded = audio::decode(&fixture_bytes(&format!("{name}.flac")), &flac()).unwrap();
+        let wav = audio::decode(&fixture_bytes(&format!("{name}.wav")), &wav_format()).unwrap();
+        assert_eq!(decoded, wav, "{name}");
+    }
+    let prepared = audio::prepare(&fixture_bytes("q0004.flac"), &flac()).unwrap();
+    let text = whisper()
+        .transcribe(&prepared.samples, &TranscribeOptions::default())
+        .unwrap()
+        .text;
+    assert_eq!(text, "You will now be placed into the conference.");
+}
+
+#[test]
+fn chunks_of_any_size_give_what_the_whole_stream_gives() {
+    let bytes = fixture_bytes("q0008.flac");
+    let (whole, whole_seconds) = UtteranceBuffer::whole(flac(), 30.0, bytes.clone())
+        .unwrap()
+        .finish()
+        .unwrap();
+    for size in [1, 333, 8_192] {
+        let mut buffer = UtteranceBuffer::new(flac(), 30.0);
+        for chunk in bytes.chunks(size) {
+            buffer.push(chunk).unwrap();
+        }
+        assert_eq!(buffer.finish().unwrap(), (whole.clone(), whole_seconds));
+    }
+    assert!((whole_seconds - 2.176).abs() < 0.01, "{whole_seconds}");
+    let prefix = audio::decode_prefix(&bytes[..bytes.len() / 2], &flac()).unwrap();
+    assert!(prefix.duration_seconds() > 0.5 && prefix.duration_seconds() < 2.1);
+}
+
+#[test]
+fn silence_that_hides_its_length_is_refused_while_it_streams() {
+    let bytes = fixture_bytes("silence_10min.flac");
+    let sent = bytes_sent_before_too_long(flac(), &bytes, 256);
+    assert!(
+        sent < bytes.len() / 4,
+        "refused only after {sent} of {} bytes",
+        bytes.len()
+    );
+    // Sent whole, it is refused as well.
+    let whole = UtteranceBuffer::whole(flac(), 30.0, bytes).unwrap_err();
+    assert!(matches!(whole, AudioError::TooLong { .. }), "{whole}");
+}
+
+#[test]
+fn cut_or_foreign_flac_gets_a_precise_error() {
+    let bytes = fixture_bytes("q0004.flac");
+    let cut = audio::decode(&bytes[..bytes.len() / 2], &flac()).unwrap_err();
+    assert!(matches!(cut, AudioError::CorruptFlac(_)), "{cut}");
+    let wav = audio::decode(&fixture_bytes("q0004.wav"), &flac()).unwrap_err();
+    assert!(
+        matches!(&wav, AudioError::CorruptFlac(what) if what.contains("fLaC")),
+        "{wav}"
+    );
+    let declared = AudioFormat {
+        sample_rate: Some(8_000),
+        ..flac()
+    };
+    let mismatch = audio::decode(&bytes, &declared).unwrap_err();
+    assert!(
+        matches!(
+            mismatch,
+            AudioError::HeaderMismatch {
+                what: "sample rate",
+                ..
+            }
+        ),
+        "{mismatch}"
+    );
+}
