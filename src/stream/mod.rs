@@ -3,9 +3,10 @@
 //! results ([`StreamResult`]); its rules live here: the config comes first, utterances are
 //! answered in order and transcribed one at a time, interim results come only when a
 //! worker is free, the first error ends the stream only after the finals already owed,
-//! and the length, idle and open-time limits hold. A transport (the gRPC service today)
-//! only converts its messages to these events and the results back; nothing here knows
-//! gRPC.
+//! the length, idle and open-time limits hold whether or not the client reads, and a
+//! client that leaves results unread is handed to the transport to drop. A transport (the
+//! gRPC service today) only converts its messages to these events and the results back;
+//! nothing here knows gRPC.
 
 mod session;
 
