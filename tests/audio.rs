@@ -9,6 +9,7 @@ use voice_search::audio::{
 
 mod flac;
 mod ogg_opus;
+mod webm_opus;
 
 use crate::common::{fixture_bytes, wav_format};
 

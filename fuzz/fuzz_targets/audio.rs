@@ -9,8 +9,8 @@ fuzz_target!(|input: &[u8]| {
     let Some((&[kind, rate, chunk], bytes)) = input.split_first_chunk::<3>() else {
         return;
     };
-    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus, Encoding::Flac]
-        [usize::from(kind % 6)];
+    let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus, Encoding::Flac, Encoding::WebmOpus]
+        [usize::from(kind % 7)];
     let rates = [None, Some(0), Some(8_000), Some(16_000), Some(48_000), Some(4_000_000)];
     let format = AudioFormat {
         encoding,

@@ -52,8 +52,8 @@ fn events(mut input: &[u8]) -> Vec<Result<Inbound, String>> {
                     break;
                 };
                 input = rest;
-                let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus, Encoding::Flac]
-                    [usize::from(kind % 6)];
+                let encoding = [Encoding::Wav, Encoding::Linear16, Encoding::Float32, Encoding::Mulaw, Encoding::OggOpus, Encoding::Flac, Encoding::WebmOpus]
+                    [usize::from(kind % 7)];
                 let rates = [None, Some(0), Some(8_000), Some(16_000), Some(4_000_000)];
                 Ok(Inbound::Config(StreamConfig {
                     format: AudioFormat {

@@ -4,8 +4,9 @@
 //! streamed and unary utterances alike pass through a buffer.
 
 use super::decode::{check_channels, check_rate};
-use super::flac::FlacCheck;
 use super::ogg_opus::OggScan;
+use super::trial::TrialDecodes;
+use super::{flac, webm_opus};
 use super::{AudioError, AudioFormat, Encoding};
 
 /// Most bytes one utterance may hold, whatever its format says: 30 s of 48 kHz stereo
@@ -23,8 +24,8 @@ pub struct UtteranceBuffer {
     layout: Option<Layout>,
     /// For Ogg Opus: what the pages so far declare.
     ogg: Option<OggScan>,
-    /// For FLAC: how far the stream has been checked.
-    flac: Option<FlacCheck>,
+    /// For FLAC and WebM Opus: the trial decodes so far.
+    trials: Option<TrialDecodes>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +42,7 @@ const WAV_HEADER_SEARCH_BYTES: usize = 1024 * 1024;
 impl UtteranceBuffer {
     pub fn new(format: AudioFormat, max_seconds: f64) -> Self {
         let layout = match format.encoding {
-            Encoding::Wav | Encoding::OggOpus | Encoding::Flac => None,
+            Encoding::Wav | Encoding::OggOpus | Encoding::Flac | Encoding::WebmOpus => None,
             raw => {
                 let width = match raw {
                     Encoding::Linear16 => 2.0,
@@ -60,7 +61,7 @@ impl UtteranceBuffer {
             bytes: Vec::new(),
             layout,
             ogg: (format.encoding == Encoding::OggOpus).then(OggScan::default),
-            flac: (format.encoding == Encoding::Flac).then(FlacCheck::default),
+            trials: first_trial_bytes(format.encoding).map(TrialDecodes::new),
         }
     }
 
@@ -84,7 +85,7 @@ impl UtteranceBuffer {
 
     /// The one check of the utterance length limit, as early as the bytes allow: a WAV
     /// header is validated as soon as it has arrived, each Ogg page as it completes, and a
-    /// FLAC stream at its header and each doubling of its bytes.
+    /// FLAC or WebM stream at each doubling of its bytes (and FLAC's header at once).
     /// The `last` check (the utterance is whole) also decodes what is compressed past
     /// telling its length otherwise.
     fn check(&mut self, last: bool) -> Result<(), AudioError> {
@@ -104,8 +105,12 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             ogg.update(&self.bytes)?;
         }
-        if let Some(flac) = &mut self.flac {
-            flac.update(&self.bytes, self.max_seconds, last)?;
+        if let Some(trials) = &mut self.trials {
+            let (bytes, max) = (&self.bytes, self.max_seconds);
+            match self.format.encoding {
+                Encoding::Flac => flac::check(trials, bytes, max, last)?,
+                _ => webm_opus::check(trials, bytes, max, last)?,
+            }
         }
         let seconds = self.seconds();
         if seconds > self.max_seconds {
@@ -118,13 +123,13 @@ impl UtteranceBuffer {
     }
 
     /// Audio received so far, in seconds (0 until a WAV header has arrived; for Ogg Opus,
-    /// what its whole pages declare; for FLAC, the most its header or its last check said).
+    /// what its whole pages declare; for FLAC and WebM, the most its checks found).
     pub fn seconds(&self) -> f64 {
         if let Some(ogg) = &self.ogg {
             return ogg.seconds();
         }
-        if let Some(flac) = &self.flac {
-            return flac.seconds();
+        if let Some(trials) = &self.trials {
+            return trials.seconds();
         }
         self.layout.map_or(0.0, |layout| {
             self.bytes.len().saturating_sub(layout.data_offset) as f64 / layout.byte_rate
@@ -156,10 +161,17 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             *ogg = OggScan::default();
         }
-        if let Some(flac) = &mut self.flac {
-            *flac = FlacCheck::default();
-        }
+        self.trials = first_trial_bytes(self.format.encoding).map(TrialDecodes::new);
         std::mem::take(&mut self.bytes)
+    }
+}
+
+/// Bytes before the first trial decode, for the encodings checked by trial decodes.
+fn first_trial_bytes(encoding: Encoding) -> Option<usize> {
+    match encoding {
+        Encoding::Flac => Some(flac::FIRST_TRIAL_BYTES),
+        Encoding::WebmOpus => Some(webm_opus::FIRST_TRIAL_BYTES),
+        _ => None,
     }
 }
 

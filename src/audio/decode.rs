@@ -1,4 +1,4 @@
-//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW, FLAC, Ogg Opus) into
+//! Decoding: bytes as a phone sends them (WAV, raw LINEAR16, FLOAT32, MULAW, FLAC, Ogg and WebM Opus) into
 //! interleaved `f32` samples at full scale 1.0. Every way the bytes can be wrong is a
 //! [`AudioError`] that says what was wrong; nothing here panics on input.
 
@@ -27,17 +27,22 @@ pub enum Encoding {
     OggOpus,
     /// FLAC; rate and channels come from its header.
     Flac,
+    /// Opus in WebM (Chrome's MediaRecorder); rate and channels come from its header.
+    WebmOpus,
 }
 
 impl Encoding {
     /// Whether the bytes say their own rate and channels.
     pub fn is_self_describing(self) -> bool {
-        matches!(self, Encoding::Wav | Encoding::OggOpus | Encoding::Flac)
+        matches!(
+            self,
+            Encoding::Wav | Encoding::OggOpus | Encoding::Flac | Encoding::WebmOpus
+        )
     }
 }
 
-/// What the client declared about its audio. For WAV, FLAC and Ogg Opus, `None` takes
-/// the header's value.
+/// What the client declared about its audio. For the self-describing encodings, `None`
+/// takes the header's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioFormat {
     pub encoding: Encoding,
@@ -112,6 +117,9 @@ fn decode_with(
             super::ogg_opus::decode(bytes, completeness == Completeness::Prefix, format)?
         }
         Encoding::Flac => super::flac::decode(bytes, completeness == Completeness::Prefix, format)?,
+        Encoding::WebmOpus => {
+            super::webm_opus::decode(bytes, completeness == Completeness::Prefix, format)?
+        }
         raw => {
             let sample_rate = format
                 .sample_rate
@@ -146,7 +154,11 @@ fn raw_sample_bytes(encoding: Encoding) -> usize {
     match encoding {
         Encoding::Linear16 => 2,
         Encoding::Float32 => 4,
-        Encoding::Mulaw | Encoding::Wav | Encoding::OggOpus | Encoding::Flac => 1,
+        Encoding::Mulaw
+        | Encoding::Wav
+        | Encoding::OggOpus
+        | Encoding::Flac
+        | Encoding::WebmOpus => 1,
     }
 }
 
@@ -173,7 +185,7 @@ fn decode_raw(bytes: &[u8], encoding: Encoding, channels: u16) -> Result<Vec<f32
             .iter()
             .map(|&b| mulaw_to_linear(b) as f32 / 32768.0)
             .collect(),
-        Encoding::Wav | Encoding::OggOpus | Encoding::Flac => {
+        Encoding::Wav | Encoding::OggOpus | Encoding::Flac | Encoding::WebmOpus => {
             unreachable!("containers are decoded by their own readers")
         }
     })

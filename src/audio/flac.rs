@@ -1,11 +1,8 @@
 //! FLAC, as iOS and many SDKs send lossless speech, read by symphonia. FLAC compresses
 //! silence to almost nothing, so its bytes say little about its length: the header's
-//! total (STREAMINFO), when it gives one, is checked as soon as it arrives; while the
-//! utterance streams in, it is decoded again each time its audio bytes have doubled
-//! (from 1 KiB), and once more when it is whole, each time stopping just past the limit,
-//! so that a small stream that expands past it is refused without ever being decoded
-//! past it, and the work stays in proportion to the bytes. Decoding never goes past the
-//! header's total.
+//! total (STREAMINFO), when it gives one, is checked as soon as it arrives, and the audio
+//! itself by trial decodes ([`TrialDecodes`]) from 1 KiB of audio bytes. Decoding never
+//! goes past the header's total.
 
 use std::io::Cursor;
 
@@ -18,54 +15,30 @@ use symphonia::default::formats::FlacReader;
 
 use super::buffer::MAX_UTTERANCE_BYTES;
 use super::decode::{check_channels, check_declared, check_rate};
+use super::trial::TrialDecodes;
 use super::{AudioError, AudioFormat, Decoded};
 
-/// Audio bytes (past the metadata blocks) before the first trial decode; the mark
-/// doubles after each.
-const FIRST_CHECK_BYTES: usize = 1024;
+/// Audio bytes (past the metadata blocks) before the first trial decode.
+pub const FIRST_TRIAL_BYTES: usize = 1024;
 /// "fLaC", a metadata block header and STREAMINFO's first 18 bytes.
 const STREAMINFO_BYTES: usize = 4 + 4 + 18;
 
-/// How far a FLAC stream still arriving has been checked.
-#[derive(Debug, Clone)]
-pub struct FlacCheck {
-    next_at: usize,
-    seconds: f64,
-}
-
-impl Default for FlacCheck {
-    fn default() -> Self {
-        Self {
-            next_at: FIRST_CHECK_BYTES,
-            seconds: 0.0,
-        }
+/// Checks a FLAC stream still arriving (`bytes`, the utterance so far) against
+/// `max_seconds` where it is due: the header's total once it has arrived, the audio
+/// itself at each doubling of its audio bytes and at the `last` check.
+pub fn check(
+    trials: &mut TrialDecodes,
+    bytes: &[u8],
+    max_seconds: f64,
+    last: bool,
+) -> Result<(), AudioError> {
+    if let Some((rate, total)) = stream_info(bytes)? {
+        trials.declared(total as f64 / rate as f64);
     }
-}
-
-impl FlacCheck {
-    /// Checks `bytes` (the utterance so far) against `max_seconds` where it is due: the
-    /// header's total once it has arrived, the audio itself at each doubling and at the
-    /// `last` check (the utterance is whole).
-    pub fn update(&mut self, bytes: &[u8], max_seconds: f64, last: bool) -> Result<(), AudioError> {
-        if let Some((rate, total)) = stream_info(bytes)? {
-            self.seconds = self.seconds.max(total as f64 / rate as f64);
-        }
-        let audio_bytes = audio_offset(bytes).map(|at| bytes.len() - at);
-        if last || audio_bytes.is_some_and(|audio| audio >= self.next_at) {
-            self.next_at = audio_bytes.unwrap_or(0).saturating_mul(2);
-            match decode_frames(bytes, !last, None, Some(max_seconds)) {
-                Ok(decoded) => self.seconds = self.seconds.max(decoded.duration_seconds()),
-                Err(AudioError::Empty) if !last => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    }
-
-    /// The longest length seen so far: declared or decoded.
-    pub fn seconds(&self) -> f64 {
-        self.seconds
-    }
+    let audio_bytes = audio_offset(bytes).map(|at| bytes.len() - at);
+    trials.run(audio_bytes, last, |prefix| {
+        decode_frames(bytes, prefix, None, Some(max_seconds))
+    })
 }
 
 /// Where the frames start, once every metadata block has arrived.

@@ -1,4 +1,4 @@
-//! The audio front end: whatever a phone sends (PCM, WAV, mu-law, FLAC, Ogg Opus), turned into clean 16 kHz mono samples.
+//! The audio front end: whatever a phone sends (PCM, WAV, mu-law, FLAC, Ogg or WebM Opus), turned into clean 16 kHz mono samples.
 //!
 //! [`prepare`] runs the stages in order: [`decode()`] (bytes to samples), [`normalize`]
 //! (downmix, DC removal, loudness), [`vad`] (where the speech is, if anywhere) and
@@ -12,7 +12,9 @@ mod flac;
 pub mod normalize;
 mod ogg_opus;
 pub mod resample;
+mod trial;
 pub mod vad;
+mod webm_opus;
 
 pub use buffer::UtteranceBuffer;
 pub use decode::{decode, decode_prefix, AudioFormat, Decoded, Encoding};
@@ -52,6 +54,10 @@ pub enum AudioError {
     TruncatedWav { declared: usize, present: usize },
     #[error("corrupt FLAC: {0}")]
     CorruptFlac(String),
+    #[error("corrupt WebM Opus: {0}")]
+    CorruptWebm(String),
+    #[error("unsupported WebM: {0}")]
+    UnsupportedWebm(String),
     #[error("corrupt Ogg Opus: {0}")]
     CorruptOgg(String),
     #[error("unsupported Ogg Opus: {0}")]

@@ -14,7 +14,7 @@ use super::{AudioError, AudioFormat, Decoded};
 /// Opus always runs at 48 kHz; granule positions count samples at this rate.
 pub const OPUS_RATE: u32 = 48_000;
 /// Longest Opus packet: 120 ms.
-const MAX_PACKET_FRAMES: usize = 5_760;
+pub(super) const MAX_PACKET_FRAMES: usize = 5_760;
 const PAGE_HEADER_BYTES: usize = 27;
 
 /// What the pages received so far declare.
@@ -28,13 +28,14 @@ pub struct OggScan {
     granule: Option<u64>,
 }
 
-/// The identification header's fields that decoding needs.
+/// The identification header's fields that decoding needs (Ogg's first packet, WebM's
+/// codec private data).
 #[derive(Debug, Clone, Copy)]
-struct OpusHead {
-    channels: u16,
-    pre_skip: u64,
+pub(super) struct OpusHead {
+    pub channels: u16,
+    pub pre_skip: u64,
     /// The rate the encoder was given (0: not said); Opus itself always decodes at 48 kHz.
-    input_rate: u32,
+    pub input_rate: u32,
 }
 
 impl OggScan {
@@ -107,7 +108,7 @@ fn page_at(bytes: &[u8], at: usize) -> Result<Option<Page<'_>>, AudioError> {
     }))
 }
 
-fn parse_head(body: &[u8]) -> Result<OpusHead, AudioError> {
+pub(super) fn parse_head(body: &[u8]) -> Result<OpusHead, AudioError> {
     if body.len() < 19 || &body[..8] != b"OpusHead" {
         return Err(corrupt(
             "the first page holds no OpusHead: is this Ogg Opus (not Vorbis, not WebM)?".into(),

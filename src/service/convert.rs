@@ -260,14 +260,15 @@ pub fn audio_format(config: &RecognitionConfig) -> Result<AudioFormat, Status> {
         Ok(AudioEncoding::Mulaw) => Encoding::Mulaw,
         Ok(AudioEncoding::OggOpus) => Encoding::OggOpus,
         Ok(AudioEncoding::Flac) => Encoding::Flac,
+        Ok(AudioEncoding::WebmOpus) => Encoding::WebmOpus,
         Ok(AudioEncoding::Unspecified) => {
             return Err(Status::invalid_argument(
-                "encoding is unspecified: set LINEAR16, FLOAT32, WAV, MULAW, FLAC or OGG_OPUS",
+                "encoding is unspecified: set LINEAR16, FLOAT32, WAV, MULAW, FLAC, OGG_OPUS or WEBM_OPUS",
             ))
         }
         Err(_) => {
             return Err(Status::invalid_argument(format!(
-                "encoding {} is unknown: use LINEAR16, FLOAT32, WAV, MULAW, FLAC or OGG_OPUS",
+                "encoding {} is unknown: use LINEAR16, FLOAT32, WAV, MULAW, FLAC, OGG_OPUS or WEBM_OPUS",
                 config.encoding
             )))
         }

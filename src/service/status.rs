@@ -26,6 +26,8 @@ impl From<AudioError> for Status {
             | AudioError::CorruptWav(_)
             | AudioError::UnsupportedWav(_)
             | AudioError::CorruptFlac(_)
+            | AudioError::CorruptWebm(_)
+            | AudioError::UnsupportedWebm(_)
             | AudioError::CorruptOgg(_)
             | AudioError::UnsupportedOgg(_)
             | AudioError::TruncatedWav { .. }

@@ -1,5 +1,5 @@
 //! Seeded, bounded property tests over what clients send byte for byte: mutated WAV, Ogg
-//! Opus, FLAC and raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
+//! and WebM Opus, FLAC and raw audio, mutated documents, page tokens and CTranslate2 models, and random stream
 //! event sequences. Whatever the input, the parsers answer with a value or an error,
 //! never a panic; audio reaches the same verdict fed whole or in random chunks; decoded
 //! samples are finite; a stream ends with at most one error, last. (No fuzzing engine
@@ -83,7 +83,8 @@ fn random_format(seed: &mut Seeded) -> AudioFormat {
         Encoding::Mulaw,
         Encoding::OggOpus,
         Encoding::Flac,
-    ][seed.below(6)];
+        Encoding::WebmOpus,
+    ][seed.below(7)];
     let rates = [
         None,
         Some(0),
@@ -106,11 +107,12 @@ fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
         fixture_bytes("q0004.wav"),
         fixture_bytes("q0004.opus"),
         fixture_bytes("q0008.flac"),
+        fixture_bytes("q0004.webm"),
     ];
     let mut seed = Seeded(12);
     let (mut tried, mut accepted) = (0, 0);
     for case in 0..CASES {
-        let base = &bases[[0, 0, 1, 2][seed.below(4)]];
+        let base = &bases[[0, 0, 1, 2, 3][seed.below(5)]];
         let bytes = seed.mutate(base);
         let format = random_format(&mut seed);
         if format.validate().is_err() {

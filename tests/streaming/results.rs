@@ -1,5 +1,5 @@
-//! What a stream answers: finals in order, the same whatever the chunking (Ogg Opus and
-//! FLAC cut anywhere too), interim results while audio arrives, phrase hints, and the results
+//! What a stream answers: finals in order, the same whatever the chunking (Ogg and WebM
+//! Opus and FLAC cut anywhere too), interim results while audio arrives, phrase hints, and the results
 //! owed before an error.
 
 use super::*;
@@ -77,7 +77,7 @@ async fn chunking_never_changes_the_result() {
 }
 
 #[tokio::test]
-async fn ogg_opus_and_flac_streamed_in_small_pieces_answer_as_their_wav_does() {
+async fn opus_and_flac_streamed_in_small_pieces_answer_as_their_wav_does() {
     let server = TestServer::start(test_config()).await;
     server.add_documents(&CATALOG).await;
     let mut client = Client::new(server.channel().await);
@@ -102,6 +102,12 @@ async fn ogg_opus_and_flac_streamed_in_small_pieces_answer_as_their_wav_does() {
     assert_eq!(text(finals(&opus)[0]), text(finals(&wav)[0]));
     let audio = finals(&opus)[0].audio.as_ref().unwrap();
     assert_eq!((audio.sample_rate_hz, audio.channels), (48_000, 1));
+    let mut messages = vec![configure(config(AudioEncoding::WebmOpus, 0))];
+    messages.extend(pieces(&fixture_bytes("q0004.webm"), 700));
+    messages.push(end());
+    let (webm, ended) = exchange(&mut client, messages).await;
+    ended.unwrap();
+    assert_eq!(text(finals(&webm)[0]), CONFERENCE);
     // FLAC is lossless: the whole answer is the WAV's.
     let mut messages = vec![configure(config(AudioEncoding::Flac, 0))];
     messages.extend(pieces(&fixture_bytes("q0004.flac"), 700));
