@@ -13,6 +13,10 @@ use super::{AudioError, AudioFormat, Encoding};
 /// FLOAT32 is 11.5 MB.
 pub const MAX_UTTERANCE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Most samples compressed audio may decode to: what the byte limit holds as FLOAT32, so
+/// that no encoding expands past what the same utterance could carry uncompressed.
+pub const MAX_DECODED_SAMPLES: usize = MAX_UTTERANCE_BYTES / 4;
+
 /// Bytes of one utterance, in arrival order.
 #[derive(Debug)]
 pub struct UtteranceBuffer {

@@ -13,9 +13,8 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::codecs::FlacDecoder;
 use symphonia::default::formats::FlacReader;
 
-use super::buffer::MAX_UTTERANCE_BYTES;
 use super::decode::{check_channels, check_declared, check_rate};
-use super::trial::TrialDecodes;
+use super::trial::{most_samples, TrialDecodes};
 use super::{AudioError, AudioFormat, Decoded};
 
 /// Audio bytes (past the metadata blocks) before the first trial decode.
@@ -95,7 +94,7 @@ fn decode_frames(
     most_seconds: Option<f64>,
 ) -> Result<Decoded, AudioError> {
     let info = stream_info(bytes)?;
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut reader = match FlacReader::try_new(source, FormatOptions::default()) {
         Ok(reader) => reader,
         // The metadata blocks have not all arrived: no audio yet.
@@ -121,18 +120,14 @@ fn decode_frames(
     }
     let mut decoder = FlacDecoder::try_new(params, &AudioDecoderOptions::default())
         .map_err(|e| failed("the header", e))?;
-    // Never past the header's total, nor past what the byte limit holds as FLOAT32.
-    let mut most = MAX_UTTERANCE_BYTES / 4;
+    // Never past the header's total either.
+    let mut most = most_samples(rate, channels as usize, most_seconds);
     if let Some((_, total)) = info {
         most = most.min(
             usize::try_from(total)
                 .unwrap_or(usize::MAX)
                 .saturating_mul(channels as usize),
         );
-    }
-    if let Some(seconds) = most_seconds {
-        let frames = (seconds * rate as f64) as usize + 1;
-        most = most.min(frames.saturating_mul(channels as usize));
     }
     let mut samples: Vec<f32> = Vec::new();
     let mut frame: Vec<f32> = Vec::new();

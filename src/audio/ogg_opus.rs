@@ -7,7 +7,7 @@
 
 use std::io::Cursor;
 
-use super::buffer::MAX_UTTERANCE_BYTES;
+use super::buffer::MAX_DECODED_SAMPLES;
 use super::decode::check_declared;
 use super::{AudioError, AudioFormat, Decoded};
 
@@ -146,34 +146,23 @@ pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Deco
     let head = scan
         .head
         .ok_or_else(|| corrupt("the stream ends before its OpusHead page".into()))?;
-    let input_rate = if head.input_rate == 0 {
-        OPUS_RATE
-    } else {
-        head.input_rate
-    };
-    check_declared(declared, input_rate, head.channels)?;
+    head.check_declared(declared)?;
     if !prefix && scan.granule.is_none() {
         return Err(corrupt(
             "no page says where the stream ends (granule position)".into(),
         ));
     }
     let channels = usize::from(head.channels);
-    // Compressed audio never expands past what the byte limit holds as FLOAT32.
-    let most = MAX_UTTERANCE_BYTES / 4;
     let wanted = usize::try_from(scan.frames())
         .ok()
         .and_then(|frames| frames.checked_mul(channels))
-        .filter(|&wanted| wanted <= most)
+        .filter(|&wanted| wanted <= MAX_DECODED_SAMPLES)
         .ok_or(AudioError::TooLong {
             seconds: scan.seconds(),
-            limit: (most / channels) as f64 / OPUS_RATE as f64,
+            limit: (MAX_DECODED_SAMPLES / channels) as f64 / OPUS_RATE as f64,
         })?;
     let mut reader = ogg::PacketReader::new(Cursor::new(&bytes[..scan.scanned]));
-    let mut decoder = opus_decoder::OpusDecoder::new(OPUS_RATE, channels)
-        .map_err(|error| corrupt(format!("the Opus decoder: {error}")))?;
-    let mut frame = vec![0f32; MAX_PACKET_FRAMES * channels];
-    let mut samples = Vec::with_capacity(wanted);
-    let mut skip = head.pre_skip as usize * channels;
+    let mut opus = OpusSamples::new(head, wanted).map_err(corrupt)?;
     let mut packets = 0usize;
     while let Some(packet) = reader
         .read_packet()
@@ -181,27 +170,78 @@ pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Deco
     {
         packets += 1;
         // The identification and comment headers come first.
-        if packets <= 2 {
-            continue;
-        }
-        let decoded = decoder
-            .decode_float(&packet.data, &mut frame, false)
-            .map_err(|error| corrupt(format!("Opus packet {}: {error}", packets - 2)))?;
-        let mut new = &frame[..decoded * channels];
-        let skipped = skip.min(new.len());
-        skip -= skipped;
-        new = &new[skipped..];
-        let room = wanted - samples.len();
-        samples.extend_from_slice(&new[..new.len().min(room)]);
-        if samples.len() == wanted {
+        if packets > 2 && !opus.push(&packet.data).map_err(corrupt)? {
             break;
         }
     }
-    Ok(Decoded {
-        samples,
-        sample_rate: OPUS_RATE,
-        channels: head.channels,
-    })
+    Ok(opus.finish())
+}
+
+impl OpusHead {
+    /// A rate the client declared must be the one the encoder was given (as Google
+    /// Speech-to-Text has it; 48 kHz when the header does not say), channels the header's.
+    pub(super) fn check_declared(&self, declared: &AudioFormat) -> Result<(), AudioError> {
+        let input_rate = if self.input_rate == 0 {
+            OPUS_RATE
+        } else {
+            self.input_rate
+        };
+        check_declared(declared, input_rate, self.channels)
+    }
+}
+
+/// Opus packets of one stream decoded in order, the encoder's pre-skip dropped, up to a
+/// number of samples.
+pub(super) struct OpusSamples {
+    decoder: opus_decoder::OpusDecoder,
+    channels: u16,
+    /// One packet's samples: at most 120 ms.
+    frame: Vec<f32>,
+    skip: usize,
+    samples: Vec<f32>,
+    most: usize,
+    /// Packets decoded so far, for naming one that fails.
+    packets: usize,
+}
+
+impl OpusSamples {
+    pub(super) fn new(head: OpusHead, most: usize) -> Result<Self, String> {
+        let channels = usize::from(head.channels);
+        Ok(Self {
+            decoder: opus_decoder::OpusDecoder::new(OPUS_RATE, channels)
+                .map_err(|error| format!("the Opus decoder: {error}"))?,
+            channels: head.channels,
+            frame: vec![0f32; MAX_PACKET_FRAMES * channels],
+            skip: head.pre_skip as usize * channels,
+            samples: Vec::new(),
+            most,
+            packets: 0,
+        })
+    }
+
+    /// Decodes one packet; false once `most` samples are in.
+    pub(super) fn push(&mut self, packet: &[u8]) -> Result<bool, String> {
+        self.packets += 1;
+        let frames = self
+            .decoder
+            .decode_float(packet, &mut self.frame, false)
+            .map_err(|error| format!("Opus packet {}: {error}", self.packets))?;
+        let new = &self.frame[..frames * usize::from(self.channels)];
+        let skipped = self.skip.min(new.len());
+        self.skip -= skipped;
+        let new = &new[skipped..];
+        let room = self.most - self.samples.len();
+        self.samples.extend_from_slice(&new[..new.len().min(room)]);
+        Ok(self.samples.len() < self.most)
+    }
+
+    pub(super) fn finish(self) -> Decoded {
+        Decoded {
+            samples: self.samples,
+            sample_rate: OPUS_RATE,
+            channels: self.channels,
+        }
+    }
 }
 
 fn corrupt(what: String) -> AudioError {

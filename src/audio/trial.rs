@@ -4,7 +4,15 @@
 //! A small stream that expands past the limit is so refused without ever being decoded
 //! past it, and the work stays in proportion to the bytes.
 
+use super::buffer::MAX_DECODED_SAMPLES;
 use super::{AudioError, Decoded};
+
+/// Most samples a decode of `channels` at `rate` may give: never past the byte limit's
+/// worth ([`MAX_DECODED_SAMPLES`]), nor, for a trial, past one frame beyond `seconds`.
+pub fn most_samples(rate: u32, channels: usize, seconds: Option<f64>) -> usize {
+    let frames = seconds.map_or(usize::MAX, |seconds| (seconds * rate as f64) as usize + 1);
+    frames.saturating_mul(channels).min(MAX_DECODED_SAMPLES)
+}
 
 /// When the next trial is due, and the most audio the trials so far found.
 #[derive(Debug, Clone)]

@@ -11,10 +11,8 @@ use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::default::formats::MkvReader;
 
-use super::buffer::MAX_UTTERANCE_BYTES;
-use super::decode::check_declared;
-use super::ogg_opus::{parse_head, MAX_PACKET_FRAMES, OPUS_RATE};
-use super::trial::TrialDecodes;
+use super::ogg_opus::{parse_head, OpusSamples, OPUS_RATE};
+use super::trial::{most_samples, TrialDecodes};
 use super::{AudioError, AudioFormat, Decoded};
 
 /// Bytes of a stream before its first trial decode.
@@ -44,7 +42,7 @@ fn decode_packets(
     declared: Option<&AudioFormat>,
     most_seconds: Option<f64>,
 ) -> Result<Decoded, AudioError> {
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut reader = match MkvReader::try_new(source, FormatOptions::default()) {
         Ok(reader) => reader,
         // The headers have not all arrived: no audio yet.
@@ -67,53 +65,28 @@ fn decode_packets(
         .as_deref()
         .ok_or_else(|| corrupt("the Opus track has no OpusHead (CodecPrivate)"))?;
     let head = parse_head(private)?;
-    let input_rate = if head.input_rate == 0 {
-        OPUS_RATE
-    } else {
-        head.input_rate
-    };
     if let Some(declared) = declared {
-        check_declared(declared, input_rate, head.channels)?;
+        head.check_declared(declared)?;
     }
     let channels = usize::from(head.channels);
-    // Never past what the byte limit holds as FLOAT32, nor just past the limit asked.
-    let mut most = MAX_UTTERANCE_BYTES / 4;
-    if let Some(seconds) = most_seconds {
-        most = most.min(((seconds * OPUS_RATE as f64) as usize + 1) * channels);
-    }
-    let mut decoder = opus_decoder::OpusDecoder::new(OPUS_RATE, channels)
-        .map_err(|error| corrupt(&format!("the Opus decoder: {error}")))?;
-    let mut frame = vec![0f32; MAX_PACKET_FRAMES * channels];
-    let mut samples = Vec::new();
-    let mut skip = head.pre_skip as usize * channels;
-    let mut packets = 0usize;
-    while samples.len() < most {
+    let most = most_samples(OPUS_RATE, channels, most_seconds);
+    let mut opus = OpusSamples::new(head, most).map_err(|error| corrupt(&error))?;
+    let mut blocks = 0usize;
+    loop {
         let packet = match reader.next_packet() {
             Ok(Some(packet)) => packet,
             // A live recording (sizes unknown, as MediaRecorder writes) has no end marker:
             // it ends where its bytes do.
             Ok(None) | Err(symphonia::core::errors::Error::IoError(_)) => break,
             Err(_) if prefix => break,
-            Err(error) => return Err(failed(&format!("block {packets}"), error)),
+            Err(error) => return Err(failed(&format!("block {blocks}"), error)),
         };
-        if packet.track_id != track.id {
-            continue;
+        blocks += 1;
+        if packet.track_id == track.id && !opus.push(&packet.data).map_err(|e| corrupt(&e))? {
+            break;
         }
-        packets += 1;
-        let decoded = decoder
-            .decode_float(&packet.data, &mut frame, false)
-            .map_err(|error| corrupt(&format!("Opus packet {packets}: {error}")))?;
-        let mut new = &frame[..decoded * channels];
-        let skipped = skip.min(new.len());
-        skip -= skipped;
-        new = &new[skipped..];
-        samples.extend_from_slice(&new[..new.len().min(most - samples.len())]);
     }
-    Ok(Decoded {
-        samples,
-        sample_rate: OPUS_RATE,
-        channels: head.channels,
-    })
+    Ok(opus.finish())
 }
 
 fn corrupt(what: &str) -> AudioError {
