@@ -102,6 +102,12 @@ settings! {
     api_keys: Option<PathBuf> = None, shown "none, no key needed";
     /// Serve gRPC reflection (what grpcurl lists and describes).
     reflection: bool = true;
+    /// Serve the voice search page at `/` on the gRPC port (browsers reach every
+    /// service there through gRPC-Web).
+    web: bool = true;
+    /// Origins whose pages may call the server through gRPC-Web, comma-separated
+    /// (`https://app.example.com`), or `*` for any.
+    cors_origin: Vec<String> = Vec::new(), shown "none, only the page served here";
     /// PEM certificate chain for TLS; with `tls_key`, the server speaks only TLS.
     tls_cert: Option<PathBuf> = None, shown "none, plaintext";
     /// PEM private key of `tls_cert`.
@@ -173,6 +179,22 @@ impl Setting for Option<PathBuf> {
     fn shown(&self) -> String {
         self.as_ref()
             .map_or_else(|| "none".into(), |path| path.display().to_string())
+    }
+}
+
+/// A list, given to a flag or a variable as one comma-separated value.
+impl Setting for Vec<String> {
+    type Flag = String;
+    const VALUE_NAME: &'static str = "LIST";
+    fn from_flag(flag: String) -> Self {
+        flag.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(String::from)
+            .collect()
+    }
+    fn shown(&self) -> String {
+        self.join(",")
     }
 }
 
@@ -261,6 +283,13 @@ impl ServeConfig {
         if !(0.0..=1.0).contains(&self.capture_fraction) {
             return invalid("capture_fraction", &self.capture_fraction, "must be 0 to 1");
         }
+        if let Some(origin) = self.cors_origin.iter().find(|origin| !is_origin(origin)) {
+            return invalid(
+                "cors_origin",
+                origin,
+                "must be * or an origin such as https://app.example.com (scheme, host and port only)",
+            );
+        }
         for (name, value) in [
             ("workers", self.workers),
             ("max_streams", self.max_streams),
@@ -320,6 +349,20 @@ impl ServeConfig {
     }
 }
 
+/// Whether `text` is `*` or a web origin: `http` or `https`, a host, maybe a port, no path.
+fn is_origin(text: &str) -> bool {
+    let Some(host) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return text == "*";
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +392,8 @@ mod tests {
             "false",
             "--capture-dir",
             "/tmp/c",
+            "--cors-origin",
+            "https://app.example.com, http://localhost:5173",
         ])
         .unwrap();
         flags.settings.apply(&mut config);
@@ -357,6 +402,11 @@ mod tests {
             (3, 7, false)
         );
         assert_eq!(config.capture_dir, Some(PathBuf::from("/tmp/c")));
+        assert_eq!(
+            config.cors_origin,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert!(config.validate().is_ok());
         assert_eq!(config.index, ServeConfig::default().index);
     }
 
@@ -371,6 +421,7 @@ mod tests {
             "capture_fraction = 1.5",
             "max_connections = 0",
             "tls_cert = \"server.pem\"",
+            "cors_origin = [\"https://app.example.com/path\"]",
         ] {
             let config: ServeConfig = toml::from_str(toml_text).unwrap();
             let message = config.validate().unwrap_err().to_string();

@@ -62,10 +62,15 @@ enum ModelCommand {
     Import { from: PathBuf, to: PathBuf },
 }
 
+/// Our own events from `info` up; symphonia's demuxer reports every WebM it opens at
+/// `info`, which says nothing an operator needs.
+const DEFAULT_LOG_FILTER: &str = "info,symphonia_format_mkv=warn";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();

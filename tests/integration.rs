@@ -11,3 +11,4 @@ mod search;
 mod server;
 mod streaming;
 mod voice;
+mod web;

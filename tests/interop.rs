@@ -1,7 +1,7 @@
 //! Interoperability with an independent gRPC implementation: the Python grpcio client in
 //! `tests/interop/` (stubs generated from our protos at test time) streams a fixture to
 //! the real server and checks transcript, hits and a bad-input status; grpcurl sends Ogg
-//! Opus; and the protos pass `buf lint` (with the exceptions `proto/buf.yaml` lists and
+//! Opus, FLAC and WebM Opus; and the protos pass `buf lint` (with the exceptions `proto/buf.yaml` lists and
 //! explains).
 
 use std::process::Command;
@@ -45,30 +45,37 @@ fn the_protos_pass_buf_lint() {
 }
 
 #[tokio::test]
-async fn grpcurl_sends_ogg_opus_and_gets_its_transcript() {
+async fn grpcurl_sends_each_compressed_codec_and_gets_the_wavs_transcript() {
     use base64::Engine;
     let server = TestServer::start(test_config()).await;
-    let audio = base64::engine::general_purpose::STANDARD
-        .encode(crate::common::fixture_bytes("q0004.opus"));
-    let request = format!(
-        r#"{{"config": {{"recognition": {{"encoding": "OGG_OPUS"}}}}, "audio": "{audio}"}}"#
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpcurl.sh");
-    let addr = server.addr.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(script)
-            .args(["-plaintext", "-d", &request, &addr])
-            .arg("voicesearch.v1.VoiceSearch/VoiceSearch")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("running tests/interop/grpcurl.sh");
-    let answer = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && answer.contains("You will now be placed into the conference."),
-        "{answer}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for (file, encoding) in [
+        ("q0004.opus", "OGG_OPUS"),
+        ("q0004.flac", "FLAC"),
+        ("q0004.webm", "WEBM_OPUS"),
+    ] {
+        let audio =
+            base64::engine::general_purpose::STANDARD.encode(crate::common::fixture_bytes(file));
+        let request = format!(
+            r#"{{"config": {{"recognition": {{"encoding": "{encoding}"}}}}, "audio": "{audio}"}}"#
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpcurl.sh");
+        let addr = server.addr.to_string();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(script)
+                .args(["-plaintext", "-d", &request, &addr])
+                .arg("voicesearch.v1.VoiceSearch/VoiceSearch")
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("running tests/interop/grpcurl.sh");
+        let answer = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success()
+                && answer.contains("You will now be placed into the conference."),
+            "{file}: {answer}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     server.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use voice_search::config::DEFAULT_MAX_MESSAGE_BYTES;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
-    AudioEncoding, RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig, UtteranceResult,
+    RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig, UtteranceResult,
     VoiceSearchRequest,
 };
 use voice_search::service::client;
@@ -53,12 +53,14 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
         if args.unary {
             let audio = std::fs::read(&args.file)
                 .with_context(|| format!("reading {}", args.file.display()))?;
+            let encoding = client::file_encoding(&audio)
+                .ok_or_else(|| client::ClientError::Format(args.file.display().to_string()))?;
             let started = Instant::now();
             let response = voice
                 .voice_search(VoiceSearchRequest {
                     config: Some(StreamingVoiceSearchConfig {
                         recognition: Some(RecognitionConfig {
-                            encoding: AudioEncoding::Wav as i32,
+                            encoding: encoding as i32,
                             ..Default::default()
                         }),
                         search: Some(search),
@@ -72,7 +74,7 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        let recording = client::Recording::from_wav(&args.file, true)?;
+        let recording = client::Recording::from_file(&args.file, true)?;
         let options = client::SendOptions {
             chunk_ms: args.chunk_ms.max(1),
             realtime: args.realtime,
@@ -82,10 +84,8 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
         println!(
             "{}: {} utterance(s), {:.1} s at {} Hz",
             args.file.display(),
-            recording.utterances.len(),
-            recording.samples.len() as f64
-                / recording.channels as f64
-                / recording.sample_rate as f64,
+            recording.utterance_count(),
+            recording.seconds(),
             recording.sample_rate
         );
         client::stream_recording(&mut voice, &recording, &options, |received| {

@@ -241,7 +241,7 @@ pub(crate) async fn evaluate_over_grpc(
     };
     // One untimed utterance first, so that no clip pays for the server's warm-up.
     if let Some(first) = entries.first() {
-        let recording = client::Recording::from_wav(&first.audio, false)?;
+        let recording = client::Recording::from_file(&first.audio, false)?;
         client::stream_recording(
             &mut VoiceSearchClient::new(channel.clone()),
             &recording,
@@ -261,7 +261,7 @@ pub(crate) async fn evaluate_over_grpc(
         let bar = bar.clone();
         calls.push(tokio::spawn(async move {
             let _slot = slot;
-            let recording = client::Recording::from_wav(&entry.audio, false)?;
+            let recording = client::Recording::from_file(&entry.audio, false)?;
             let outcome = client::stream_recording(&mut voice, &recording, &options, |_| {}).await;
             bar.inc(1);
             let (final_result, error) = match outcome {

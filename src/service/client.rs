@@ -35,6 +35,8 @@ pub enum ClientError {
     },
     #[error("{path}: {source}")]
     Audio { path: String, source: AudioError },
+    #[error("{0} is not a WAV, FLAC, Ogg Opus or WebM Opus file")]
+    Format(String),
     #[error(transparent)]
     Status(#[from] Status),
     #[error("{address} is not a server address: {reason}")]
@@ -156,37 +158,73 @@ fn tls_config(target: &ServerTarget) -> Result<ClientTlsConfig, ClientError> {
     Ok(config)
 }
 
-/// A recording decoded and cut into utterances.
+/// A recording ready to send: each utterance's bytes in the encoding the server is told.
 #[derive(Debug, Clone)]
 pub struct Recording {
-    /// Interleaved samples at full scale 1.0, as the file holds them.
-    pub samples: Vec<f32>,
+    /// FLOAT32 for a WAV file (decoded here), else the file's own codec, sent as it is.
+    encoding: AudioEncoding,
+    /// Of the audio as decoded (for FLOAT32, as sent).
     pub sample_rate: u32,
     pub channels: u16,
-    /// Utterances as `(first frame, end frame)`, covering the whole recording.
-    pub utterances: Vec<(usize, usize)>,
+    /// Each utterance's bytes and its length in seconds.
+    utterances: Vec<(Vec<u8>, f64)>,
+}
+
+/// The encoding a file's first bytes announce: WAV, FLAC, Ogg (Opus) or WebM.
+pub fn file_encoding(bytes: &[u8]) -> Option<AudioEncoding> {
+    const WEBM: &[u8] = &[0x1a, 0x45, 0xdf, 0xa3];
+    [
+        (&b"RIFF"[..], AudioEncoding::Wav),
+        (b"fLaC", AudioEncoding::Flac),
+        (b"OggS", AudioEncoding::OggOpus),
+        (WEBM, AudioEncoding::WebmOpus),
+    ]
+    .into_iter()
+    .find(|(magic, _)| bytes.starts_with(magic))
+    .map(|(_, encoding)| encoding)
 }
 
 impl Recording {
-    /// Reads a WAV file; `split` cuts it where the speaker paused, otherwise it is one
-    /// utterance.
-    pub fn from_wav(path: &Path, split: bool) -> Result<Self, ClientError> {
+    /// Reads an audio file. A WAV file is decoded and sent as FLOAT32, which carries
+    /// every WAV sample format unchanged; with `split` it is cut where the speaker paused.
+    /// FLAC, Ogg Opus and WebM Opus files are sent as they are, one utterance each, as a
+    /// phone's recorder sends them (decoded here only to check them and time them).
+    pub fn from_file(path: &Path, split: bool) -> Result<Self, ClientError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ClientError::Read {
             path: name.clone(),
             source,
         })?;
-        let decoded = audio::decode(
-            &bytes,
-            &AudioFormat {
-                encoding: Encoding::Wav,
+        let encoding = file_encoding(&bytes).ok_or_else(|| ClientError::Format(name.clone()))?;
+        let decode = |encoding| {
+            let format = AudioFormat {
+                encoding,
                 sample_rate: None,
                 channels: None,
-            },
-        )
-        .map_err(|source| ClientError::Audio { path: name, source })?;
+            };
+            audio::decode(&bytes, &format).map_err(|source| ClientError::Audio {
+                path: name.clone(),
+                source,
+            })
+        };
+        let compressed = match encoding {
+            AudioEncoding::Flac => Some(Encoding::Flac),
+            AudioEncoding::OggOpus => Some(Encoding::OggOpus),
+            AudioEncoding::WebmOpus => Some(Encoding::WebmOpus),
+            _ => None,
+        };
+        if let Some(codec) = compressed {
+            let decoded = decode(codec)?;
+            return Ok(Self {
+                encoding,
+                sample_rate: decoded.sample_rate,
+                channels: decoded.channels,
+                utterances: vec![(bytes, decoded.duration_seconds())],
+            });
+        }
+        let decoded = decode(Encoding::Wav)?;
         let frames = decoded.frames();
-        let utterances = if split {
+        let spans = if split {
             let mono = normalize::downmix(&decoded.samples, decoded.channels);
             let rate = decoded.sample_rate as f64;
             vad::split_utterances(&mono, decoded.sample_rate)
@@ -202,39 +240,60 @@ impl Recording {
         } else {
             vec![(0, frames)]
         };
+        let channels = decoded.channels as usize;
+        let utterances = spans
+            .into_iter()
+            .map(|(start, end)| {
+                let samples = &decoded.samples[start * channels..end * channels];
+                let bytes = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+                (bytes, (end - start) as f64 / decoded.sample_rate as f64)
+            })
+            .collect();
         Ok(Self {
-            samples: decoded.samples,
+            encoding: AudioEncoding::Float32,
             sample_rate: decoded.sample_rate,
             channels: decoded.channels,
             utterances,
         })
     }
 
-    pub fn utterance_seconds(&self, index: usize) -> f64 {
-        let (start, end) = self.utterances[index];
-        (end - start) as f64 / self.sample_rate as f64
+    pub fn utterance_count(&self) -> usize {
+        self.utterances.len()
     }
 
-    /// The config the recording is sent with: FLOAT32 carries every WAV sample format
-    /// unchanged, so the server hears exactly what the file holds.
+    pub fn utterance_seconds(&self, index: usize) -> f64 {
+        self.utterances[index].1
+    }
+
+    /// The length of the whole recording.
+    pub fn seconds(&self) -> f64 {
+        self.utterances.iter().map(|(_, seconds)| seconds).sum()
+    }
+
+    /// The config the recording is sent with: a compressed file's own headers say its
+    /// rate and channels.
     fn recognition(&self, interim: bool) -> RecognitionConfig {
+        let pcm = self.encoding == AudioEncoding::Float32;
         RecognitionConfig {
-            encoding: AudioEncoding::Float32 as i32,
-            sample_rate_hz: self.sample_rate,
-            channels: self.channels as u32,
+            encoding: self.encoding as i32,
+            sample_rate_hz: if pcm { self.sample_rate } else { 0 },
+            channels: if pcm { self.channels as u32 } else { 0 },
             interim_results: interim,
             ..Default::default()
         }
     }
 
-    /// One utterance as FLOAT32 chunks of `chunk_frames` frames.
-    fn chunks(&self, index: usize, chunk_frames: usize) -> Vec<Vec<u8>> {
-        let (start, end) = self.utterances[index];
-        let channels = self.channels as usize;
-        self.samples[start * channels..end * channels]
-            .chunks(chunk_frames.max(1) * channels)
-            .map(|chunk| chunk.iter().flat_map(|s| s.to_le_bytes()).collect())
-            .collect()
+    /// One utterance in chunks of about `chunk_ms` of audio each (compressed bytes are
+    /// cut evenly, wherever that falls; FLOAT32 on whole frames).
+    fn chunks(&self, index: usize, chunk_ms: u32) -> Vec<Vec<u8>> {
+        let (bytes, seconds) = &self.utterances[index];
+        let share = (chunk_ms as f64 / 1000.0 / seconds.max(1e-3)).min(1.0);
+        let mut size = ((bytes.len() as f64 * share).ceil() as usize).max(1);
+        if self.encoding == AudioEncoding::Float32 {
+            let frame = 4 * self.channels as usize;
+            size = size.div_ceil(frame) * frame;
+        }
+        bytes.chunks(size).map(<[u8]>::to_vec).collect()
     }
 }
 
@@ -278,13 +337,12 @@ pub async fn stream_recording(
     options: &SendOptions,
     mut on_result: impl FnMut(&Received),
 ) -> Result<Vec<Received>, ClientError> {
-    let chunk_frames = (recording.sample_rate as u64 * options.chunk_ms as u64 / 1000) as usize;
     let config = StreamingVoiceSearchConfig {
         recognition: Some(recording.recognition(options.interim)),
         search: Some(options.search.clone()),
     };
-    let utterances: Vec<Vec<Vec<u8>>> = (0..recording.utterances.len())
-        .map(|i| recording.chunks(i, chunk_frames))
+    let utterances: Vec<Vec<Vec<u8>>> = (0..recording.utterance_count())
+        .map(|i| recording.chunks(i, options.chunk_ms))
         .collect();
     let ended_at = Arc::new(Mutex::new(vec![None; utterances.len()]));
     let (sender, receiver) = mpsc::channel(8);

@@ -12,12 +12,14 @@ mod monitor;
 mod search;
 mod status;
 mod voice;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::app::App;
@@ -141,22 +143,9 @@ pub async fn serve(
     };
 
     let keepalive = config.keepalive();
-    let (reflection_v1, reflection_v1alpha) = if config.reflection {
-        (Some(reflection_v1), Some(reflection_v1alpha))
-    } else {
-        (None, None)
-    };
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let server = builder
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive))
-        .layer(auth::RequireKeys::new(ring))
+    let mut routes = Routes::builder();
+    routes
         .add_service(health_service)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
         .add_service(
             VoiceSearchServer::new(VoiceSearchService::new(voice, monitor.clone()))
                 .max_decoding_message_size(max_bytes)
@@ -172,7 +161,29 @@ pub async fn serve(
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
-        .add_service(MonitorServer::new(MonitorService::new(monitor)))
+        .add_service(MonitorServer::new(MonitorService::new(monitor)));
+    if config.reflection {
+        routes
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    // HTTP/1.1 too: browsers without TLS speak gRPC-Web over it.
+    let server = builder
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .layer(tower::util::option_layer(web::cors(&config.cors_origin)))
+        .layer(tower::util::option_layer(
+            config.web.then_some(web::ServePage),
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(auth::RequireKeys::new(ring))
+        .add_routes(routes.routes())
         .serve_with_incoming_shutdown(connections, on_shutdown);
 
     let grace = config.shutdown_grace();

@@ -1,9 +1,10 @@
 //! Streaming voice search with the real model and a real index: the library's stream
-//! driven by plain events (`session`), and StreamingVoiceSearch on a real server: several
-//! utterances per stream, interim results, chunking invariance (`results`), every bad
-//! input with the server answering afterwards, the full queue, the stream limit and
-//! cancellation (`limits`).
+//! driven by plain events (`session`), the streaming client with every file format
+//! (`client`), and StreamingVoiceSearch on a real server: several utterances per stream,
+//! interim results, chunking invariance (`results`), every bad input with the server
+//! answering afterwards, the full queue, the stream limit and cancellation (`limits`).
 
+mod client;
 mod limits;
 mod results;
 mod session;

@@ -1,0 +1,73 @@
+// Drives Debian's Chromium (headless) through the voice search page: a typed query, then
+// a spoken one from a fake microphone that plays a WAV file once, held down on the button
+// for as long as the clip lasts. Prints what the page showed as JSON and saves a
+// screenshot.
+//
+// node drive.mjs URL CLIP.wav HOLD_MS SCREENSHOT.png TYPED_QUERY
+
+import { chromium } from "playwright-core";
+
+const [url, clip, holdMs, screenshot, typedQuery] = process.argv.slice(2);
+const ANSWER_TIMEOUT_MS = 120_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    // The machine's network is closed: without these Chromium keeps dialing Google.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${clip}%noloop`,
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 720, height: 820 } });
+  const consoleErrors = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(message.text());
+  });
+  page.on("pageerror", (error) => consoleErrors.push(String(error)));
+  await page.goto(url);
+
+  const shown = async () =>
+    page.evaluate(() => ({
+      state: document.body.dataset.state,
+      status: document.getElementById("status").textContent,
+      transcript: document.getElementById("transcript").textContent,
+      latency: document.getElementById("latency").textContent,
+      hits: [...document.querySelectorAll("#hits li")].map((item) => ({
+        title: item.querySelector(".title").textContent,
+        category: item.querySelector(".category").textContent,
+        snippet: item.querySelector(".snippet").textContent,
+      })),
+    }));
+  const answered = () =>
+    page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, {
+      timeout: ANSWER_TIMEOUT_MS,
+    });
+
+  await page.fill("#query", typedQuery);
+  await page.click("#typed button");
+  await answered();
+  const typed = await shown();
+  await page.evaluate(() => (document.body.dataset.state = "idle"));
+
+  const button = await page.locator("#talk").boundingBox();
+  await page.mouse.move(button.x + button.width / 2, button.y + button.height / 2);
+  await page.mouse.down();
+  await page.waitForFunction(() => document.body.dataset.state === "recording");
+  await page.waitForTimeout(Number(holdMs));
+  await page.mouse.up();
+  await answered();
+  const spoken = await shown();
+  await page.screenshot({ path: screenshot });
+  console.log(JSON.stringify({ typed, spoken, consoleErrors }));
+} finally {
+  await browser.close();
+}
