@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use voice_search::asr::kernels::HalfMatrix;
+use voice_search::asr::kernels::{HalfMatrix, Int8Matrix};
 
 const VOCAB: usize = 51_864;
 const D_MODEL: usize = 384;
@@ -53,6 +53,28 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| candle_nn::Module::forward(&linear, &x).unwrap())
             });
         }
+    }
+    group.finish();
+
+    // The encoder's projections over its 1500 positions: 8-bit VNNI against candle's f32
+    // (the gemm crate, AVX-512 where present). Skipped where the CPU lacks VNNI.
+    let mut group = c.benchmark_group("encoder_projection");
+    group.sample_size(10);
+    for (inputs, outputs) in [(384usize, 384usize), (384, 1536), (1536, 384)] {
+        let weights = Tensor::randn(0f32, 0.05, (outputs, inputs), &device).unwrap();
+        let linear = candle_nn::Linear::new(weights.clone(), None);
+        let x = Tensor::randn(0f32, 1.0, (1, 1500, inputs), &device).unwrap();
+        let values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let name = format!("{inputs}x{outputs}/1500");
+        let flat = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        if let Some(int8) = Int8Matrix::new(&flat, outputs, inputs) {
+            group.bench_function(BenchmarkId::new("int8_vnni", &name), |b| {
+                b.iter(|| int8.forward(&values, None))
+            });
+        }
+        group.bench_function(BenchmarkId::new("candle_linear", &name), |b| {
+            b.iter(|| candle_nn::Module::forward(&linear, &x).unwrap())
+        });
     }
     group.finish();
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::asr::Precision;
 use crate::monitor::CaptureConfig;
 use crate::service::ConnectionLimits;
 use crate::stream::{SessionLimits, VoiceLimits};
@@ -67,6 +68,9 @@ settings! {
     model: PathBuf = PathBuf::from("models/whisper-tiny.en");
     /// Folder of the catalog index.
     index: PathBuf = PathBuf::from("data/index");
+    /// Matrix products of the speech model: `f32`, `int8-decoder` or `int8` (both need
+    /// AVX-512 VNNI).
+    precision: Precision = Precision::fastest(), shown "int8-decoder where the CPU has AVX-512 VNNI, else f32";
     /// Address of the Prometheus metrics endpoint.
     metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464));
     /// Largest gRPC message accepted or sent, in bytes.
@@ -169,6 +173,7 @@ plain_setting!(u64, "N", |v| v.to_string());
 plain_setting!(f64, "N", |v| v.to_string());
 plain_setting!(bool, "BOOL", |v| v.to_string());
 plain_setting!(PathBuf, "PATH", |v| v.display().to_string());
+plain_setting!(Precision, "PRECISION", |v| v.to_string());
 
 impl Setting for Option<PathBuf> {
     type Flag = PathBuf;

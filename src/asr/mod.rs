@@ -28,6 +28,7 @@ use tokenizers::Tokenizer;
 use decode::{compression_ratio, DecodeRequest, DecodeResult};
 pub use forced::{AcousticContext, BeamMatch, Reading, ReadingScore};
 use mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
+pub use model::Precision;
 use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
 pub use tree::TokenTree;
@@ -68,6 +69,8 @@ pub enum AsrError {
     Inference(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("8-bit products need AVX-512 VNNI, which this CPU lacks: use precision f32")]
+    NoInt8,
 }
 
 /// How to transcribe.
@@ -230,8 +233,16 @@ pub struct Whisper {
 
 impl Whisper {
     /// Loads a Hugging Face Whisper folder: `config.json`, `tokenizer.json`,
-    /// `model.safetensors`.
+    /// `model.safetensors`, at the fastest precision this CPU runs.
     pub fn load(dir: &Path) -> Result<Self, AsrError> {
+        Self::load_with(dir, Precision::fastest())
+    }
+
+    /// [`Whisper::load`] at the given precision.
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<Self, AsrError> {
+        if precision.uses_int8() && !kernels::int8::available() {
+            return Err(AsrError::NoInt8);
+        }
         let file = |name: &str| {
             let path = dir.join(name);
             if path.is_file() {
@@ -276,7 +287,7 @@ impl Whisper {
             VarBuilder::from_mmaped_safetensors(&[file("model.safetensors")?], DType::F32, &device)
         }
         .map_err(|e| AsrError::Weights(e.to_string()))?;
-        let model = WhisperModel::load(vb, config)?;
+        let model = WhisperModel::load(vb, config, precision)?;
         let name = dir
             .file_name()
             .map_or_else(|| "whisper".into(), |n| n.to_string_lossy().into_owned());

@@ -113,6 +113,7 @@ pub(crate) fn evaluate_in_process(
         index: args.index.clone(),
         model: args.model.clone(),
         carrier_phrases: args.carrier_phrases.clone(),
+        precision: args.decoding.precision,
         demo_catalog: false,
         ..ServeConfig::default()
     })?;
@@ -128,7 +129,7 @@ pub(crate) fn evaluate_in_process(
     let pipeline = app.pipeline;
     if !args.text_queries && pipeline.whisper().is_none() {
         // The server goes on without a model; a speech eval cannot.
-        load_model(&args.model)?;
+        load_model(&args.model, args.decoding.precision)?;
     }
     if let Some(bias) = pipeline.bias() {
         let stats = bias.stats();

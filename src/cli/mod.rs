@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use voice_search::asr::{TranscribeOptions, Whisper};
+use voice_search::asr::{Precision, TranscribeOptions, Whisper};
 use voice_search::service::client::{connect, ServerChannel, ServerTarget};
 
 /// Where the catalog index lives unless told otherwise.
@@ -36,6 +36,10 @@ pub(crate) struct DecodingArgs {
     /// Words or names to make likelier (repeatable).
     #[arg(long = "hint")]
     hints: Vec<String>,
+    /// Matrix products of the speech model: f32, int8-decoder or int8 (both need
+    /// AVX-512 VNNI).
+    #[arg(long, default_value_t = Precision::fastest())]
+    pub(crate) precision: Precision,
 }
 
 impl DecodingArgs {
@@ -50,8 +54,8 @@ impl DecodingArgs {
     }
 }
 
-pub(crate) fn load_model(path: &Path) -> anyhow::Result<Whisper> {
-    Whisper::load(path).with_context(|| {
+pub(crate) fn load_model(path: &Path, precision: Precision) -> anyhow::Result<Whisper> {
+    Whisper::load_with(path, precision).with_context(|| {
         format!(
             "loading the Whisper model at {} (models/fetch.sh tiny.en fetches the default)",
             path.display()

@@ -64,7 +64,8 @@ impl From<AsrError> for Status {
             | AsrError::Import(_)
             | AsrError::NoTemperatures
             | AsrError::Inference(_)
-            | AsrError::Tokenizer(_) => Status::internal(error.to_string()),
+            | AsrError::Tokenizer(_)
+            | AsrError::NoInt8 => Status::internal(error.to_string()),
         }
     }
 }
