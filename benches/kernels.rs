@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use voice_search::asr::kernels::{HalfMatrix, Int8Matrix};
+use voice_search::asr::kernels::{Bf16Matrix, HalfMatrix, Int8Matrix};
 
 const VOCAB: usize = 51_864;
 const D_MODEL: usize = 384;
@@ -70,6 +70,11 @@ fn bench(c: &mut Criterion) {
         if let Some(int8) = Int8Matrix::new(&flat, outputs, inputs) {
             group.bench_function(BenchmarkId::new("int8_vnni", &name), |b| {
                 b.iter(|| int8.forward(&values, None))
+            });
+        }
+        if let Some(bf16) = Bf16Matrix::new(&flat, outputs, inputs) {
+            group.bench_function(BenchmarkId::new("bf16", &name), |b| {
+                b.iter(|| bf16.forward(&values, None))
             });
         }
         group.bench_function(BenchmarkId::new("candle_linear", &name), |b| {

@@ -68,9 +68,9 @@ settings! {
     model: PathBuf = PathBuf::from("models/whisper-tiny.en");
     /// Folder of the catalog index.
     index: PathBuf = PathBuf::from("data/index");
-    /// Matrix products of the speech model: `f32`, `int8-decoder` or `int8` (both need
-    /// AVX-512 VNNI).
-    precision: Precision = Precision::fastest(), shown "int8-decoder where the CPU has AVX-512 VNNI, else f32";
+    /// Matrix products of the speech model: `f32`, `int8-decoder`, `bf16-int8` or `int8`
+    /// (8 bits need AVX-512 VNNI, bfloat16 AVX-512 BF16).
+    precision: Precision = Precision::fastest(), shown "bf16-int8 with AVX-512 VNNI and BF16, int8-decoder with VNNI only, else f32";
     /// Address of the Prometheus metrics endpoint.
     metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464));
     /// Largest gRPC message accepted or sent, in bytes.

@@ -69,8 +69,8 @@ pub enum AsrError {
     Inference(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error("8-bit products need AVX-512 VNNI, which this CPU lacks: use precision f32")]
-    NoInt8,
+    #[error("precision {0} needs AVX-512 VNNI (and BF16 for bf16), which this CPU lacks: use f32")]
+    Unsupported(Precision),
 }
 
 /// How to transcribe.
@@ -240,8 +240,10 @@ impl Whisper {
 
     /// [`Whisper::load`] at the given precision.
     pub fn load_with(dir: &Path, precision: Precision) -> Result<Self, AsrError> {
-        if precision.uses_int8() && !kernels::int8::available() {
-            return Err(AsrError::NoInt8);
+        if precision.uses_int8() && !kernels::int8::available()
+            || precision.uses_bf16() && !kernels::bf16::available()
+        {
+            return Err(AsrError::Unsupported(precision));
         }
         let file = |name: &str| {
             let path = dir.join(name);

@@ -36,8 +36,8 @@ pub(crate) struct DecodingArgs {
     /// Words or names to make likelier (repeatable).
     #[arg(long = "hint")]
     hints: Vec<String>,
-    /// Matrix products of the speech model: f32, int8-decoder or int8 (both need
-    /// AVX-512 VNNI).
+    /// Matrix products of the speech model: f32, int8-decoder, bf16-int8 or int8 (8 bits
+    /// need AVX-512 VNNI, bfloat16 AVX-512 BF16).
     #[arg(long, default_value_t = Precision::fastest())]
     pub(crate) precision: Precision,
 }

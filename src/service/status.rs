@@ -65,7 +65,7 @@ impl From<AsrError> for Status {
             | AsrError::NoTemperatures
             | AsrError::Inference(_)
             | AsrError::Tokenizer(_)
-            | AsrError::NoInt8 => Status::internal(error.to_string()),
+            | AsrError::Unsupported(_) => Status::internal(error.to_string()),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The 8-bit paths against f32 on the real weights: with the decoder in 8 bits, and with
-//! the encoder too, the fixtures' transcripts stay within 5% WER of f32's (measured: 2
-//! words of 87 differ with the decoder in 8 bits, a name's spelling and a misheard word
-//! in the noisy q0016, and 1 with both). Skipped where the CPU lacks AVX-512 VNNI. The
-//! layers' own bounds are unit tests beside the network (`asr::model`).
+//! The low-precision paths against f32 on the real weights: with the decoder in 8 bits
+//! (the encoder in f32 or bfloat16), and with both in 8 bits, the fixtures' transcripts
+//! stay within 5% WER of f32's (measured: 2 words of 87 differ with the decoder in 8
+//! bits, a name's spelling and a misheard word in the noisy q0016, and 1 with both).
+//! Skipped where the CPU lacks AVX-512 VNNI (bfloat16: BF16). The layers' own bounds are
+//! unit tests beside the network (`asr::model`).
 
 use std::path::Path;
 
@@ -41,7 +42,7 @@ fn transcripts(model: &Whisper, clips: &[String]) -> Vec<String> {
 }
 
 #[test]
-fn eight_bit_transcribes_the_fixtures_as_f32_does() {
+fn low_precision_transcribes_the_fixtures_as_f32_does() {
     if !voice_search::asr::kernels::int8::available() {
         eprintln!("no AVX-512 VNNI on this CPU: the 8-bit paths are not used here");
         return;
@@ -49,7 +50,12 @@ fn eight_bit_transcribes_the_fixtures_as_f32_does() {
     let load = |precision| Whisper::load_with(Path::new(MODEL_DIR), precision).unwrap();
     let clips = speech_fixtures();
     let reference = transcripts(&load(Precision::F32), &clips);
-    for precision in [Precision::Int8Decoder, Precision::Int8] {
+    let bf16 = voice_search::asr::kernels::bf16::available();
+    let precisions = [Precision::Int8Decoder, Precision::Bf16Int8, Precision::Int8];
+    for precision in precisions
+        .into_iter()
+        .filter(|&p| bf16 || p != Precision::Bf16Int8)
+    {
         let eight_bit = transcripts(&load(precision), &clips);
         let (mut edits, mut words) = (0, 0);
         for (exact, approximate) in reference.iter().zip(&eight_bit) {

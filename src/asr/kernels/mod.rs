@@ -15,8 +15,10 @@
 //! (0.74 against 0.75 ms, 1.93 against 1.43, 2.0 against 1.73), so past 32 rows those
 //! stay with candle.
 
+pub mod bf16;
 pub mod int8;
 
+pub use bf16::Bf16Matrix;
 pub use int8::Int8Matrix;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
