@@ -99,6 +99,7 @@ mod dpbf16 {
     use std::arch::x86_64::*;
 
     use super::{Bf16Matrix, BLOCK, PAIR, ROWS};
+    use crate::asr::kernels::lanes;
 
     /// Each row rounded to bfloat16 (to nearest even), padded to whole pairs.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
@@ -117,16 +118,6 @@ mod dpbf16 {
             }
         }
         rounded
-    }
-
-    /// The mask of the first `remaining` of 16 lanes.
-    #[inline]
-    fn lanes(remaining: usize) -> u16 {
-        if remaining >= BLOCK {
-            u16::MAX
-        } else {
-            (1u16 << remaining) - 1
-        }
     }
 
     /// All rows of `rounded` against every output block.
@@ -220,19 +211,7 @@ mod dpbf16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic pseudo-random matrix in [-1, 1).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
+    use crate::asr::kernels::test_values as values;
 
     #[test]
     fn products_match_f32_within_rounding_error() {

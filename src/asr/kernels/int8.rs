@@ -132,6 +132,7 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::{Int8Matrix, BLOCK, BLOCKS, GROUP, OFFSET, ROWS};
+    use crate::asr::kernels::lanes;
 
     /// Each row offset to unsigned bytes at its own scale (its largest magnitude maps to
     /// 127), padded to whole groups; and the scales.
@@ -173,16 +174,6 @@ mod vnni {
             scales.push(scale);
         }
         (quantized, scales)
-    }
-
-    /// The mask of the first `remaining` of 16 lanes.
-    #[inline]
-    fn lanes(remaining: usize) -> u16 {
-        if remaining >= BLOCK {
-            u16::MAX
-        } else {
-            (1u16 << remaining) - 1
-        }
     }
 
     /// All rows of `quantized` against every output block.
@@ -291,19 +282,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic pseudo-random matrix in [-1, 1).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
+    use crate::asr::kernels::test_values as values;
 
     #[test]
     fn products_match_f32_within_quantization_error() {

@@ -21,6 +21,31 @@ pub mod int8;
 pub use bf16::Bf16Matrix;
 pub use int8::Int8Matrix;
 
+/// The AVX-512 mask of the first `remaining` of 16 lanes (all of them past 16).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn lanes(remaining: usize) -> u16 {
+    if remaining >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << remaining) - 1
+    }
+}
+
+/// `count` deterministic pseudo-random values in [-1, 1), for the kernels' tests.
+#[cfg(test)]
+fn test_values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
