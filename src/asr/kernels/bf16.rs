@@ -10,8 +10,6 @@ use rayon::prelude::*;
 const BLOCK: usize = 16;
 /// Inputs summed by one lane of one `vdpbf16ps`.
 const PAIR: usize = 2;
-/// Input rows one micro-kernel call keeps in registers (2 blocks × 8 accumulators).
-const ROWS: usize = 8;
 /// Input rows a worker takes at once.
 const ROWS_PER_TASK: usize = 64;
 
@@ -98,7 +96,11 @@ impl Bf16Matrix {
 mod dpbf16 {
     use std::arch::x86_64::*;
 
-    use super::{Bf16Matrix, BLOCK, PAIR, ROWS};
+    use super::{Bf16Matrix, BLOCK, PAIR};
+
+    /// Input rows one micro-kernel call keeps in registers (2 blocks × 8 accumulators).
+    const ROWS: usize = 8;
+
     use crate::asr::kernels::lanes;
 
     /// Each row rounded to bfloat16 (to nearest even), padded to whole pairs.

@@ -21,8 +21,6 @@ const BLOCK: usize = 16;
 const BLOCKS: usize = 2;
 /// Inputs summed by one lane of one `vpdpbusd`.
 const GROUP: usize = 4;
-/// Input rows one micro-kernel call keeps in registers ([`BLOCKS`] × 8 accumulators).
-const ROWS: usize = 8;
 /// Input rows a worker takes at once, so that their bytes stay in L2 while every weight
 /// block passes over them.
 const ROWS_PER_TASK: usize = 64;
@@ -131,7 +129,11 @@ impl Int8Matrix {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Int8Matrix, BLOCK, BLOCKS, GROUP, OFFSET, ROWS};
+    use super::{Int8Matrix, BLOCK, BLOCKS, GROUP, OFFSET};
+
+    /// Input rows one micro-kernel call keeps in registers ([`BLOCKS`] × 8 accumulators).
+    const ROWS: usize = 8;
+
     use crate::asr::kernels::lanes;
 
     /// Each row offset to unsigned bytes at its own scale (its largest magnitude maps to
