@@ -15,15 +15,22 @@ fn bench(c: &mut Criterion) {
     let device = Device::Cpu;
     let weights = Tensor::randn(0f32, 0.05, (VOCAB, D_MODEL), &device).unwrap();
     let half = HalfMatrix::new(&weights).unwrap();
+    let flat = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let int8 = Int8Matrix::new(&flat, VOCAB, D_MODEL);
     let mut group = c.benchmark_group("log_softmax_at");
     group.sample_size(10);
-    for rows in [1usize, 2, 6, 24, 96] {
+    for rows in [1usize, 2, 6, 24, 96, 192] {
         let hidden = Tensor::randn(0f32, 1.0, (rows, D_MODEL), &device).unwrap();
         let xs = hidden.to_vec2::<f32>().unwrap();
         let targets: Vec<Vec<u32>> = (0..rows).map(|r| vec![r as u32 * 7, 50_000]).collect();
         group.bench_with_input(BenchmarkId::new("half_tiles", rows), &rows, |b, _| {
             b.iter(|| half.log_softmax_at(&xs, &targets))
         });
+        if let Some(int8) = int8.as_ref().filter(|_| rows >= 24) {
+            group.bench_with_input(BenchmarkId::new("int8_vnni", rows), &rows, |b, _| {
+                b.iter(|| int8.log_softmax_at(&xs, &targets))
+            });
+        }
         group.bench_with_input(BenchmarkId::new("candle_matmul", rows), &rows, |b, _| {
             b.iter(|| {
                 let logits = hidden.matmul(&weights.t().unwrap()).unwrap();
