@@ -46,6 +46,41 @@ fn test_values(count: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Checks a low-precision product against f32 on odd shapes (a partial output block, a
+/// partial input group, a partial row tile): `product(weight, outputs, inputs, x, bias)`
+/// must stay within `3 √inputs · step` of the exact sum, each operand (in [-1, 1)) being
+/// off by at most `step` and the errors adding up like a random walk. `false` where the
+/// CPU lacks the kernel (`product` gives `None`).
+#[cfg(test)]
+fn products_stay_close_to_f32(
+    step: f32,
+    product: impl Fn(&[f32], usize, usize, &[f32], &[f32]) -> Option<Vec<f32>>,
+) -> bool {
+    for (rows, outputs, inputs) in [(13usize, 37usize, 31usize), (70, 384, 384), (3, 51, 1536)] {
+        let weight = test_values(outputs * inputs, 1);
+        let x = test_values(rows * inputs, 2);
+        let bias = test_values(outputs, 3);
+        let Some(got) = product(&weight, outputs, inputs, &x, &bias) else {
+            return false;
+        };
+        let bound = 3.0 * (inputs as f32).sqrt() * step;
+        for r in 0..rows {
+            for o in 0..outputs {
+                let exact: f32 = (0..inputs)
+                    .map(|k| x[r * inputs + k] * weight[o * inputs + k])
+                    .sum::<f32>()
+                    + bias[o];
+                let error = (got[r * outputs + o] - exact).abs();
+                assert!(
+                    error < bound,
+                    "{rows}x{outputs}x{inputs} at ({r}, {o}): {error} > {bound}"
+                );
+            }
+        }
+    }
+    true
+}
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
