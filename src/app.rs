@@ -58,9 +58,13 @@ impl App {
         tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
         let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
         let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
-        let whisper = match Whisper::load_with(&config.model, config.precision) {
+        let whisper = match Whisper::load_with(
+            &config.model,
+            config.precision,
+            config.encoder_window,
+        ) {
             Ok(whisper) => {
-                tracing::info!(model = %config.model.display(), precision = %config.precision, "speech model loaded");
+                tracing::info!(model = %config.model.display(), precision = %config.precision, encoder_window = %config.encoder_window, "speech model loaded");
                 Some(Arc::new(whisper))
             }
             // Search and the catalog work without a model; the voice RPCs say what is

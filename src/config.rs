@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::asr::Precision;
+use crate::asr::{EncoderWindow, Precision};
 use crate::monitor::CaptureConfig;
 use crate::service::ConnectionLimits;
 use crate::stream::{SessionLimits, VoiceLimits};
@@ -71,6 +71,10 @@ settings! {
     /// Matrix products of the speech model: `f32`, `int8-decoder`, `bf16-int8` or `int8`
     /// (8 bits need AVX-512 VNNI, bfloat16 AVX-512 BF16).
     precision: Precision = Precision::fastest(), shown "bf16-int8 with AVX-512 VNNI and BF16, int8-decoder with VNNI only, else f32";
+    /// How much of the 30 s window the encoder computes: `short` (the speech and a
+    /// padding tail, the rest from a silent pass made at load; the whole window when
+    /// decoding loops) or `full`.
+    encoder_window: EncoderWindow = EncoderWindow::default();
     /// Address of the Prometheus metrics endpoint.
     metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464));
     /// Largest gRPC message accepted or sent, in bytes.
@@ -174,6 +178,7 @@ plain_setting!(f64, "N", |v| v.to_string());
 plain_setting!(bool, "BOOL", |v| v.to_string());
 plain_setting!(PathBuf, "PATH", |v| v.display().to_string());
 plain_setting!(Precision, "PRECISION", |v| v.to_string());
+plain_setting!(EncoderWindow, "WINDOW", |v| v.to_string());
 
 impl Setting for Option<PathBuf> {
     type Flag = PathBuf;

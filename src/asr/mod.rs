@@ -15,6 +15,7 @@ pub mod model;
 pub mod tokens;
 mod tree;
 pub mod trie;
+pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,8 @@ use model::{DecoderCache, WhisperConfig, WhisperModel};
 use tokens::{SpecialTokens, TIMESTAMP_SECONDS};
 pub use tree::TokenTree;
 pub use trie::TokenTrie;
+pub use window::EncoderWindow;
+use window::ShortWindow;
 
 /// Tokens in the English-only Whisper vocabulary; multilingual models have more.
 const ENGLISH_VOCAB_SIZE: usize = 51_864;
@@ -229,17 +232,23 @@ pub struct Whisper {
     special: SpecialTokens,
     device: Device,
     name: String,
+    /// The silent pass short windows end with; `None` when every window is encoded whole.
+    short_window: Option<ShortWindow>,
 }
 
 impl Whisper {
     /// Loads a Hugging Face Whisper folder: `config.json`, `tokenizer.json`,
-    /// `model.safetensors`, at the fastest precision this CPU runs.
+    /// `model.safetensors`, at the fastest precision this CPU runs, with short windows.
     pub fn load(dir: &Path) -> Result<Self, AsrError> {
-        Self::load_with(dir, Precision::fastest())
+        Self::load_with(dir, Precision::fastest(), EncoderWindow::default())
     }
 
-    /// [`Whisper::load`] at the given precision.
-    pub fn load_with(dir: &Path, precision: Precision) -> Result<Self, AsrError> {
+    /// [`Whisper::load`] at the given precision and encoder window.
+    pub fn load_with(
+        dir: &Path,
+        precision: Precision,
+        window: EncoderWindow,
+    ) -> Result<Self, AsrError> {
         if precision.uses_int8() && !kernels::int8::available()
             || precision.uses_bf16() && !kernels::bf16::available()
         {
@@ -290,6 +299,14 @@ impl Whisper {
         }
         .map_err(|e| AsrError::Weights(e.to_string()))?;
         let model = WhisperModel::load(vb, config, precision)?;
+        let short_window = match window {
+            EncoderWindow::Short => Some(ShortWindow::new(
+                &model.encoder,
+                model.config.num_mel_bins,
+                &device,
+            )?),
+            EncoderWindow::Full => None,
+        };
         let name = dir
             .file_name()
             .map_or_else(|| "whisper".into(), |n| n.to_string_lossy().into_owned());
@@ -299,6 +316,7 @@ impl Whisper {
             special,
             device,
             name,
+            short_window,
         })
     }
 
@@ -344,36 +362,42 @@ impl Whisper {
             }
             options.check_cancelled()?;
             let started = Instant::now();
-            let features = Tensor::from_vec(
-                mel.log_mel(window),
-                (1, mel.n_mels(), N_FRAMES),
-                &self.device,
-            )?;
+            let features = mel.log_mel(window);
             timings.mel += started.elapsed();
-            let started = Instant::now();
-            let audio = self.model.encoder.forward(&features)?;
-            timings.encoder += started.elapsed();
-            let started = Instant::now();
-            // Cross-attention keys and values: once per window, for every decoding pass.
-            let fresh = self.model.decoder.cache(&audio)?;
-            let language_token = match language {
-                Some(token) => token,
+            let budget = token_budget(window.len() as f32 / SAMPLE_RATE as f32);
+            let mut decode = |audio: Tensor, short_window: bool, timings: &mut AsrTimings| {
+                let started = Instant::now();
+                // Cross-attention keys and values: once per window, for every decoding pass.
+                let fresh = self.model.decoder.cache(&audio)?;
+                let language_token = self.window_language(&mut language, options, &fresh)?;
+                let result = self.decode_with_fallback(
+                    &fresh,
+                    &prompt,
+                    language_token,
+                    timestamps,
+                    budget,
+                    options,
+                    short_window,
+                )?;
+                timings.decoder += started.elapsed();
+                Ok::<_, AsrError>(result.map(|result| (result, fresh, language_token)))
+            };
+            let decoded =
+                match self.encode_short(&features, window.len(), long_form, &mut timings)? {
+                    Some(audio) => decode(audio, true, &mut timings)?,
+                    None => None,
+                };
+            let (result, fresh, language_token) = match decoded {
+                Some(decoded) => decoded,
                 None => {
-                    let token = self.language_token(options.language.as_deref(), &fresh)?;
-                    language = Some(token);
-                    token
+                    let started = Instant::now();
+                    let features =
+                        Tensor::from_vec(features, (1, mel.n_mels(), N_FRAMES), &self.device)?;
+                    let audio = self.model.encoder.forward(&features)?;
+                    timings.encoder += started.elapsed();
+                    decode(audio, false, &mut timings)?.ok_or(AsrError::NoTemperatures)?
                 }
             };
-            let budget = token_budget(window.len() as f32 / SAMPLE_RATE as f32);
-            let result = self.decode_with_fallback(
-                &fresh,
-                &prompt,
-                language_token,
-                timestamps,
-                budget,
-                options,
-            )?;
-            timings.decoder += started.elapsed();
             if !long_form {
                 for alternative in &result.alternatives {
                     other_texts.push(TranscriptAlternative {
@@ -475,9 +499,49 @@ impl Whisper {
         Ok((transcript, context))
     }
 
+    /// The audio states of a window from its first frames and the silent pass, when the
+    /// model keeps one, the window holds a short utterance and a sound.
+    fn encode_short(
+        &self,
+        features: &[f32],
+        samples: usize,
+        long_form: bool,
+        timings: &mut AsrTimings,
+    ) -> Result<Option<Tensor>, AsrError> {
+        let (Some(short), Some(frames), false) =
+            (&self.short_window, ShortWindow::frames(samples), long_form)
+        else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let n_mels = self.model.config.num_mel_bins;
+        let audio = short.encode(&self.model.encoder, features, n_mels, frames, &self.device)?;
+        timings.encoder += started.elapsed();
+        Ok(audio)
+    }
+
+    /// The language of the first window, detected once, for every later window.
+    fn window_language(
+        &self,
+        language: &mut Option<u32>,
+        options: &TranscribeOptions,
+        fresh: &DecoderCache,
+    ) -> Result<u32, AsrError> {
+        match *language {
+            Some(token) => Ok(token),
+            None => {
+                let token = self.language_token(options.language.as_deref(), fresh)?;
+                *language = Some(token);
+                Ok(token)
+            }
+        }
+    }
+
     /// Decodes at rising temperatures while the result looks like a failure: a
     /// repetition loop (compression ratio) or an unlikely text (average log-probability),
-    /// unless the model says nobody spoke.
+    /// unless the model says nobody spoke. From a short window, a repetition loop gives
+    /// `None` instead: the whole window is worth encoding before any sampling.
+    #[allow(clippy::too_many_arguments)]
     fn decode_with_fallback(
         &self,
         fresh: &DecoderCache,
@@ -486,7 +550,8 @@ impl Whisper {
         timestamps: bool,
         max_tokens: usize,
         options: &TranscribeOptions,
-    ) -> Result<DecodeResult, AsrError> {
+        short_window: bool,
+    ) -> Result<Option<DecodeResult>, AsrError> {
         // (result, whether its compression ratio passed)
         let mut tried: Vec<(DecodeResult, bool)> = Vec::new();
         for (i, &temperature) in options.temperatures.iter().enumerate() {
@@ -506,7 +571,10 @@ impl Whisper {
             let too_unlikely = result.avg_logprob < options.logprob_threshold;
             let nobody_spoke = result.no_speech_prob > options.no_speech_threshold;
             if nobody_spoke || !(too_repetitive || too_unlikely) {
-                return Ok(result);
+                return Ok(Some(result));
+            }
+            if short_window && too_repetitive {
+                return Ok(None);
             }
             tried.push((result, !too_repetitive));
         }
@@ -518,6 +586,7 @@ impl Whisper {
             .filter(|(_, passed)| *passed || !any_passed)
             .map(|(result, _)| result)
             .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+            .map(Some)
             .ok_or(AsrError::NoTemperatures)
     }
 

@@ -114,6 +114,7 @@ pub(crate) fn evaluate_in_process(
         model: args.model.clone(),
         carrier_phrases: args.carrier_phrases.clone(),
         precision: args.decoding.precision,
+        encoder_window: args.decoding.encoder_window,
         demo_catalog: false,
         ..ServeConfig::default()
     })?;
@@ -129,7 +130,7 @@ pub(crate) fn evaluate_in_process(
     let pipeline = app.pipeline;
     if !args.text_queries && pipeline.whisper().is_none() {
         // The server goes on without a model; a speech eval cannot.
-        load_model(&args.model, args.decoding.precision)?;
+        load_model(&args.model, &args.decoding)?;
     }
     if let Some(bias) = pipeline.bias() {
         let stats = bias.stats();

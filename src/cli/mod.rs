@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use voice_search::asr::{Precision, TranscribeOptions, Whisper};
+use voice_search::asr::{EncoderWindow, Precision, TranscribeOptions, Whisper};
 use voice_search::service::client::{connect, ServerChannel, ServerTarget};
 
 /// Where the catalog index lives unless told otherwise.
@@ -40,6 +40,10 @@ pub(crate) struct DecodingArgs {
     /// need AVX-512 VNNI, bfloat16 AVX-512 BF16).
     #[arg(long, default_value_t = Precision::fastest())]
     pub(crate) precision: Precision,
+    /// How much of the 30 s window the encoder computes: short (the speech and a padding
+    /// tail, the rest from a silent pass; the whole window when decoding loops) or full.
+    #[arg(long, default_value_t = EncoderWindow::default())]
+    pub(crate) encoder_window: EncoderWindow,
 }
 
 impl DecodingArgs {
@@ -54,8 +58,8 @@ impl DecodingArgs {
     }
 }
 
-pub(crate) fn load_model(path: &Path, precision: Precision) -> anyhow::Result<Whisper> {
-    Whisper::load_with(path, precision).with_context(|| {
+pub(crate) fn load_model(path: &Path, decoding: &DecodingArgs) -> anyhow::Result<Whisper> {
+    Whisper::load_with(path, decoding.precision, decoding.encoder_window).with_context(|| {
         format!(
             "loading the Whisper model at {} (models/fetch.sh tiny.en fetches the default)",
             path.display()

@@ -18,7 +18,7 @@ pub(crate) struct TranscribeArgs {
 }
 
 pub(crate) fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
-    let whisper = load_model(&args.model, args.decoding.precision)?;
+    let whisper = load_model(&args.model, &args.decoding)?;
     let options = args.decoding.options();
     let bar = progress_bar(args.files.len() as u64, "files");
     if args.files.len() == 1 {

@@ -1,10 +1,11 @@
 //! Whisper with the real tiny.en weights (fetched by `models/fetch.sh`): the importer and
 //! the loader's errors (`import`), log-mel against reference values, and transcription of
 //! speech, silence, noise, long audio and phrase hints; the 8-bit paths against f32
-//! (`precision`).
+//! (`precision`) and the short encoder window against the whole one (`window`).
 
 pub(crate) mod import;
 mod precision;
+mod window;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-use voice_search::asr::{Precision, TranscribeOptions, Whisper};
+use voice_search::asr::{EncoderWindow, Precision, TranscribeOptions, Whisper};
 use voice_search::eval::{wer_words, word_edits};
 
 use crate::common::{fixture_path, MODEL_DIR};
 
 /// Every fixture with speech in it, as the manifest lists them.
-fn speech_fixtures() -> Vec<String> {
+pub(crate) fn speech_fixtures() -> Vec<String> {
     std::fs::read_to_string(fixture_path("manifest.jsonl"))
         .unwrap()
         .lines()
@@ -23,7 +23,7 @@ fn speech_fixtures() -> Vec<String> {
         .collect()
 }
 
-fn transcripts(model: &Whisper, clips: &[String]) -> Vec<String> {
+pub(crate) fn transcripts(model: &Whisper, clips: &[String]) -> Vec<String> {
     clips
         .iter()
         .map(|clip| {
@@ -47,7 +47,9 @@ fn low_precision_transcribes_the_fixtures_as_f32_does() {
         eprintln!("no AVX-512 VNNI on this CPU: the 8-bit paths are not used here");
         return;
     }
-    let load = |precision| Whisper::load_with(Path::new(MODEL_DIR), precision).unwrap();
+    let load = |precision| {
+        Whisper::load_with(Path::new(MODEL_DIR), precision, EncoderWindow::default()).unwrap()
+    };
     let clips = speech_fixtures();
     let reference = transcripts(&load(Precision::F32), &clips);
     let bf16 = voice_search::asr::kernels::bf16::available();
