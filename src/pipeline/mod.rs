@@ -348,25 +348,38 @@ impl Pipeline {
         entries.sort_unstable();
         entries.dedup();
         let mut tree = whisper.token_tree(context)?;
-        let proposed: Vec<(String, usize)> = match &self.bias {
-            Some(bias) => bias.propose(
-                whisper,
-                &mut tree,
-                &words,
-                &entries,
-                BEAM_WIDTH,
-                BEAM_PROPOSALS,
-            )?,
-            None => Vec::new(),
-        };
-        let proposed_ids: Vec<String> = proposed.iter().map(|(id, _)| id.clone()).collect();
         // Text search runs over every n-best transcript, the best first.
         let mut transcripts = vec![text];
         transcripts.extend(alternatives.iter().skip(1).map(|a| a.text.as_str()));
+        // Search's own candidates need nothing of the beams: found on another thread
+        // meanwhile, as the beams' small passes leave a core idle part of the time.
+        let (searched, proposed) = std::thread::scope(|scope| {
+            let searched =
+                scope.spawn(|| engine.candidates(&split, &transcripts, CANDIDATE_LIMITS));
+            let proposed = match &self.bias {
+                Some(bias) => bias.propose(
+                    whisper,
+                    &mut tree,
+                    &words,
+                    &entries,
+                    BEAM_WIDTH,
+                    BEAM_PROPOSALS,
+                ),
+                None => Ok(Vec::new()),
+            };
+            let searched = searched
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (searched, proposed)
+        });
+        let proposed: Vec<(String, usize)> = proposed?;
+        let mut searched = searched?;
+        let proposed_ids: Vec<String> = proposed.iter().map(|(id, _)| id.clone()).collect();
+        engine.add_proposed(&mut searched, &split, text, &proposed_ids);
         let CandidateSet {
             mut candidates,
             heard,
-        } = engine.candidates(&split, &transcripts, &proposed_ids, CANDIDATE_LIMITS)?;
+        } = searched;
         if !options.categories.is_empty() {
             candidates.retain(|c| {
                 options

@@ -57,14 +57,37 @@ pub struct CandidateSet {
     pub heard: SoundKey,
 }
 
+impl Candidate {
+    /// `entry` as a candidate for a query cut as `split`, whose best transcript has the
+    /// words `heard_words`; found by no source yet.
+    fn new(entry: Arc<SpokenEntry>, split: &CarrierSplit, heard_words: &[String]) -> Self {
+        Self {
+            text_rank: None,
+            text_score: 0.0,
+            sound: 0.0,
+            by_sound: false,
+            proposed: false,
+            popularity: popularity_prior(entry.popularity),
+            category_match: split.intent.category.as_deref() == Some(entry.category.as_str()),
+            qualifier_heard: entry
+                .qualifiers
+                .iter()
+                .map(|group| heard_share(group, heard_words))
+                .fold(0.0, f32::max),
+            entry,
+        }
+    }
+}
+
 impl QueryEngine {
     /// Candidates for `transcripts` (the best first, cut around its name as `split`
-    /// says), plus the entries in `proposed`.
+    /// says) from search alone: what text search finds, what sounds like the name, and
+    /// the popular entries whose qualifier was heard. It needs nothing of recognition
+    /// but the transcripts, so it can run while the catalog beams do.
     pub fn candidates(
         &self,
         split: &CarrierSplit,
         transcripts: &[&str],
-        proposed: &[String],
         limits: CandidateLimits,
     ) -> Result<CandidateSet, SearchError> {
         let best = transcripts.first().copied().unwrap_or("");
@@ -74,22 +97,7 @@ impl QueryEngine {
         let mut position: HashMap<String, usize> = HashMap::new();
         let mut add = |entry: Arc<SpokenEntry>, found: &mut Vec<Candidate>| -> usize {
             *position.entry(entry.id.clone()).or_insert_with(|| {
-                found.push(Candidate {
-                    text_rank: None,
-                    text_score: 0.0,
-                    sound: 0.0,
-                    by_sound: false,
-                    proposed: false,
-                    popularity: popularity_prior(entry.popularity),
-                    category_match: split.intent.category.as_deref()
-                        == Some(entry.category.as_str()),
-                    qualifier_heard: entry
-                        .qualifiers
-                        .iter()
-                        .map(|group| heard_share(group, &heard_words))
-                        .fold(0.0, f32::max),
-                    entry,
-                });
+                found.push(Candidate::new(entry, split, &heard_words));
                 found.len() - 1
             })
         };
@@ -139,12 +147,6 @@ impl QueryEngine {
         for entry in spoken.qualified_by(&split.intent.words, limits.qualified) {
             add(entry, &mut found);
         }
-        for id in proposed {
-            if let Some(entry) = spoken.get(id) {
-                let at = add(entry, &mut found);
-                found[at].proposed = true;
-            }
-        }
         let heard = SoundKey::new(&split.intent.words);
         for candidate in &mut found {
             candidate.sound = candidate.entry.sound_similarity_to(&heard).unwrap_or(0.0);
@@ -153,6 +155,32 @@ impl QueryEngine {
             candidates: found,
             heard,
         })
+    }
+
+    /// Marks the entries in `proposed` (the recognizer's, for the query `set` was made
+    /// for) as proposed, adding those not among the candidates yet after the others.
+    pub fn add_proposed(
+        &self,
+        set: &mut CandidateSet,
+        split: &CarrierSplit,
+        best: &str,
+        proposed: &[String],
+    ) {
+        let spoken = self.index().spoken();
+        let heard_words = analyze(best);
+        for id in proposed {
+            if let Some(known) = set.candidates.iter_mut().find(|c| &c.entry.id == id) {
+                known.proposed = true;
+            } else if let Some(entry) = spoken.get(id) {
+                let mut candidate = Candidate::new(entry, split, &heard_words);
+                candidate.proposed = true;
+                candidate.sound = candidate
+                    .entry
+                    .sound_similarity_to(&set.heard)
+                    .unwrap_or(0.0);
+                set.candidates.push(candidate);
+            }
+        }
     }
 
     /// The hits for entries chosen by id, in order, with snippets around `matched`
