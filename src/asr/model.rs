@@ -114,8 +114,10 @@ enum Products {
 /// packing that dominates a one-row product.
 struct Projection {
     many: ManyRows,
-    half: kernels::HalfMatrix,
+    /// Only where passes of a few rows run (the decoder's), not in the encoder.
+    half: Option<kernels::HalfMatrix>,
     bias: Option<Tensor>,
+    outputs: usize,
 }
 
 /// The product for many rows; in 8 bits or bfloat16, the f32 weights are not kept.
@@ -133,22 +135,31 @@ const VECTOR_ROWS: usize = 32;
 const ATTEND_ONE_QUERIES: usize = 32;
 
 impl Projection {
-    fn new(linear: Linear, products: Products) -> candle_core::Result<Self> {
-        let half = kernels::HalfMatrix::new(linear.weight())?;
+    /// `few_rows`: whether passes of a few rows run through it, which keep the weights in
+    /// half precision too.
+    fn new(linear: Linear, products: Products, few_rows: bool) -> candle_core::Result<Self> {
+        let half = few_rows
+            .then(|| kernels::HalfMatrix::new(linear.weight()))
+            .transpose()?;
         let bias = linear.bias().cloned();
         let (outputs, inputs) = linear.weight().dims2()?;
-        let weight = || linear.weight().flatten_all()?.to_vec1::<f32>();
+        let weight = linear.weight();
         let low = match products {
-            Products::Int8 => {
-                kernels::Int8Matrix::new(&weight()?, outputs, inputs).map(ManyRows::Int8)
-            }
-            Products::Bf16 => {
-                kernels::Bf16Matrix::new(&weight()?, outputs, inputs).map(ManyRows::Bf16)
-            }
+            Products::Int8 => kernels::with_f32_values(weight, |w| {
+                kernels::Int8Matrix::new(w, outputs, inputs).map(ManyRows::Int8)
+            })?,
+            Products::Bf16 => kernels::with_f32_values(weight, |w| {
+                kernels::Bf16Matrix::new(w, outputs, inputs).map(ManyRows::Bf16)
+            })?,
             Products::F32 => None,
         };
         let many = low.unwrap_or(ManyRows::F32(linear));
-        Ok(Self { many, half, bias })
+        Ok(Self {
+            many,
+            half,
+            bias,
+            outputs,
+        })
     }
 
     fn load(
@@ -157,13 +168,14 @@ impl Projection {
         bias: bool,
         vb: VarBuilder,
         products: Products,
+        few_rows: bool,
     ) -> candle_core::Result<Self> {
         let linear = if bias {
             linear(inputs, outputs, vb)?
         } else {
             linear_no_bias(inputs, outputs, vb)?
         };
-        Self::new(linear, products)
+        Self::new(linear, products, few_rows)
     }
 
     /// `x` through one of the low-precision kernels, which take and give plain f32 rows.
@@ -183,19 +195,19 @@ impl Projection {
         let inputs = *dims.last().expect("a projection input has dimensions");
         let rows = x.elem_count() / inputs;
         let mut shape = dims;
-        *shape.last_mut().expect("non-empty") = self.half.rows();
-        if rows > VECTOR_ROWS {
+        *shape.last_mut().expect("non-empty") = self.outputs;
+        let Some(half) = self.half.as_ref().filter(|_| rows <= VECTOR_ROWS) else {
             return match &self.many {
                 ManyRows::F32(linear) => linear.forward(x),
                 ManyRows::Int8(int8) => self.low_precision(x, shape, |v, b| int8.forward(v, b)),
                 ManyRows::Bf16(bf16) => self.low_precision(x, shape, |v, b| bf16.forward(v, b)),
             };
-        }
+        };
         let rows = x.reshape((rows, inputs))?.to_vec2::<f32>()?;
         let out = if rows.len() == 1 {
-            self.half.mul_vec(&rows[0])
+            half.mul_vec(&rows[0])
         } else {
-            self.half.mul_rows(&rows)
+            half.mul_rows(&rows)
         };
         let out = Tensor::from_vec(out, shape, x.device())?;
         match &self.bias {
@@ -220,9 +232,10 @@ impl Attention {
         d_model: usize,
         heads: usize,
         products: Products,
+        few_rows: bool,
     ) -> candle_core::Result<Self> {
         let projection = |name: &str, bias: bool| {
-            Projection::load(d_model, d_model, bias, vb.pp(name), products)
+            Projection::load(d_model, d_model, bias, vb.pp(name), products, few_rows)
         };
         Ok(Self {
             query: projection("q_proj", true)?,
@@ -309,12 +322,17 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn load(vb: VarBuilder, d_model: usize, products: Products) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        d_model: usize,
+        products: Products,
+        few_rows: bool,
+    ) -> candle_core::Result<Self> {
         let hidden = vb.pp("fc1").get_unchecked("weight")?.dim(0)?;
         Ok(Self {
             norm: layer_norm(d_model, LAYER_NORM_EPS, vb.pp("final_layer_norm"))?,
-            up: Projection::load(d_model, hidden, true, vb.pp("fc1"), products)?,
-            down: Projection::load(hidden, d_model, true, vb.pp("fc2"), products)?,
+            up: Projection::load(d_model, hidden, true, vb.pp("fc1"), products, few_rows)?,
+            down: Projection::load(hidden, d_model, true, vb.pp("fc2"), products, few_rows)?,
         })
     }
 
@@ -386,8 +404,9 @@ impl Encoder {
                         d,
                         config.encoder_attention_heads,
                         products,
+                        false,
                     )?,
-                    feed_forward: FeedForward::load(vb, d, products)?,
+                    feed_forward: FeedForward::load(vb, d, products, false)?,
                 })
             })
             .collect::<candle_core::Result<_>>()?;
@@ -554,6 +573,7 @@ impl Decoder {
                         d,
                         config.decoder_attention_heads,
                         products,
+                        true,
                     )?,
                     cross_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("encoder_attn_layer_norm"))?,
                     cross_attention: Attention::load(
@@ -561,8 +581,9 @@ impl Decoder {
                         d,
                         config.decoder_attention_heads,
                         products,
+                        true,
                     )?,
-                    feed_forward: FeedForward::load(vb, d, products)?,
+                    feed_forward: FeedForward::load(vb, d, products, true)?,
                 })
             })
             .collect::<candle_core::Result<_>>()?;
@@ -572,8 +593,9 @@ impl Decoder {
             output_int8: match products {
                 Products::Int8 => {
                     let (vocabulary, d_model) = tokens.embeddings().dims2()?;
-                    let weights = tokens.embeddings().flatten_all()?.to_vec1::<f32>()?;
-                    kernels::Int8Matrix::new(&weights, vocabulary, d_model)
+                    kernels::with_f32_values(tokens.embeddings(), |weights| {
+                        kernels::Int8Matrix::new(weights, vocabulary, d_model)
+                    })?
                 }
                 Products::Bf16 | Products::F32 => None,
             },

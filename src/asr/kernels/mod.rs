@@ -94,13 +94,12 @@ pub struct HalfMatrix {
 }
 
 impl HalfMatrix {
-    /// From a [rows, cols] tensor.
+    /// From a [rows, cols] f32 tensor, read in place.
     pub fn new(matrix: &Tensor) -> candle_core::Result<Self> {
         let (rows, cols) = matrix.dims2()?;
-        let data = matrix
-            .to_dtype(candle_core::DType::F16)?
-            .flatten_all()?
-            .to_vec1::<half::f16>()?;
+        let data = with_f32_values(matrix, |values| {
+            values.iter().map(|&v| half::f16::from_f32(v)).collect()
+        })?;
         Ok(Self { rows, cols, data })
     }
 
@@ -545,6 +544,17 @@ fn attend_row_portable(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f
         for (o, x) in out.iter_mut().zip(value) {
             *o += weight * x;
         }
+    }
+}
+
+/// `f` of the values of an f32 tensor on the CPU, read in place where it is contiguous:
+/// loading the output embeddings (80 MB in f32) copies nothing.
+pub fn with_f32_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let tensor = tensor.contiguous()?;
+    let (storage, layout) = tensor.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout)?)),
+        _ => candle_core::bail!("the CPU kernels need tensors on the CPU"),
     }
 }
 
