@@ -4,7 +4,8 @@
 //! turns 16 kHz mono samples into a [`Transcript`]. The model is shared: every call keeps
 //! its decoding state on its own stack, so any number of workers can use one model.
 //! [`ct2`] imports CTranslate2 folders, [`mel`] computes features, [`model`] holds the
-//! network and [`decode`] the decoding loop.
+//! network, [`window`] how much of the window the encoder computes, and [`decode`] the
+//! decoding loop.
 
 pub mod ct2;
 pub mod decode;
