@@ -189,15 +189,15 @@ fn sample(
     };
     for _ in 0..max_tokens {
         filters.apply(&mut logits, &hypothesis.tokens);
-        let logprobs = log_softmax(&logits);
         let token = if temperature > 0.0 {
             let scaled: Vec<f32> = logits.iter().map(|l| l / temperature).collect();
             rng.pick(&softmax(&scaled))
         } else {
-            argmax(&logprobs)
+            argmax(&logits)
         };
-        hypothesis.sum_logprob += logprobs[token as usize];
-        hypothesis.probs.push(logprobs[token as usize].exp());
+        let logprob = logits[token as usize] - log_sum_exp(&logits);
+        hypothesis.sum_logprob += logprob;
+        hypothesis.probs.push(logprob.exp());
         if token == filters.end_of_text {
             break;
         }
@@ -395,11 +395,7 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 fn log_sum_exp(values: &[f32]) -> f32 {
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    max + values.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+    super::kernels::log_sum_exp(values)
 }
 
 fn argmax(values: &[f32]) -> u32 {

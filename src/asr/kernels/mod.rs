@@ -777,6 +777,16 @@ fn softmax_portable(row: &mut [f32]) {
     }
 }
 
+/// `ln Σ exp(value)` over a row, through the vectorized `exp`: a decoding step's
+/// normalizer over the vocabulary (`-inf` when every value is).
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let (max, sum) = max_and_exp_sum(row);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + sum.ln()
+}
+
 /// The maximum of a row and the sum of `exp(value - maximum)` over it: one block's
 /// share of a log-softmax normalizer.
 fn max_and_exp_sum(row: &[f32]) -> (f32, f32) {
