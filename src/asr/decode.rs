@@ -8,6 +8,7 @@ use std::io::Write;
 
 use candle_core::{Device, Tensor};
 
+use super::kernels::log_sum_exp;
 use super::model::{DecoderCache, WhisperModel};
 use super::tokens::SpecialTokens;
 use super::AsrError;
@@ -392,10 +393,6 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
 
 fn softmax(logits: &[f32]) -> Vec<f32> {
     log_softmax(logits).into_iter().map(f32::exp).collect()
-}
-
-fn log_sum_exp(values: &[f32]) -> f32 {
-    super::kernels::log_sum_exp(values)
 }
 
 fn argmax(values: &[f32]) -> u32 {

@@ -130,32 +130,25 @@ mod dpbf16 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let rows = rounded.len() / matrix.padded_inputs;
         let pair_len = 2 * BLOCK * matrix.padded_inputs;
-        for pair in 0..matrix.packed.len() / pair_len {
-            let weights = &matrix.packed[pair * pair_len..(pair + 1) * pair_len];
-            let mut row = 0;
-            while row < rows {
-                let count = (rows - row).min(ROWS);
-                let at = |r| &rounded[(row + r) * matrix.padded_inputs..];
-                let sums = if count == ROWS {
-                    kernel::<ROWS>(weights, at(0), matrix.padded_inputs)
-                } else {
-                    let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
-                    for (r, sum) in sums.iter_mut().take(count).enumerate() {
-                        *sum = kernel::<1>(weights, at(r), matrix.padded_inputs)[0];
-                    }
-                    sums
-                };
-                for (r, sums) in sums.iter().take(count).enumerate() {
-                    let out = &mut out[(row + r) * matrix.outputs..][..matrix.outputs];
-                    for (half, &sum) in sums.iter().enumerate() {
-                        store(matrix, pair * 2 + half, sum, bias, out);
-                    }
-                }
-                row += count;
-            }
-        }
+        let weights = |pair: usize| &matrix.packed[pair * pair_len..(pair + 1) * pair_len];
+        let at = |row: usize| &rounded[row * matrix.padded_inputs..];
+        tile_rows!(
+            groups: matrix.packed.len() / pair_len,
+            rows: rounded.len() / matrix.padded_inputs,
+            tile: ROWS,
+            blocks: 2,
+            zero: _mm512_setzero_ps(),
+            full: |pair, row| kernel::<ROWS>(weights(pair), at(row), matrix.padded_inputs),
+            one: |pair, row| kernel::<1>(weights(pair), at(row), matrix.padded_inputs)[0],
+            store: |block, row, sum| store(
+                matrix,
+                block,
+                sum,
+                bias,
+                &mut out[row * matrix.outputs..][..matrix.outputs],
+            ),
+        );
     }
 
     /// The f32 sums of `R` consecutive rows (the first at the start of `rounded`)

@@ -227,39 +227,26 @@ mod vnni {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let rows = row_scales.len();
         let pair_bytes = BLOCKS * BLOCK * matrix.padded_inputs;
-        for pair in 0..matrix.packed.len() / pair_bytes {
-            let weights = &matrix.packed[pair * pair_bytes..(pair + 1) * pair_bytes];
-            let mut row = 0;
-            while row < rows {
-                let count = (rows - row).min(ROWS);
-                let at = |r| &quantized[(row + r) * matrix.padded_inputs..];
-                let sums = if count == ROWS {
-                    kernel::<ROWS>(weights, at(0), matrix.padded_inputs)
-                } else {
-                    let mut sums = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
-                    for (r, sum) in sums.iter_mut().take(count).enumerate() {
-                        *sum = kernel::<1>(weights, at(r), matrix.padded_inputs)[0];
-                    }
-                    sums
-                };
-                for (r, sums) in sums.iter().take(count).enumerate() {
-                    let out = &mut out[(row + r) * matrix.outputs..][..matrix.outputs];
-                    for (half, &sum) in sums.iter().enumerate() {
-                        store(
-                            matrix,
-                            pair * BLOCKS + half,
-                            sum,
-                            row_scales[row + r],
-                            bias,
-                            out,
-                        );
-                    }
-                }
-                row += count;
-            }
-        }
+        let weights = |pair: usize| &matrix.packed[pair * pair_bytes..(pair + 1) * pair_bytes];
+        let at = |row: usize| &quantized[row * matrix.padded_inputs..];
+        tile_rows!(
+            groups: matrix.packed.len() / pair_bytes,
+            rows: row_scales.len(),
+            tile: ROWS,
+            blocks: BLOCKS,
+            zero: _mm512_setzero_si512(),
+            full: |pair, row| kernel::<ROWS>(weights(pair), at(row), matrix.padded_inputs),
+            one: |pair, row| kernel::<1>(weights(pair), at(row), matrix.padded_inputs)[0],
+            store: |block, row, sum| store(
+                matrix,
+                block,
+                sum,
+                row_scales[row],
+                bias,
+                &mut out[row * matrix.outputs..][..matrix.outputs],
+            ),
+        );
     }
 
     /// The 32-bit sums of `R` consecutive rows (the first at the start of `quantized`)
