@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use voice_search::asr::kernels::{Bf16Matrix, HalfMatrix, Int8Matrix};
+use voice_search::asr::kernels::{self, Bf16Matrix, HalfMatrix, Int8Matrix};
 
 const VOCAB: usize = 51_864;
 const D_MODEL: usize = 384;
@@ -88,6 +88,35 @@ fn bench(c: &mut Criterion) {
             b.iter(|| candle_nn::Module::forward(&linear, &x).unwrap())
         });
     }
+    group.finish();
+
+    // The encoder's self-attention with the short window: 500 computed positions over
+    // the window's 1500 keys, 6 heads of 64 (tiny.en), and the exact GELU over one
+    // block's feed-forward activations; against candle's products, softmax and GELU.
+    let mut group = c.benchmark_group("encoder_elementwise");
+    group.sample_size(10);
+    let q = Tensor::randn(0f32, 1.0, (1, 6, 500, 64), &device).unwrap();
+    let k = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
+    group.bench_function("attention/blocked", |b| {
+        b.iter(|| kernels::attention(&q, &k, &v, 0.125).unwrap())
+    });
+    group.bench_function("attention/candle", |b| {
+        b.iter(|| {
+            let scores = (&q * 0.125).unwrap().matmul(&k.t().unwrap()).unwrap();
+            candle_nn::ops::softmax_last_dim(&scores)
+                .unwrap()
+                .matmul(&v)
+                .unwrap()
+        })
+    });
+    let activations = Tensor::randn(0f32, 1.0, (1, 500, 1536), &device).unwrap();
+    group.bench_function("gelu/erf_kernel", |b| {
+        b.iter(|| kernels::gelu(&activations).unwrap())
+    });
+    group.bench_function("gelu/candle_gelu_erf", |b| {
+        b.iter(|| activations.gelu_erf().unwrap())
+    });
     group.finish();
 }
 

@@ -662,15 +662,22 @@ fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
     // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a libm call,
-    // which would stop the loop from vectorizing.
+    // which would stop the loop from vectorizing; the sum's low bits hold that integer,
+    // read with integer arithmetic because a float-to-int `as` cast saturates, and its
+    // checks run one lane at a time.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7).
