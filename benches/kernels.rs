@@ -90,6 +90,33 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // One decoding step's products: a single row through each of the decoder's
+    // projections and the output projection, read from half precision.
+    let mut group = c.benchmark_group("decoding_step");
+    group.sample_size(20);
+    for (inputs, outputs) in [(384usize, 384usize), (384, 1536), (1536, 384), (D_MODEL, VOCAB)] {
+        let weights = Tensor::randn(0f32, 0.05, (outputs, inputs), &device).unwrap();
+        let half = HalfMatrix::new(&weights).unwrap();
+        let x: Vec<f32> = (0..inputs).map(|i| (i as f32 * 0.1).sin()).collect();
+        group.bench_function(format!("half_mul_vec/{inputs}x{outputs}"), |b| {
+            b.iter(|| half.mul_vec(&x))
+        });
+    }
+    // Cross-attention over the window's 1500 keys of 6 heads: one query (a greedy
+    // step) and a beam pass's 24.
+    let k = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
+    for queries in [1usize, 2, 4, 6, 24] {
+        let q = Tensor::randn(0f32, 1.0, (1, 6, queries, 64), &device).unwrap();
+        group.bench_function(format!("attend_one/{queries}"), |b| {
+            b.iter(|| kernels::attend_one(&q, &k, &v, 0.125).unwrap())
+        });
+        group.bench_function(format!("attention_blocked/{queries}"), |b| {
+            b.iter(|| kernels::attention(&q, &k, &v, 0.125).unwrap())
+        });
+    }
+    group.finish();
+
     // The encoder's self-attention with the short window: 500 computed positions over
     // the window's 1500 keys, 6 heads of 64 (tiny.en), and the exact GELU over one
     // block's feed-forward activations; against candle's products, softmax and GELU.

@@ -437,7 +437,7 @@ fn blocked_attention(
             let q = &q[head * queries * head_dim..(head + 1) * queries * head_dim];
             let k = &k[head * keys * head_dim..(head + 1) * keys * head_dim];
             let v = &v[head * keys * head_dim..(head + 1) * keys * head_dim];
-            let mut scores = vec![0f32; QUERY_BLOCK * keys];
+            let mut scores = vec![0f32; QUERY_BLOCK.min(queries) * keys];
             for start in (0..queries).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(queries - start);
                 let scores = &mut scores[..rows * keys];
@@ -750,13 +750,16 @@ mod tests {
     #[test]
     fn attend_one_matches_the_plain_formula() {
         let device = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (2, 3, 1, 16), &device).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
-        let fast = attend_one(&q, &k, &v, 0.25).unwrap();
-        let plain = plain_attention(&q, &k, &v, 0.25);
-        let difference = largest_difference(&fast, &plain);
-        assert!(difference < 1e-5, "{difference}");
+        // One query per head (a decoding step) and two (two paths of a tree).
+        for queries in [1, 2] {
+            let q = Tensor::randn(0f32, 1.0, (2, 3, queries, 16), &device).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (2, 3, 50, 16), &device).unwrap();
+            let fast = attend_one(&q, &k, &v, 0.25).unwrap();
+            let plain = plain_attention(&q, &k, &v, 0.25);
+            let difference = largest_difference(&fast, &plain);
+            assert!(difference < 1e-5, "{queries} queries: {difference}");
+        }
     }
 
     #[test]
