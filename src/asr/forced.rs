@@ -315,7 +315,12 @@ impl Whisper {
                 after_words,
             })
             .collect();
-        matches.sort_by(|a, b| b.mean_logprob.total_cmp(&a.mean_logprob));
+        // Payloads break ties, since the map's order changes from one process to the next.
+        matches.sort_by(|a, b| {
+            b.mean_logprob
+                .total_cmp(&a.mean_logprob)
+                .then(a.payload.cmp(&b.payload))
+        });
         matches.truncate(limit);
         Ok(matches)
     }

@@ -510,15 +510,19 @@ impl SpokenCatalog {
         }
     }
 
-    /// Registers `follower` for every later change and returns the entries held now, in
-    /// one step, so that the follower misses nothing and sees nothing twice.
+    /// Registers `follower` for every later change and returns the entries held now (by
+    /// id), in one step, so that the follower misses nothing and sees nothing twice.
     pub fn follow(
         &self,
         follower: impl Fn(&CatalogChange) + Send + Sync + 'static,
     ) -> Vec<Arc<SpokenEntry>> {
         let mut state = self.write();
         state.followers.push(Box::new(follower));
-        state.entries.values().cloned().collect()
+        // By id, so that what the follower builds from them comes out the same in every
+        // process (the map's own order does not).
+        let mut entries: Vec<Arc<SpokenEntry>> = state.entries.values().cloned().collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries
     }
 
     /// Entries whose readings sound most like any of `heard` (spans of a name as
@@ -557,7 +561,7 @@ impl SpokenCatalog {
     }
 
     /// The `limit` entries that `similarity` rates highest (the more popular first among
-    /// equals), in one parallel pass over the catalog.
+    /// equals, then by id), in one parallel pass over the catalog.
     fn closest(
         &self,
         limit: usize,
@@ -574,10 +578,13 @@ impl SpokenCatalog {
                 })
             })
             .collect();
+        // The catalog is a hash map: without the id last, equals would come in an order
+        // that changes from one process to the next.
         found.sort_by(|a, b| {
             b.similarity
                 .total_cmp(&a.similarity)
                 .then(b.entry.popularity.total_cmp(&a.entry.popularity))
+                .then_with(|| a.entry.id.cmp(&b.entry.id))
         });
         found.truncate(limit);
         found
