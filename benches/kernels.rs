@@ -49,6 +49,23 @@ fn bench(c: &mut Criterion) {
         let weights = Tensor::randn(0f32, 0.05, (outputs, inputs), &device).unwrap();
         let half = HalfMatrix::new(&weights).unwrap();
         let linear = candle_nn::Linear::new(weights.clone(), None);
+        let flat = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bf16 = Bf16Matrix::new(&flat, outputs, inputs);
+        for rows in [6usize, 12, 24] {
+            let xs: Vec<Vec<f32>> = (0..rows)
+                .map(|r| (0..inputs).map(|i| ((i + r) as f32 * 0.1).sin()).collect())
+                .collect();
+            let values: Vec<f32> = xs.concat();
+            let name = format!("{inputs}x{outputs}/{rows}");
+            group.bench_function(BenchmarkId::new("half_tiles", &name), |b| {
+                b.iter(|| half.mul_rows(&xs))
+            });
+            if let Some(bf16) = bf16.as_ref() {
+                group.bench_function(BenchmarkId::new("bf16", &name), |b| {
+                    b.iter(|| bf16.forward(&values, None))
+                });
+            }
+        }
         for rows in [48usize, 96] {
             let x = Tensor::randn(0f32, 1.0, (1, rows, inputs), &device).unwrap();
             let xs = x.squeeze(0).unwrap().to_vec2::<f32>().unwrap();

@@ -116,6 +116,9 @@ struct Projection {
     many: ManyRows,
     /// Only where passes of a few rows run (the decoder's), not in the encoder.
     half: Option<kernels::HalfMatrix>,
+    /// The same weights in bfloat16 for passes of [`BF16_ROWS`] (a beam's paths), where
+    /// the decoder runs in low precision and the CPU has the unit.
+    few_bf16: Option<kernels::Bf16Matrix>,
     bias: Option<Tensor>,
     outputs: usize,
 }
@@ -130,6 +133,10 @@ enum ManyRows {
 /// Rows up to which the streamed half-precision path is taken: decoding steps, beams
 /// and the token trees of forced scoring.
 const VECTOR_ROWS: usize = 32;
+/// Rows of the passes whose products run in bfloat16 where the decoder is in low
+/// precision: a beam's paths. A decoding step's one or two rows stay in half precision,
+/// so the free transcript is decoded as before.
+const BF16_ROWS: std::ops::RangeInclusive<usize> = 3..=VECTOR_ROWS;
 /// Queries up to which unmasked attention takes the one-query kernel rather than the
 /// blocked matrix products: over 1500 keys of 6 heads (`cargo bench --bench kernels --
 /// decoding_step/att`), 1 query 93 against 145 µs, 2 171 / 215, 4 300 / 257, 6 428 /
@@ -155,10 +162,17 @@ impl Projection {
             })?,
             Products::F32 => None,
         };
+        let few_bf16 = match products {
+            Products::Int8 if few_rows => kernels::with_f32_values(weight, |w| {
+                kernels::Bf16Matrix::new(w, outputs, inputs)
+            })?,
+            _ => None,
+        };
         let many = low.unwrap_or(ManyRows::F32(linear));
         Ok(Self {
             many,
             half,
+            few_bf16,
             bias,
             outputs,
         })
@@ -198,6 +212,9 @@ impl Projection {
         let rows = x.elem_count() / inputs;
         let mut shape = dims;
         *shape.last_mut().expect("non-empty") = self.outputs;
+        if let Some(bf16) = self.few_bf16.as_ref().filter(|_| BF16_ROWS.contains(&rows)) {
+            return self.low_precision(x, shape, |v, b| bf16.forward(v, b));
+        }
         let Some(half) = self.half.as_ref().filter(|_| rows <= VECTOR_ROWS) else {
             return match &self.many {
                 ManyRows::F32(linear) => linear.forward(x),
