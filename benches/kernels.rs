@@ -111,7 +111,12 @@ fn bench(c: &mut Criterion) {
     // projections and the output projection, read from half precision.
     let mut group = c.benchmark_group("decoding_step");
     group.sample_size(20);
-    for (inputs, outputs) in [(384usize, 384usize), (384, 1536), (1536, 384), (D_MODEL, VOCAB)] {
+    for (inputs, outputs) in [
+        (384usize, 384usize),
+        (384, 1536),
+        (1536, 384),
+        (D_MODEL, VOCAB),
+    ] {
         let weights = Tensor::randn(0f32, 0.05, (outputs, inputs), &device).unwrap();
         let half = HalfMatrix::new(&weights).unwrap();
         let x: Vec<f32> = (0..inputs).map(|i| (i as f32 * 0.1).sin()).collect();

@@ -163,9 +163,9 @@ impl Projection {
             Products::F32 => None,
         };
         let few_bf16 = match products {
-            Products::Int8 if few_rows => kernels::with_f32_values(weight, |w| {
-                kernels::Bf16Matrix::new(w, outputs, inputs)
-            })?,
+            Products::Int8 if few_rows => {
+                kernels::with_f32_values(weight, |w| kernels::Bf16Matrix::new(w, outputs, inputs))?
+            }
             _ => None,
         };
         let many = low.unwrap_or(ManyRows::F32(linear));

@@ -300,7 +300,6 @@ unsafe fn dot_half_f16c(row: &[half::f16], x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
@@ -336,7 +335,11 @@ mod tests {
         let half = HalfMatrix::new(&matrix).unwrap();
         for vectors in [1usize, 5] {
             let xs: Vec<Vec<f32>> = (0..vectors)
-                .map(|v| (0..64).map(|i| ((i * (v + 1)) as f32 * 0.7).cos()).collect())
+                .map(|v| {
+                    (0..64)
+                        .map(|i| ((i * (v + 1)) as f32 * 0.7).cos())
+                        .collect()
+                })
                 .collect();
             let targets: Vec<Vec<u32>> = (0..vectors as u32)
                 .map(|v| {
@@ -353,7 +356,10 @@ mod tests {
                 assert!((normalizers[v] - normalizer).abs() < 1e-3);
                 for (k, &t) in targets[v].iter().enumerate() {
                     let expected = logits[t as usize] - normalizer;
-                    assert!((picked[v][k] - expected).abs() < 1e-3, "vector {v}, token {t}");
+                    assert!(
+                        (picked[v][k] - expected).abs() < 1e-3,
+                        "vector {v}, token {t}"
+                    );
                 }
             }
         }

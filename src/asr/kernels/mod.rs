@@ -11,8 +11,8 @@
 //! kernels.
 
 pub use bf16::Bf16Matrix;
-pub use int8::Int8Matrix;
 pub use half_matrix::HalfMatrix;
+pub use int8::Int8Matrix;
 
 /// The AVX-512 mask of the first `remaining` of 16 lanes (all of them past 16).
 #[cfg(target_arch = "x86_64")]
@@ -68,8 +68,8 @@ macro_rules! tile_rows {
 }
 
 pub mod bf16;
-pub mod int8;
 mod half_matrix;
+pub mod int8;
 
 /// `count` deterministic pseudo-random values in [-1, 1), for the kernels' tests.
 #[cfg(test)]
