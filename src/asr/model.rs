@@ -108,10 +108,11 @@ enum Products {
     F32,
 }
 
-/// A linear layer that serves both shapes Whisper needs: many rows at once (the encoder,
-/// a prompt, a scoring tree) through an 8-bit or candle's f32 matrix product, and one
-/// token's row through a half-precision matrix-vector product, which skips the weight
-/// packing that dominates a one-row product.
+/// A linear layer that serves the shapes Whisper needs: many rows at once (the encoder,
+/// a prompt, a scoring tree) through an 8-bit or candle's f32 matrix product, a beam's
+/// few rows in bfloat16 where the CPU has it, and a decoding step's row through a
+/// half-precision matrix-vector product, which skips the weight packing that dominates
+/// a one-row product.
 struct Projection {
     many: ManyRows,
     /// Only where passes of a few rows run (the decoder's), not in the encoder.
@@ -130,8 +131,8 @@ enum ManyRows {
     F32(Linear),
 }
 
-/// Rows up to which the streamed half-precision path is taken: decoding steps, beams
-/// and the token trees of forced scoring.
+/// Rows up to which the few-row paths are taken (half precision, and bfloat16 from
+/// three rows where present): decoding steps, beams and small token trees.
 const VECTOR_ROWS: usize = 32;
 /// Rows of the passes whose products run in bfloat16 where the decoder is in low
 /// precision: a beam's paths. A decoding step's one or two rows stay in half precision,

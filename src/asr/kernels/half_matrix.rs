@@ -17,9 +17,7 @@ use rayon::prelude::*;
 
 use super::{max_and_exp_sum, with_f32_values};
 
-/// A matrix stored in half precision, for the decoder's output projection: 51,864 rows
-/// of 384 read once per token, where memory bandwidth, not arithmetic, sets the pace.
-/// The weights ship as float16, so nothing is lost.
+/// A [rows, cols] matrix in half precision, multiplied by a few vectors at a time.
 pub struct HalfMatrix {
     rows: usize,
     cols: usize,
