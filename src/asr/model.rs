@@ -4,10 +4,13 @@
 //! one caches only the cross-attention keys and values: here the self-attention keys and
 //! values are cached too, so each new token costs one position, not the whole prefix.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{
     embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{kernels, AsrError};
@@ -316,19 +319,56 @@ impl Attention {
         let scale = (head_dim as f64).powf(-0.5);
         let query = self.split_heads(&self.query.forward(x)?)?;
         let attended = if mask.is_none() && time <= ATTEND_ONE_QUERIES {
-            // A few queries that may see every key: decoding steps, beams and small
-            // trees' cross-attention.
+            // One or two queries that may see every key: a decoding step.
             kernels::attend_one(&query, keys, values, scale as f32)?
-        } else if mask.is_none() {
-            // Many queries over the audio: a scoring tree's cross-attention.
-            kernels::attention(&query, keys, values, scale as f32)?
+        } else if let Some(mask) = mask {
+            // A prompt or a token tree: each query sees only a few of the keys.
+            kernels::with_f32_values(mask, |mask| {
+                kernels::masked_attention(&query, keys, values, mask, scale as f32)
+            })??
         } else {
-            let mut scores = (query * scale)?.matmul(&keys.t()?)?;
-            if let Some(mask) = mask {
-                scores = scores.broadcast_add(mask)?;
-            }
-            candle_nn::ops::softmax_last_dim(&scores)?.matmul(values)?
+            // Several queries over the audio: a beam's or a scoring tree's
+            // cross-attention.
+            kernels::attention(&query, keys, values, scale as f32)?
         };
+        self.merge_heads(&attended, (batch, time, d_model))
+    }
+
+    /// Attends from `x` (one sequence) to keys and values packed per head in bfloat16.
+    fn attend_packed(
+        &self,
+        x: &Tensor,
+        heads: &[kernels::Bf16Head],
+    ) -> candle_core::Result<Tensor> {
+        let (batch, time, d_model) = x.dims3()?;
+        if batch != 1 || heads.len() != self.heads {
+            candle_core::bail!(
+                "packed attention takes one sequence and {} heads, got {batch} and {}",
+                self.heads,
+                heads.len()
+            )
+        }
+        let head_dim = d_model / self.heads;
+        let scale = (head_dim as f64).powf(-0.5) as f32;
+        let query = self
+            .split_heads(&self.query.forward(x)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let attended: Vec<f32> = heads
+            .par_iter()
+            .zip(query.par_chunks(time * head_dim))
+            .flat_map_iter(|(head, query)| head.attend(query, scale))
+            .collect();
+        let attended = Tensor::from_vec(attended, (batch, self.heads, time, head_dim), x.device())?;
+        self.merge_heads(&attended, (batch, time, d_model))
+    }
+
+    /// Heads' outputs [batch, heads, time, head_dim] joined and projected.
+    fn merge_heads(
+        &self,
+        attended: &Tensor,
+        (batch, time, d_model): (usize, usize, usize),
+    ) -> candle_core::Result<Tensor> {
         let attended = attended.transpose(1, 2)?.reshape((batch, time, d_model))?;
         self.out.forward(&attended)
     }
@@ -527,6 +567,9 @@ struct DecoderBlock {
 pub struct DecoderCache {
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     cross_kv: Vec<(Tensor, Tensor)>,
+    /// The cross-attention keys and values again in bfloat16, per block and head, for
+    /// passes of several rows over one sequence (see [`Decoder::tree_cache`]).
+    cross_bf16: Option<Arc<Vec<Vec<kernels::Bf16Head>>>>,
 }
 
 impl DecoderCache {
@@ -560,6 +603,8 @@ impl DecoderCache {
                 .iter()
                 .map(|(k, v)| Ok((pick(k)?, pick(v)?)))
                 .collect::<candle_core::Result<_>>()?,
+            // Packed for one sequence only, and reordering is for batches.
+            cross_bf16: None,
         })
     }
 }
@@ -574,6 +619,8 @@ pub struct Decoder {
     positions: Tensor,
     blocks: Vec<DecoderBlock>,
     norm: LayerNorm,
+    /// Whether [`Decoder::tree_cache`] packs the audio's keys and values in bfloat16.
+    packed_cross_attention: bool,
 }
 
 impl Decoder {
@@ -623,18 +670,30 @@ impl Decoder {
             positions: vb.get((config.max_target_positions, d), "embed_positions.weight")?,
             blocks,
             norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+            packed_cross_attention: matches!(products, Products::Int8)
+                && kernels::bf16::available(),
         })
     }
 
-    /// A fresh cache for these audio states ([batch, 1500, d_model]).
+    /// A fresh cache for these audio states ([batch, 1500, d_model]). Where the decoder
+    /// runs in low precision and the CPU has the unit, the audio's keys and values of one
+    /// sequence are also packed in bfloat16 while they are still in cache, and every pass
+    /// attends to those.
     pub fn cache(&self, audio: &Tensor) -> candle_core::Result<DecoderCache> {
+        let packed = self.packed_cross_attention && audio.dim(0)? == 1;
+        let mut cross_kv = Vec::with_capacity(self.blocks.len());
+        let mut cross_bf16 = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (keys, values) = block.cross_attention.keys_values(audio)?;
+            if packed {
+                cross_bf16.push(pack_heads(&keys, &values)?);
+            }
+            cross_kv.push((keys, values));
+        }
         Ok(DecoderCache {
             self_kv: vec![None; self.blocks.len()],
-            cross_kv: self
-                .blocks
-                .iter()
-                .map(|b| b.cross_attention.keys_values(audio))
-                .collect::<candle_core::Result<_>>()?,
+            cross_kv,
+            cross_bf16: packed.then(|| Arc::new(cross_bf16)),
         })
     }
 
@@ -690,7 +749,11 @@ impl Decoder {
             cache.self_kv[i] = Some((keys, values));
             let normed = block.cross_norm.forward(&x)?;
             let (ck, cv) = &cache.cross_kv[i];
-            x = (&x + block.cross_attention.attend(&normed, ck, cv, None)?)?;
+            let attended = match cache.cross_bf16.as_ref() {
+                Some(packed) => block.cross_attention.attend_packed(&normed, &packed[i])?,
+                None => block.cross_attention.attend(&normed, ck, cv, None)?,
+            };
+            x = (&x + attended)?;
             x = block.feed_forward.forward(&x)?;
         }
         self.norm.forward(&x)
@@ -749,6 +812,21 @@ fn causal_mask(time: usize, offset: usize, device: &Device) -> candle_core::Resu
         })
         .collect();
     Tensor::from_vec(values, (time, offset + time), device).map(Some)
+}
+
+/// One sequence's keys and values [1, heads, positions, head_dim], packed per head in
+/// bfloat16.
+fn pack_heads(keys: &Tensor, values: &Tensor) -> candle_core::Result<Vec<kernels::Bf16Head>> {
+    let (_, heads, _, head_dim) = keys.dims4()?;
+    kernels::with_f32_values(keys, |keys| {
+        kernels::with_f32_values(values, |values| {
+            let per_head = keys.len() / heads;
+            keys.par_chunks(per_head)
+                .zip(values.par_chunks(per_head))
+                .filter_map(|(k, v)| kernels::Bf16Head::new(k, v, head_dim))
+                .collect()
+        })
+    })?
 }
 
 /// Whisper with its weights loaded.

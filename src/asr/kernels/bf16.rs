@@ -17,11 +17,11 @@ const ROWS_PER_TASK: usize = 64;
 pub struct Bf16Matrix {
     outputs: usize,
     inputs: usize,
-    /// Inputs rounded up to a multiple of [`PAIR`] (zero weights in the padding).
-    padded_inputs: usize,
+    /// Inputs in pairs, the last padded with a zero where their count is odd.
+    pairs: usize,
     /// Pairs of blocks of [`BLOCK`] outputs; in each block, for every pair of inputs,
-    /// the two weights of each of the 16 outputs: one register load per pair.
-    packed: Vec<u16>,
+    /// one word per output holding its two weights: one register load per pair.
+    packed: Vec<u32>,
 }
 
 /// Whether this CPU runs the bfloat16 kernel.
@@ -30,6 +30,8 @@ pub fn available() -> bool {
     {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -39,27 +41,53 @@ impl Bf16Matrix {
     /// `weight` ([outputs][inputs], row-major) rounded to bfloat16; `None` where the CPU
     /// lacks AVX-512 BF16.
     pub fn new(weight: &[f32], outputs: usize, inputs: usize) -> Option<Self> {
+        assert_eq!(weight.len(), outputs * inputs, "weight shape");
+        let mut matrix = Self::empty(outputs, inputs)?;
+        let pairs = matrix.pairs;
+        let rounded = matrix.round_rows(weight);
+        // Each block is its 16 rows' words transposed.
+        for (block, rows) in rounded.chunks(BLOCK * pairs).enumerate() {
+            let packed = &mut matrix.packed[block * BLOCK * pairs..][..BLOCK * pairs];
+            for (lane, row) in rows.chunks_exact(pairs).enumerate() {
+                for (pair, &word) in row.iter().enumerate() {
+                    packed[pair * BLOCK + lane] = word;
+                }
+            }
+        }
+        Some(matrix)
+    }
+
+    /// The matrix whose columns are the rows of `columns` ([inputs][outputs],
+    /// row-major): for a product summed along those rows (attention's values).
+    pub fn from_columns(columns: &[f32], inputs: usize, outputs: usize) -> Option<Self> {
+        assert_eq!(columns.len(), outputs * inputs, "columns shape");
+        let mut matrix = Self::empty(outputs, inputs)?;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `empty` gave a matrix, so `available()` saw AVX-512 F, BF16, BW and VL.
+        unsafe {
+            dpbf16::pack_columns(&mut matrix, columns)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no Bf16Matrix without AVX-512 BF16: {}",
+            matrix.packed.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        Some(matrix)
+    }
+
+    /// All zeros, packed for `outputs` × `inputs`; `None` without AVX-512 BF16.
+    fn empty(outputs: usize, inputs: usize) -> Option<Self> {
         if !available() {
             return None;
         }
-        assert_eq!(weight.len(), outputs * inputs, "weight shape");
-        let padded_inputs = inputs.div_ceil(PAIR) * PAIR;
+        let pairs = inputs.div_ceil(PAIR);
         let blocks = outputs.div_ceil(2 * BLOCK) * 2;
-        let mut packed = vec![0u16; blocks * BLOCK * padded_inputs];
-        for (output, row) in weight.chunks_exact(inputs).enumerate() {
-            let (block, lane) = (output / BLOCK, output % BLOCK);
-            for (input, &w) in row.iter().enumerate() {
-                let (pair, within) = (input / PAIR, input % PAIR);
-                packed
-                    [block * BLOCK * padded_inputs + pair * BLOCK * PAIR + lane * PAIR + within] =
-                    half::bf16::from_f32(w).to_bits();
-            }
-        }
         Some(Self {
             outputs,
             inputs,
-            padded_inputs,
-            packed,
+            pairs,
+            packed: vec![0; blocks * BLOCK * pairs],
         })
     }
 
@@ -70,25 +98,63 @@ impl Bf16Matrix {
         let mut out = vec![0f32; rows * self.outputs];
         out.par_chunks_mut(ROWS_PER_TASK * self.outputs)
             .zip(x.par_chunks(ROWS_PER_TASK * self.inputs))
-            .for_each(|(out, x)| self.multiply(x, bias, out));
+            .for_each(|(out, x)| {
+                let rounded = self.round_rows(x);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Bf16Matrix exists only where `available()` saw AVX-512 F and
+                // BF16.
+                unsafe {
+                    dpbf16::multiply(self, &rounded, bias, out)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("no Bf16Matrix without AVX-512 BF16: {rounded:?} {bias:?} {out:?}");
+            });
         out
     }
 
-    /// Rows `x` rounded to bfloat16, multiplied into `out`.
-    fn multiply(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    /// Rows of `x` ([rows][inputs]) as bfloat16 pairs, rounded to nearest even.
+    fn round_rows(&self, x: &[f32]) -> Vec<u32> {
+        let mut rounded = vec![0u32; x.len() / self.inputs * self.pairs];
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Bf16Matrix exists only where `available()` saw AVX-512 F and BF16.
+        // SAFETY: Bf16Matrix exists only where `available()` saw AVX-512 F, BF16, BW and
+        // VL.
         unsafe {
-            let rounded = dpbf16::round_rows(x, self.inputs, self.padded_inputs);
-            dpbf16::multiply(self, &rounded, bias, out)
+            dpbf16::round_rows(x, self.inputs, self.pairs, &mut rounded)
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "no Bf16Matrix without AVX-512 BF16: {} {} {}",
-            x.len(),
-            bias.is_some(),
-            out.len()
-        );
+        rounded
+    }
+}
+
+/// One attention head's keys and values in bfloat16, packed once for every pass that
+/// attends to them (a token tree's over one utterance's audio): both products of
+/// attention at twice an f32 FMA's rate, the softmax between them in f32.
+pub struct Bf16Head {
+    /// Keys as the rows of a matrix: the scores are its products with the queries.
+    keys: Bf16Matrix,
+    /// Values as its columns: the output is its products with the weights.
+    values: Bf16Matrix,
+}
+
+impl Bf16Head {
+    /// `keys` and `values`: [positions][head_dim], row-major. `None` without AVX-512
+    /// BF16.
+    pub fn new(keys: &[f32], values: &[f32], head_dim: usize) -> Option<Self> {
+        let positions = keys.len() / head_dim;
+        Some(Self {
+            keys: Bf16Matrix::new(keys, positions, head_dim)?,
+            values: Bf16Matrix::from_columns(values, positions, head_dim)?,
+        })
+    }
+
+    /// Scaled dot-product attention of `queries` ([rows][head_dim]) over every position:
+    /// [rows][head_dim].
+    pub fn attend(&self, queries: &[f32], scale: f32) -> Vec<f32> {
+        let scaled: Vec<f32> = queries.iter().map(|q| q * scale).collect();
+        let mut weights = self.keys.forward(&scaled, None);
+        for row in weights.chunks_exact_mut(self.keys.outputs) {
+            super::softmax_in_place(row);
+        }
+        self.values.forward(&weights, None)
     }
 }
 
@@ -103,44 +169,66 @@ mod dpbf16 {
 
     use crate::asr::kernels::lanes;
 
-    /// Each row rounded to bfloat16 (to nearest even), padded to whole pairs.
+    /// Each row of `x` rounded to bfloat16 (to nearest even) into `rounded`, `pairs`
+    /// words a row (zero-initialized, so an odd row's last word is padded).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    pub(super) unsafe fn round_rows(x: &[f32], inputs: usize, padded_inputs: usize) -> Vec<u16> {
-        let rows = x.len() / inputs;
-        let mut rounded = vec![0u16; rows * padded_inputs];
-        for (row, out) in x
-            .chunks_exact(inputs)
-            .zip(rounded.chunks_exact_mut(padded_inputs))
-        {
+    pub(super) unsafe fn round_rows(x: &[f32], inputs: usize, pairs: usize, rounded: &mut [u32]) {
+        for (row, out) in x.chunks_exact(inputs).zip(rounded.chunks_exact_mut(pairs)) {
+            let out = out.as_mut_ptr() as *mut i16;
             for start in (0..inputs).step_by(BLOCK) {
                 let mask = lanes(inputs - start);
                 let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
                 let bits: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-                _mm256_mask_storeu_epi16(out.as_mut_ptr().add(start) as *mut i16, mask, bits);
+                _mm256_mask_storeu_epi16(out.add(start), mask, bits);
             }
         }
-        rounded
+    }
+
+    /// Packs `columns` ([inputs][outputs]) as the columns of `matrix`: each pair of its
+    /// rows, 16 outputs at a time, rounded together and interleaved into words.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(super) unsafe fn pack_columns(matrix: &mut Bf16Matrix, columns: &[f32]) {
+        let (outputs, pairs) = (matrix.outputs, matrix.pairs);
+        // Word i takes the i-th value of the first row and of the second.
+        let interleave: [i16; 32] = std::array::from_fn(|i| (i / 2 + (i % 2) * BLOCK) as i16);
+        let interleave = _mm512_loadu_si512(interleave.as_ptr() as *const _);
+        let zero = _mm512_setzero_ps();
+        for pair in 0..pairs {
+            let first = &columns[PAIR * pair * outputs..][..outputs];
+            let second = (PAIR * pair + 1 < matrix.inputs)
+                .then(|| &columns[(PAIR * pair + 1) * outputs..][..outputs]);
+            for block in 0..outputs.div_ceil(BLOCK) {
+                let start = block * BLOCK;
+                let mask = lanes(outputs - start);
+                let a = _mm512_maskz_loadu_ps(mask, first.as_ptr().add(start));
+                let b = second.map_or(zero, |r| _mm512_maskz_loadu_ps(mask, r.as_ptr().add(start)));
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+                let words = _mm512_permutexvar_epi16(interleave, both);
+                let at = block * BLOCK * pairs + pair * BLOCK;
+                _mm512_storeu_si512(matrix.packed.as_mut_ptr().add(at) as *mut _, words);
+            }
+        }
     }
 
     /// All rows of `rounded` against every output block.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn multiply(
         matrix: &Bf16Matrix,
-        rounded: &[u16],
+        rounded: &[u32],
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let pair_len = 2 * BLOCK * matrix.padded_inputs;
-        let weights = |pair: usize| &matrix.packed[pair * pair_len..(pair + 1) * pair_len];
-        let at = |row: usize| &rounded[row * matrix.padded_inputs..];
+        let group_len = 2 * BLOCK * matrix.pairs;
+        let weights = |group: usize| &matrix.packed[group * group_len..(group + 1) * group_len];
+        let at = |row: usize| &rounded[row * matrix.pairs..];
         tile_rows!(
-            groups: matrix.packed.len() / pair_len,
-            rows: rounded.len() / matrix.padded_inputs,
+            groups: matrix.packed.len() / group_len,
+            rows: rounded.len() / matrix.pairs,
             tile: ROWS,
             blocks: 2,
             zero: _mm512_setzero_ps(),
-            full: |pair, row| kernel::<ROWS>(weights(pair), at(row), matrix.padded_inputs),
-            one: |pair, row| kernel::<1>(weights(pair), at(row), matrix.padded_inputs)[0],
+            full: |group, row| kernel::<ROWS>(weights(group), at(row), matrix.pairs),
+            one: |group, row| kernel::<1>(weights(group), at(row), matrix.pairs)[0],
             store: |block, row, sum| store(
                 matrix,
                 block,
@@ -152,27 +240,27 @@ mod dpbf16 {
     }
 
     /// The f32 sums of `R` consecutive rows (the first at the start of `rounded`)
-    /// against one pair of blocks of 16 outputs each.
+    /// against one group of two blocks of 16 outputs each.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel<const R: usize>(
-        weights: &[u16],
-        rounded: &[u16],
-        padded_inputs: usize,
+        weights: &[u32],
+        rounded: &[u32],
+        pairs: usize,
     ) -> [[__m512; 2]; ROWS] {
         let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
         let a = rounded.as_ptr();
         let w = weights.as_ptr();
-        let block_len = BLOCK * padded_inputs;
-        for pair in 0..padded_inputs / PAIR {
+        let block_len = BLOCK * pairs;
+        for pair in 0..pairs {
             let first: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(w.add(pair * BLOCK * PAIR) as *const _));
+                std::mem::transmute(_mm512_loadu_si512(w.add(pair * BLOCK) as *const _));
             let second: __m512bh = std::mem::transmute(_mm512_loadu_si512(
-                w.add(block_len + pair * BLOCK * PAIR) as *const _,
+                w.add(block_len + pair * BLOCK) as *const _,
             ));
             for (r, sum) in sums.iter_mut().take(R).enumerate() {
-                let two = (a.add(r * padded_inputs + pair * PAIR) as *const i32).read_unaligned();
-                let two: __m512bh = std::mem::transmute(_mm512_set1_epi32(two));
+                let two: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(r * pairs + pair) as i32));
                 sum[0] = _mm512_dpbf16_ps(sum[0], two, first);
                 sum[1] = _mm512_dpbf16_ps(sum[1], two, second);
             }
@@ -218,6 +306,58 @@ mod tests {
         );
         if !ran {
             eprintln!("no AVX-512 BF16 on this CPU: the bfloat16 kernel is not used here");
+        }
+    }
+
+    #[test]
+    fn columns_pack_as_the_transposed_matrix() {
+        // Odd inputs (a padded pair) and a partial block of outputs.
+        let (inputs, outputs) = (37, 21);
+        let columns = crate::asr::kernels::test_values(inputs * outputs, 7);
+        let transposed: Vec<f32> = (0..outputs * inputs)
+            .map(|i| columns[(i % inputs) * outputs + i / inputs])
+            .collect();
+        let (Some(from_columns), Some(from_rows)) = (
+            Bf16Matrix::from_columns(&columns, inputs, outputs),
+            Bf16Matrix::new(&transposed, outputs, inputs),
+        ) else {
+            eprintln!("no AVX-512 BF16 on this CPU: the bfloat16 kernel is not used here");
+            return;
+        };
+        assert_eq!(from_columns.packed, from_rows.packed);
+    }
+
+    #[test]
+    fn a_packed_head_attends_as_f32_within_rounding_error() {
+        let (positions, head_dim, queries, scale) = (300, 64, 5, 0.125);
+        let keys = crate::asr::kernels::test_values(positions * head_dim, 1);
+        let values = crate::asr::kernels::test_values(positions * head_dim, 2);
+        let q = crate::asr::kernels::test_values(queries * head_dim, 3);
+        let Some(head) = Bf16Head::new(&keys, &values, head_dim) else {
+            eprintln!("no AVX-512 BF16 on this CPU: the bfloat16 kernel is not used here");
+            return;
+        };
+        let attended = head.attend(&q, scale);
+        for (query, got) in q.chunks(head_dim).zip(attended.chunks(head_dim)) {
+            let scores: Vec<f32> = keys
+                .chunks(head_dim)
+                .map(|k| scale * k.iter().zip(query).map(|(a, b)| a * b).sum::<f32>())
+                .collect();
+            let largest = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f32> = scores.iter().map(|s| (s - largest).exp()).collect();
+            let total: f32 = weights.iter().sum();
+            for (d, &value) in got.iter().enumerate() {
+                let expected: f32 = weights
+                    .iter()
+                    .zip(values.chunks(head_dim))
+                    .map(|(w, v)| w / total * v[d])
+                    .sum();
+                // Each operand is off by at most 2^-9 of itself.
+                assert!(
+                    (value - expected).abs() < 4e-3,
+                    "{value} against {expected}"
+                );
+            }
         }
     }
 }

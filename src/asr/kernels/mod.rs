@@ -10,7 +10,7 @@
 //! [`HalfMatrix`]; many rows go through the 8-bit ([`int8`]) and bfloat16 ([`bf16`])
 //! kernels.
 
-pub use bf16::Bf16Matrix;
+pub use bf16::{Bf16Head, Bf16Matrix};
 pub use half_matrix::HalfMatrix;
 pub use int8::Int8Matrix;
 
@@ -309,6 +309,84 @@ fn attend_row_portable(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f
         for (o, x) in out.iter_mut().zip(value) {
             *o += weight * x;
         }
+    }
+}
+
+/// Attention under an additive mask [queries, keys] shared by every (batch, head), for
+/// contiguous q [batch, heads, queries, head_dim] and k, v [batch, heads, keys,
+/// head_dim]: a prompt or a token tree. Each query reads only the keys its mask leaves
+/// finite (a tree node sees the prompt and its ancestors, a few dozen of hundreds), where
+/// a matrix product would score every key and then mask most away.
+pub fn masked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &[f32],
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &MaskedAttention { scale, mask },
+    )
+}
+
+struct MaskedAttention<'a> {
+    scale: f32,
+    mask: &'a [f32],
+}
+
+/// Query rows a worker takes at once: each row's work is a few dozen short dot products.
+const MASKED_ROWS_PER_TASK: usize = 32;
+
+impl CustomOp3 for MaskedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "masked-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v, (batch, heads, queries, head_dim), keys) =
+            attention_operands(q, q_layout, k, k_layout, v, v_layout)?;
+        if self.mask.len() != queries * keys {
+            candle_core::bail!(
+                "attention mask holds {} values for {queries} queries over {keys} keys",
+                self.mask.len()
+            )
+        }
+        let mut out = vec![0f32; batch * heads * queries * head_dim];
+        out.par_chunks_mut(head_dim)
+            .with_min_len(MASKED_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (bh, query) = (row / queries, row % queries);
+                let k = &k[bh * keys * head_dim..(bh + 1) * keys * head_dim];
+                let v = &v[bh * keys * head_dim..(bh + 1) * keys * head_dim];
+                let q = &q[row * head_dim..(row + 1) * head_dim];
+                let mask = &self.mask[query * keys..(query + 1) * keys];
+                let visible: Vec<usize> = (0..keys).filter(|&j| mask[j].is_finite()).collect();
+                let mut scores: Vec<f32> = visible
+                    .iter()
+                    .map(|&j| self.scale * dot(&k[j * head_dim..(j + 1) * head_dim], q) + mask[j])
+                    .collect();
+                softmax_in_place(&mut scores);
+                for (&weight, &j) in scores.iter().zip(&visible) {
+                    for (o, x) in out.iter_mut().zip(&v[j * head_dim..(j + 1) * head_dim]) {
+                        *o += weight * x;
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((batch, heads, queries, head_dim)),
+        ))
     }
 }
 
@@ -760,6 +838,40 @@ mod tests {
             let difference = largest_difference(&fast, &plain);
             assert!(difference < 1e-5, "{queries} queries: {difference}");
         }
+    }
+
+    #[test]
+    fn masked_attention_matches_the_masked_formula() {
+        let device = Device::Cpu;
+        let (queries, keys) = (7, 12);
+        // A tree's mask: every query sees the first five keys (a prompt) and some of the
+        // rest, one of them with a finite penalty.
+        let mask: Vec<f32> = (0..queries * keys)
+            .map(|i| {
+                let (query, key) = (i / keys, i % keys);
+                match key {
+                    _ if key < 5 => 0.0,
+                    _ if (key + query) % 3 == 0 => -1.5,
+                    _ if key == 5 + query => 0.0,
+                    _ => f32::NEG_INFINITY,
+                }
+            })
+            .collect();
+        let q = Tensor::randn(0f32, 1.0, (2, 3, queries, 16), &device).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (2, 3, keys, 16), &device).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (2, 3, keys, 16), &device).unwrap();
+        let fast = masked_attention(&q, &k, &v, &mask, 0.25).unwrap();
+        let mask = Tensor::from_vec(mask, (queries, keys), &device).unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * 0.25)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let plain = candle_nn::ops::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(&v)
+            .unwrap();
+        let difference = largest_difference(&fast, &plain);
+        assert!(difference < 1e-5, "{difference}");
     }
 
     #[test]
