@@ -286,12 +286,14 @@ impl Attention {
     }
 
     /// Self-attention over a long unmasked sequence (the encoder's 1500 positions),
-    /// through the blocked CPU kernel; `later` holds the keys and values of positions
-    /// after those of `x`, computed elsewhere.
+    /// through the blocked CPU kernel, or in bfloat16 when `packed` (one sequence, the
+    /// CPU has the unit); `later` holds the keys and values of positions after those of
+    /// `x`, computed elsewhere.
     fn self_attend_long(
         &self,
         x: &Tensor,
         later: Option<(&Tensor, &Tensor)>,
+        packed: bool,
     ) -> candle_core::Result<Tensor> {
         let (batch, time, d_model) = x.dims3()?;
         let head_dim = d_model / self.heads;
@@ -301,9 +303,13 @@ impl Attention {
             keys = Tensor::cat(&[&keys, later_keys], 2)?;
             values = Tensor::cat(&[&values, later_values], 2)?;
         }
+        if packed && batch == 1 {
+            if let Some(heads) = pack_heads(&keys, &values)? {
+                return self.attend_heads(&query, &heads);
+            }
+        }
         let attended = kernels::attention(&query, &keys, &values, (head_dim as f32).powf(-0.5))?;
-        self.out
-            .forward(&attended.transpose(1, 2)?.reshape((batch, time, d_model))?)
+        self.merge_heads(&attended, (batch, time, d_model))
     }
 
     /// Attends from `x` to the given keys and values.
@@ -340,27 +346,37 @@ impl Attention {
         x: &Tensor,
         heads: &[kernels::Bf16Head],
     ) -> candle_core::Result<Tensor> {
-        let (batch, time, d_model) = x.dims3()?;
-        if batch != 1 || heads.len() != self.heads {
+        self.attend_heads(&self.split_heads(&self.query.forward(x)?)?, heads)
+    }
+
+    /// Attention of `query` [1, heads, time, head_dim] over packed heads, joined and
+    /// projected.
+    fn attend_heads(
+        &self,
+        query: &Tensor,
+        heads: &[kernels::Bf16Head],
+    ) -> candle_core::Result<Tensor> {
+        let (batch, query_heads, time, head_dim) = query.dims4()?;
+        if batch != 1 || query_heads != heads.len() {
             candle_core::bail!(
-                "packed attention takes one sequence and {} heads, got {batch} and {}",
-                self.heads,
+                "packed attention takes one sequence and {} heads, got {batch} and {query_heads}",
                 heads.len()
             )
         }
-        let head_dim = d_model / self.heads;
         let scale = (head_dim as f64).powf(-0.5) as f32;
-        let query = self
-            .split_heads(&self.query.forward(x)?)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let attended: Vec<f32> = heads
-            .par_iter()
-            .zip(query.par_chunks(time * head_dim))
-            .flat_map_iter(|(head, query)| head.attend(query, scale))
-            .collect();
-        let attended = Tensor::from_vec(attended, (batch, self.heads, time, head_dim), x.device())?;
-        self.merge_heads(&attended, (batch, time, d_model))
+        let attended: Vec<f32> = kernels::with_f32_values(query, |query| {
+            heads
+                .par_iter()
+                .zip(query.par_chunks(time * head_dim))
+                .flat_map_iter(|(head, query)| head.attend(query, scale))
+                .collect()
+        })?;
+        let attended = Tensor::from_vec(
+            attended,
+            (batch, self.heads, time, head_dim),
+            query.device(),
+        )?;
+        self.merge_heads(&attended, (batch, time, self.heads * head_dim))
     }
 
     /// Heads' outputs [batch, heads, time, head_dim] joined and projected.
@@ -414,10 +430,11 @@ impl EncoderBlock {
         &self,
         x: &Tensor,
         later: Option<(&Tensor, &Tensor)>,
+        packed: bool,
     ) -> candle_core::Result<Tensor> {
         let x = (x + self
             .attention
-            .self_attend_long(&self.norm.forward(x)?, later)?)?;
+            .self_attend_long(&self.norm.forward(x)?, later, packed)?)?;
         self.feed_forward.forward(&x)
     }
 }
@@ -437,6 +454,8 @@ pub struct Encoder {
     positions: Tensor,
     blocks: Vec<EncoderBlock>,
     norm: LayerNorm,
+    /// Whether self-attention runs in bfloat16: with the encoder's products.
+    packed_attention: bool,
 }
 
 impl Encoder {
@@ -476,6 +495,7 @@ impl Encoder {
             positions: vb.get((config.max_source_positions, d), "embed_positions.weight")?,
             blocks,
             norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+            packed_attention: matches!(products, Products::Bf16),
         })
     }
 
@@ -492,7 +512,7 @@ impl Encoder {
     pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = self.stem(mel)?;
         for block in &self.blocks {
-            x = block.forward(&x, None)?;
+            x = block.forward(&x, None, self.packed_attention)?;
         }
         self.norm.forward(&x)
     }
@@ -509,7 +529,7 @@ impl Encoder {
                 keys.narrow(2, from, rest)?.contiguous()?,
                 values.narrow(2, from, rest)?.contiguous()?,
             ));
-            x = block.forward(&x, None)?;
+            x = block.forward(&x, None, self.packed_attention)?;
         }
         let states = self.norm.forward(&x)?.narrow(1, from, rest)?.contiguous()?;
         Ok(Padding {
@@ -546,7 +566,7 @@ impl Encoder {
         let (skip, rest) = (time - padding.from, total - time);
         for (block, (keys, values)) in self.blocks.iter().zip(&padding.keys_values) {
             let later = (&keys.narrow(2, skip, rest)?, &values.narrow(2, skip, rest)?);
-            x = block.forward(&x, Some(later))?;
+            x = block.forward(&x, Some(later), self.packed_attention)?;
         }
         let x = self.norm.forward(&x)?;
         Tensor::cat(&[&x, &padding.states.narrow(1, skip, rest)?], 1)
@@ -690,10 +710,11 @@ impl Decoder {
             }
             cross_kv.push((keys, values));
         }
+        let cross_bf16: Option<Vec<_>> = cross_bf16.into_iter().collect();
         Ok(DecoderCache {
             self_kv: vec![None; self.blocks.len()],
             cross_kv,
-            cross_bf16: packed.then(|| Arc::new(cross_bf16)),
+            cross_bf16: cross_bf16.filter(|_| packed).map(Arc::new),
         })
     }
 
@@ -815,15 +836,18 @@ fn causal_mask(time: usize, offset: usize, device: &Device) -> candle_core::Resu
 }
 
 /// One sequence's keys and values [1, heads, positions, head_dim], packed per head in
-/// bfloat16.
-fn pack_heads(keys: &Tensor, values: &Tensor) -> candle_core::Result<Vec<kernels::Bf16Head>> {
+/// bfloat16; `None` without AVX-512 BF16.
+fn pack_heads(
+    keys: &Tensor,
+    values: &Tensor,
+) -> candle_core::Result<Option<Vec<kernels::Bf16Head>>> {
     let (_, heads, _, head_dim) = keys.dims4()?;
     kernels::with_f32_values(keys, |keys| {
         kernels::with_f32_values(values, |values| {
             let per_head = keys.len() / heads;
             keys.par_chunks(per_head)
                 .zip(values.par_chunks(per_head))
-                .filter_map(|(k, v)| kernels::Bf16Head::new(k, v, head_dim))
+                .map(|(k, v)| kernels::Bf16Head::new(k, v, head_dim))
                 .collect()
         })
     })?
@@ -928,7 +952,7 @@ mod tests {
         let mut x = encoder.stem(mel).unwrap();
         let mut outputs = Vec::new();
         for block in &encoder.blocks {
-            x = block.forward(&x, None).unwrap();
+            x = block.forward(&x, None, encoder.packed_attention).unwrap();
             outputs.push(x.clone());
         }
         outputs

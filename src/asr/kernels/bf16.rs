@@ -149,12 +149,19 @@ impl Bf16Head {
     /// Scaled dot-product attention of `queries` ([rows][head_dim]) over every position:
     /// [rows][head_dim].
     pub fn attend(&self, queries: &[f32], scale: f32) -> Vec<f32> {
-        let scaled: Vec<f32> = queries.iter().map(|q| q * scale).collect();
-        let mut weights = self.keys.forward(&scaled, None);
-        for row in weights.chunks_exact_mut(self.keys.outputs) {
-            super::softmax_in_place(row);
-        }
-        self.values.forward(&weights, None)
+        let head_dim = self.keys.inputs;
+        // A block of queries at a time, so that its weights stay in L2.
+        queries
+            .par_chunks(ROWS_PER_TASK * head_dim)
+            .flat_map_iter(|queries| {
+                let scaled: Vec<f32> = queries.iter().map(|q| q * scale).collect();
+                let mut weights = self.keys.forward(&scaled, None);
+                for row in weights.chunks_exact_mut(self.keys.outputs) {
+                    super::softmax_in_place(row);
+                }
+                self.values.forward(&weights, None)
+            })
+            .collect()
     }
 }
 
