@@ -270,9 +270,14 @@ impl Whisper {
                 }
                 *taken += 1;
                 let mean = (step.sum + step.logprob) / (step.len + 1) as f32;
-                // A path into a branch that holds one entry has found it.
-                match trie.sole_payload(step.child) {
-                    Some(payload) => record(payload, mean, step.entry),
+                // A path into a branch that holds one entry (or readings of the same
+                // entries only) has found it.
+                match trie.settled_payloads(step.child) {
+                    Some(payloads) => {
+                        for payload in payloads {
+                            record(payload, mean, step.entry);
+                        }
+                    }
                     None => kept.push(step),
                 }
             }

@@ -6,6 +6,9 @@
 /// A node of a [`TokenTrie`].
 pub type TrieNode = u32;
 
+/// Most sequences a branch may hold for [`TokenTrie::settled_payloads`] to look into it.
+const SETTLED_SEQUENCES: usize = 16;
+
 #[derive(Debug, Clone, Default)]
 struct Node {
     /// (token, child), sorted by token.
@@ -125,20 +128,31 @@ impl TokenTrie {
             .filter(|&(_, child)| self.nodes[child as usize].live > 0)
     }
 
-    /// The payload of the one sequence left through `node`, if only one is: past that
-    /// point the trie has nothing left to choose.
-    pub fn sole_payload(&self, node: TrieNode) -> Option<u32> {
-        let mut node = node as usize;
-        if self.nodes[node].live != 1 {
+    /// The payloads every sequence left through `node` ends in, when they all end in the
+    /// same ones: past that point the trie has nothing left to choose, whether one
+    /// sequence is left or several readings of the same entries ("Fly Away" and "Fly
+    /// Away by Lenny Kravitz", each held by every album the song is on). `None` for a
+    /// branch of more than [`SETTLED_SEQUENCES`] sequences, which is left to the search.
+    pub fn settled_payloads(&self, node: TrieNode) -> Option<Vec<u32>> {
+        if self.nodes[node as usize].live as usize > SETTLED_SEQUENCES {
             return None;
         }
-        loop {
-            if let Some(&payload) = self.nodes[node].payloads.first() {
-                return Some(payload);
+        let mut settled: Option<Vec<u32>> = None;
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            let payloads = &self.nodes[node as usize].payloads;
+            if !payloads.is_empty() {
+                let mut ending = payloads.clone();
+                ending.sort_unstable();
+                match &settled {
+                    Some(other) if *other != ending => return None,
+                    Some(_) => {}
+                    None => settled = Some(ending),
+                }
             }
-            let (_, child) = self.children(node as TrieNode).next()?;
-            node = child as usize;
+            stack.extend(self.children(node).map(|(_, child)| child));
         }
+        settled
     }
 
     /// Payloads of the sequences ending at `node`.
@@ -183,12 +197,34 @@ mod tests {
             .collect();
         assert_eq!(below, [2, 4]);
         assert_eq!(trie.max_depth(), 3);
-        assert_eq!(trie.sole_payload(walk(&trie, &[1, 4]).unwrap()), Some(12));
-        assert_eq!(trie.sole_payload(walk(&trie, &[1, 2]).unwrap()), None);
         assert_eq!(
-            trie.sole_payload(walk(&trie, &[1, 2, 3]).unwrap()),
-            Some(10)
+            trie.settled_payloads(walk(&trie, &[1, 4]).unwrap()),
+            Some(vec![12])
         );
+        assert_eq!(trie.settled_payloads(walk(&trie, &[1, 2]).unwrap()), None);
+        assert_eq!(
+            trie.settled_payloads(walk(&trie, &[1, 2, 3]).unwrap()),
+            Some(vec![10])
+        );
+    }
+
+    #[test]
+    fn readings_of_the_same_entries_settle_a_branch() {
+        let mut trie = TokenTrie::default();
+        // Two albums' copies of one song, each read with and without its artist.
+        for payload in [20, 21] {
+            trie.insert(&[5, 6], payload);
+            trie.insert(&[5, 6, 7, 8], payload);
+        }
+        trie.insert(&[5, 9], 22);
+        assert_eq!(
+            trie.settled_payloads(walk(&trie, &[5, 6]).unwrap()),
+            Some(vec![20, 21])
+        );
+        assert_eq!(trie.settled_payloads(walk(&trie, &[5]).unwrap()), None);
+        // A longer title that only one of them has is still a choice.
+        trie.insert(&[5, 6, 7, 8, 10], 21);
+        assert_eq!(trie.settled_payloads(walk(&trie, &[5, 6]).unwrap()), None);
     }
 
     #[test]
