@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use super::kernels::log_sum_exp;
 use super::model::{DecoderCache, WhisperModel};
 use super::tokens::SpecialTokens;
+use super::tree::PromptPass;
 use super::AsrError;
 
 /// Most tokens sampled per window: half the decoder context, as openai-whisper does.
@@ -50,6 +51,8 @@ pub struct DecodeResult {
     pub no_speech_prob: f32,
     /// The beam's other finished hypotheses, best first (empty without a beam).
     pub alternatives: Vec<Alternative>,
+    /// The start sequence as the decoder left it, for trees grown over the window.
+    pub prompt: PromptPass,
 }
 
 /// Another hypothesis of a beam.
@@ -93,6 +96,7 @@ pub fn decode(
     let mut cache = fresh.clone();
     let prompt = Tensor::new(initial.as_slice(), device)?.unsqueeze(0)?;
     let hidden = decoder.forward(&prompt, &mut cache)?;
+    let prompt_pass = PromptPass::from_hidden(cache.clone(), &hidden)?;
     // The no-speech probability is read where the model predicts what follows
     // start-of-transcript.
     let positions = Tensor::new(&[sot_index as u32, (initial.len() - 1) as u32], device)?;
@@ -144,6 +148,7 @@ pub fn decode(
         avg_logprob,
         no_speech_prob,
         alternatives: others,
+        prompt: prompt_pass,
     })
 }
 

@@ -9,17 +9,15 @@
 
 use std::collections::HashMap;
 
-use super::model::DecoderCache;
-use super::tree::{Parent, TokenTree};
+use super::tree::{Parent, PromptPass, TokenTree};
 use super::trie::{TokenTrie, TrieNode};
 use super::{AsrError, Whisper};
 
-/// What scoring needs of a transcribed utterance: the cross-attention cache of its
-/// (single) window and the start-of-transcript sequence it was decoded with.
+/// What scoring needs of a transcribed utterance: its (single) window's decoding
+/// prompt as the decoder left it, over the window's cross-attention cache.
 #[derive(Clone)]
 pub struct AcousticContext {
-    pub(super) fresh: DecoderCache,
-    pub(super) start: Vec<u32>,
+    pub(super) prompt: PromptPass,
 }
 
 /// A reading to score: `text` after the transcript's first `after_words` words, closed
@@ -84,8 +82,8 @@ impl Whisper {
 
     /// The tree that an utterance's beams and scoring grow together, after the
     /// transcript's start-of-transcript sequence, over its cross-attention cache.
-    pub fn token_tree(&self, context: &AcousticContext) -> Result<TokenTree<'_>, AsrError> {
-        TokenTree::new(&self.model, &context.fresh, &context.start)
+    pub fn token_tree(&self, context: &AcousticContext) -> TokenTree<'_> {
+        TokenTree::new(&self.model, &context.prompt)
     }
 
     /// The first words of a transcript laid into the tree: `boundary[k]` is where the

@@ -381,14 +381,14 @@ impl Whisper {
                     short_window,
                 )?;
                 timings.decoder += started.elapsed();
-                Ok::<_, AsrError>(result.map(|result| (result, fresh, language_token)))
+                Ok::<_, AsrError>(result)
             };
             let decoded =
                 match self.encode_short(&features, window.len(), long_form, &mut timings)? {
                     Some(audio) => decode(audio, true, &mut timings)?,
                     None => None,
                 };
-            let (result, fresh, language_token) = match decoded {
+            let result = match decoded {
                 Some(decoded) => decoded,
                 None => {
                     let started = Instant::now();
@@ -408,13 +408,7 @@ impl Whisper {
                     });
                 }
                 context = Some(AcousticContext {
-                    start: decode::start_sequence(
-                        &self.special,
-                        &prompt,
-                        self.is_multilingual().then_some(language_token),
-                        timestamps,
-                    ),
-                    fresh,
+                    prompt: result.prompt.clone(),
                 });
             }
             first_no_speech.get_or_insert(result.no_speech_prob);

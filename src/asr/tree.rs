@@ -34,34 +34,55 @@ pub struct TokenTree<'m> {
     normalizers: HashMap<Parent, f32>,
 }
 
-impl<'m> TokenTree<'m> {
-    /// Runs `prompt` (start-of-transcript sequence and any forced text) after `fresh`.
-    pub fn new(
-        model: &'m WhisperModel,
-        fresh: &DecoderCache,
-        prompt: &[u32],
-    ) -> Result<Self, AsrError> {
-        let mut cache = fresh.clone();
-        let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
-        let hidden = model.decoder.forward(&input, &mut cache)?;
-        let prompt_hidden = hidden
+/// A prompt (start-of-transcript sequence and any forced text) run through the decoder:
+/// the cache after it and the final hidden state after its last token. Decoding a window
+/// runs its prompt first, so a tree grown over the same window starts from that pass.
+#[derive(Clone)]
+pub struct PromptPass {
+    cache: DecoderCache,
+    len: usize,
+    last_hidden: Vec<f32>,
+}
+
+impl std::fmt::Debug for PromptPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PromptPass({} tokens)", self.len)
+    }
+}
+
+impl PromptPass {
+    /// The pass that left `cache` and the hidden states [1, prompt length, d_model].
+    pub fn from_hidden(cache: DecoderCache, hidden: &Tensor) -> Result<Self, AsrError> {
+        let len = hidden.dim(1)?;
+        let last_hidden = hidden
             .squeeze(0)?
-            .narrow(0, prompt.len() - 1, 1)?
+            .narrow(0, len - 1, 1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
         Ok(Self {
-            model,
             cache,
-            prompt_len: prompt.len(),
+            len,
+            last_hidden,
+        })
+    }
+}
+
+impl<'m> TokenTree<'m> {
+    /// A tree over the window of `prompt`, hanging after it.
+    pub fn new(model: &'m WhisperModel, prompt: &PromptPass) -> Self {
+        Self {
+            model,
+            cache: prompt.cache.clone(),
+            prompt_len: prompt.len,
             parents: Vec::new(),
             tokens: Vec::new(),
             depths: Vec::new(),
             children: HashMap::new(),
             decoded: 0,
-            prompt_hidden,
+            prompt_hidden: prompt.last_hidden.clone(),
             hidden: Vec::new(),
             normalizers: HashMap::new(),
-        })
+        }
     }
 
     /// The node for `token` after `parent`: the one already there, or a new one, decoded

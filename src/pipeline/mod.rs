@@ -347,7 +347,7 @@ impl Pipeline {
         entries.retain(|&e| e < words.len().max(1));
         entries.sort_unstable();
         entries.dedup();
-        let mut tree = whisper.token_tree(context)?;
+        let mut tree = whisper.token_tree(context);
         // Text search runs over every n-best transcript, the best first.
         let mut transcripts = vec![text];
         transcripts.extend(alternatives.iter().skip(1).map(|a| a.text.as_str()));
