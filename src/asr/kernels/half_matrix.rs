@@ -15,7 +15,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{max_and_exp_sum, with_f32_values};
+use super::with_f32_values;
 
 /// A [rows, cols] matrix in half precision, multiplied by a few vectors at a time.
 pub struct HalfMatrix {
@@ -146,73 +146,12 @@ impl HalfMatrix {
         let n = xs.len();
         let zeros = vec![0f32; self.cols];
         let xs = &Self::in_fours(xs, &zeros);
-        // Each vector's targets by token, so that a block finds its own by bisection: a
-        // beam's first step asks for thousands, and a scan of them all per block cost
-        // more than the block's products.
-        let by_token: Vec<Vec<(usize, usize)>> = targets
-            .iter()
-            .map(|tokens| {
-                let mut sorted: Vec<(usize, usize)> = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &t)| (t as usize, k))
-                    .collect();
-                sorted.sort_unstable();
-                sorted
-            })
-            .collect();
-        // Per block: (max, sum of exp(logit - max)) per vector, and the target logits
-        // that fall in the block as (vector, target index, logit).
-        type Partial = (Vec<(f32, f32)>, Vec<(usize, usize, f32)>);
-        let partials: Vec<Partial> = (0..self.rows.div_ceil(BLOCK))
-            .into_par_iter()
-            .map(|block| {
-                let start = block * BLOCK;
-                let end = (start + BLOCK).min(self.rows);
-                let mut logits = vec![0f32; (end - start) * xs.len()];
-                self.block_products(start..end, xs, &mut logits);
-                let width = end - start;
-                let stats = logits
-                    .chunks_exact(width)
-                    .take(n)
-                    .map(max_and_exp_sum)
-                    .collect();
-                let picks = by_token
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, sorted)| {
-                        let from = sorted.partition_point(|&(t, _)| t < start);
-                        let to = sorted.partition_point(|&(t, _)| t < end);
-                        sorted[from..to].iter().map(move |&(t, k)| (i, k, t))
-                    })
-                    .map(|(i, k, t)| (i, k, logits[i * width + t - start]))
-                    .collect();
-                (stats, picks)
-            })
-            .collect();
-        let normalizers: Vec<f32> = (0..n)
-            .map(|i| {
-                let max = partials
-                    .iter()
-                    .map(|(stats, _)| stats[i].0)
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = partials
-                    .iter()
-                    .map(|(stats, _)| stats[i].1 * (stats[i].0 - max).exp())
-                    .sum();
-                max + sum.ln()
-            })
-            .collect();
-        let mut out: Vec<Vec<f32>> = targets
-            .iter()
-            .map(|t| vec![f32::NEG_INFINITY; t.len()])
-            .collect();
-        for (_, picks) in &partials {
-            for &(i, k, logit) in picks {
-                out[i][k] = logit - normalizers[i];
-            }
-        }
-        (normalizers, out)
+        super::blockwise_log_softmax_at(n, self.rows, BLOCK, targets, |range| {
+            // Rows of the last group of four beyond `n` are zeros, computed and dropped.
+            let mut logits = vec![0f32; range.len() * xs.len()];
+            self.block_products(range, xs, &mut logits);
+            logits
+        })
     }
 }
 

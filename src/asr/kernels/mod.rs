@@ -652,6 +652,86 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
     max + sum.ln()
 }
 
+/// Log-softmax of `n` rows of logits over `outputs` classes, read only at each row's
+/// `targets`, and each row's normalizer, with the classes taken `block` at a time in
+/// parallel: `products(classes)` gives the rows' logits for a range of classes, row by
+/// row ([n or more][range length]). Each block keeps its share of every row's normalizer
+/// and its targets' logits, so the whole [n][outputs] matrix never exists at once.
+fn blockwise_log_softmax_at(
+    n: usize,
+    outputs: usize,
+    block: usize,
+    targets: &[Vec<u32>],
+    products: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    // Each row's targets by token, so that a block finds its own by bisection: a beam's
+    // first step asks for thousands, and a scan of them all per block cost more than the
+    // block's products.
+    let by_token: Vec<Vec<(usize, usize)>> = targets
+        .iter()
+        .map(|tokens| {
+            let mut sorted: Vec<(usize, usize)> = tokens
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| (t as usize, k))
+                .collect();
+            sorted.sort_unstable();
+            sorted
+        })
+        .collect();
+    // Per block: (max, sum of exp(logit - max)) per row, and the target logits that fall
+    // in the block as (row, target index, logit).
+    type Partial = (Vec<(f32, f32)>, Vec<(usize, usize, f32)>);
+    let partials: Vec<Partial> = (0..outputs.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let start = b * block;
+            let end = (start + block).min(outputs);
+            let width = end - start;
+            let logits = products(start..end);
+            let stats = logits
+                .chunks_exact(width)
+                .take(n)
+                .map(max_and_exp_sum)
+                .collect();
+            let picks = by_token
+                .iter()
+                .enumerate()
+                .flat_map(|(i, sorted)| {
+                    let from = sorted.partition_point(|&(t, _)| t < start);
+                    let to = sorted.partition_point(|&(t, _)| t < end);
+                    sorted[from..to].iter().map(move |&(t, k)| (i, k, t))
+                })
+                .map(|(i, k, t)| (i, k, logits[i * width + t - start]))
+                .collect();
+            (stats, picks)
+        })
+        .collect();
+    let normalizers: Vec<f32> = (0..n)
+        .map(|i| {
+            let max = partials
+                .iter()
+                .map(|(stats, _)| stats[i].0)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = partials
+                .iter()
+                .map(|(stats, _)| stats[i].1 * (stats[i].0 - max).exp())
+                .sum();
+            max + sum.ln()
+        })
+        .collect();
+    let mut out: Vec<Vec<f32>> = targets
+        .iter()
+        .map(|t| vec![f32::NEG_INFINITY; t.len()])
+        .collect();
+    for (_, picks) in &partials {
+        for &(i, k, logit) in picks {
+            out[i][k] = logit - normalizers[i];
+        }
+    }
+    (normalizers, out)
+}
+
 /// The maximum of a row and the sum of `exp(value - maximum)` over it: one block's
 /// share of a log-softmax normalizer.
 fn max_and_exp_sum(row: &[f32]) -> (f32, f32) {
