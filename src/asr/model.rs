@@ -794,10 +794,12 @@ impl Decoder {
     /// Log-probabilities of chosen next tokens after each of the hidden states (rows of
     /// d_model values): `targets[r]` lists the tokens asked of row `r`. Also returns each
     /// row's normalizer, with which [`Decoder::logit`] gives any other token's
-    /// log-probability later. The half-precision vocabulary streams through once for all
-    /// rows, each block keeping its share of every row's normalizer (see
-    /// `benches/kernels.rs`: twice as fast as a matrix product and a log-softmax at
-    /// every row count decoding sees).
+    /// log-probability later. The vocabulary streams through once for all rows, each
+    /// block keeping its share of every row's normalizer (`benches/kernels.rs`). With an
+    /// 8-bit decoder the normalizers come from the 8-bit vocabulary (five times faster
+    /// than the half-precision one); a beam's few rows still take the asked tokens'
+    /// logits from the half-precision rows, since those decide its choices (8-bit ones
+    /// cost a dev top-1 hit), while a scoring tree's many rows take them in 8 bits too.
     pub fn target_log_probs(
         &self,
         hidden: &[&[f32]],
@@ -805,6 +807,24 @@ impl Decoder {
     ) -> (Vec<f32>, Vec<Vec<f32>>) {
         match &self.output_int8 {
             Some(int8) if hidden.len() > VECTOR_ROWS => int8.log_softmax_at(hidden, targets),
+            Some(int8) => {
+                // The normalizer is a sum over every token, which 8-bit errors barely
+                // move.
+                let none: Vec<Vec<u32>> = vec![Vec::new(); hidden.len()];
+                let (normalizers, _) = int8.log_softmax_at(hidden, &none);
+                let chosen = hidden
+                    .par_iter()
+                    .zip(targets)
+                    .zip(&normalizers)
+                    .map(|((row, tokens), normalizer)| {
+                        tokens
+                            .iter()
+                            .map(|&t| self.output.dot_row(t as usize, row) - normalizer)
+                            .collect()
+                    })
+                    .collect();
+                (normalizers, chosen)
+            }
             _ => self.output.log_softmax_at(hidden, targets),
         }
     }
