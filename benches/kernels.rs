@@ -6,7 +6,8 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use voice_search::asr::kernels::{self, Bf16Matrix, HalfMatrix, Int8Matrix};
+use rayon::prelude::*;
+use voice_search::asr::kernels::{self, Bf16Head, Bf16Matrix, HalfMatrix, Int8Matrix};
 
 const VOCAB: usize = 51_864;
 const D_MODEL: usize = 384;
@@ -119,7 +120,14 @@ fn bench(c: &mut Criterion) {
     // step) and a beam pass's 24.
     let k = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
     let v = Tensor::randn(0f32, 1.0, (1, 6, 1500, 64), &device).unwrap();
-    for queries in [1usize, 2, 4, 6, 24] {
+    // The same keys and values packed per head in bfloat16, as a window's cache keeps
+    // them, and the packing itself (once per window).
+    let (k_values, v_values) = (values_of(&k), values_of(&v));
+    group.bench_function("pack_bf16_heads/6x1500x64", |b| {
+        b.iter(|| pack(&k_values, &v_values))
+    });
+    let packed = pack(&k_values, &v_values);
+    for queries in [1usize, 2, 4, 6, 24, 126] {
         let q = Tensor::randn(0f32, 1.0, (1, 6, queries, 64), &device).unwrap();
         group.bench_function(format!("attend_one/{queries}"), |b| {
             b.iter(|| kernels::attend_one(&q, &k, &v, 0.125).unwrap())
@@ -127,7 +135,49 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("attention_blocked/{queries}"), |b| {
             b.iter(|| kernels::attention(&q, &k, &v, 0.125).unwrap())
         });
+        if let Some(packed) = packed.as_ref() {
+            let q_values = values_of(&q);
+            group.bench_function(format!("attention_bf16_packed/{queries}"), |b| {
+                b.iter(|| attend_packed(packed, &q_values))
+            });
+        }
     }
+    // A scoring tree's self-attention: 126 nodes after a 3-token prompt, each seeing the
+    // prompt and a chain of ancestors (here the 8 nodes before it).
+    let (nodes, prompt) = (126usize, 3usize);
+    let keys = prompt + nodes;
+    let mask: Vec<f32> = (0..nodes * keys)
+        .map(|i| {
+            let (node, key) = (i / keys, i % keys);
+            let visible = key < prompt || (key - prompt <= node && node - (key - prompt) < 8);
+            if visible {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let q = Tensor::randn(0f32, 1.0, (1, 6, nodes, 64), &device).unwrap();
+    let tree_k = Tensor::randn(0f32, 1.0, (1, 6, keys, 64), &device).unwrap();
+    let tree_v = Tensor::randn(0f32, 1.0, (1, 6, keys, 64), &device).unwrap();
+    group.bench_function("tree_self_attention/masked_kernel", |b| {
+        b.iter(|| kernels::masked_attention(&q, &tree_k, &tree_v, &mask, 0.125).unwrap())
+    });
+    let mask_tensor = Tensor::from_vec(mask.clone(), (nodes, keys), &device).unwrap();
+    group.bench_function("tree_self_attention/candle", |b| {
+        b.iter(|| {
+            let scores = (&q * 0.125)
+                .unwrap()
+                .matmul(&tree_k.t().unwrap())
+                .unwrap()
+                .broadcast_add(&mask_tensor)
+                .unwrap();
+            candle_nn::ops::softmax_last_dim(&scores)
+                .unwrap()
+                .matmul(&tree_v)
+                .unwrap()
+        })
+    });
     group.finish();
 
     // The encoder's self-attention with the short window: 500 computed positions over
@@ -141,6 +191,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function("attention/blocked", |b| {
         b.iter(|| kernels::attention(&q, &k, &v, 0.125).unwrap())
     });
+    let (q_values, k_values, v_values) = (values_of(&q), values_of(&k), values_of(&v));
+    if pack(&k_values, &v_values).is_some() {
+        // Packing included: the encoder packs each block's keys and values afresh.
+        group.bench_function("attention/bf16_packed", |b| {
+            b.iter(|| attend_packed(&pack(&k_values, &v_values).unwrap(), &q_values))
+        });
+    }
     group.bench_function("attention/candle", |b| {
         b.iter(|| {
             let scores = (&q * 0.125).unwrap().matmul(&k.t().unwrap()).unwrap();
@@ -158,6 +215,29 @@ fn bench(c: &mut Criterion) {
         b.iter(|| activations.gelu_erf().unwrap())
     });
     group.finish();
+}
+
+fn values_of(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Six heads' keys and values [6][1500][64] packed in bfloat16; `None` without BF16.
+fn pack(keys: &[f32], values: &[f32]) -> Option<Vec<Bf16Head>> {
+    let per_head = keys.len() / 6;
+    keys.par_chunks(per_head)
+        .zip(values.par_chunks(per_head))
+        .map(|(k, v)| Bf16Head::new(k, v, 64))
+        .collect()
+}
+
+/// Each head's queries ([6][queries][64]) over its packed keys and values, in parallel
+/// as the model runs them.
+fn attend_packed(heads: &[Bf16Head], queries: &[f32]) -> Vec<f32> {
+    heads
+        .par_iter()
+        .zip(queries.par_chunks(queries.len() / heads.len()))
+        .flat_map_iter(|(head, q)| head.attend(q, 0.125))
+        .collect()
 }
 
 criterion_group!(benches, bench);
