@@ -587,8 +587,8 @@ struct DecoderBlock {
 pub struct DecoderCache {
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     cross_kv: Vec<(Tensor, Tensor)>,
-    /// The cross-attention keys and values again in bfloat16, per block and head, for
-    /// passes of several rows over one sequence (see [`Decoder::tree_cache`]).
+    /// The cross-attention keys and values again in bfloat16, per block and head, which
+    /// every pass over one sequence attends to (see [`Decoder::cache`]).
     cross_bf16: Option<Arc<Vec<Vec<kernels::Bf16Head>>>>,
 }
 
@@ -639,7 +639,7 @@ pub struct Decoder {
     positions: Tensor,
     blocks: Vec<DecoderBlock>,
     norm: LayerNorm,
-    /// Whether [`Decoder::tree_cache`] packs the audio's keys and values in bfloat16.
+    /// Whether [`Decoder::cache`] packs the audio's keys and values in bfloat16.
     packed_cross_attention: bool,
 }
 

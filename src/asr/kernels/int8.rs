@@ -28,8 +28,8 @@ const GROUP: usize = 4;
 /// Input rows a worker takes at once, so that their bytes stay in L2 while every weight
 /// block passes over them.
 const ROWS_PER_TASK: usize = 64;
-/// Rows whose products [`Int8Matrix::log_softmax_at`] holds at once: 26 MB for
-/// Whisper's 51,864 tokens.
+/// Rows [`Int8Matrix::log_softmax_at`] takes at once: each block of the vocabulary holds
+/// their products (256 KB for 128 rows of 512 tokens), so that they stay in L2.
 const LOG_SOFTMAX_ROWS: usize = 128;
 /// The activation offset that makes signed bytes unsigned.
 const OFFSET: i32 = 128;
@@ -145,7 +145,7 @@ impl Int8Matrix {
                         targets,
                         |range| {
                             let mut logits = vec![0f32; n * range.len()];
-                            self.multiply_outputs(quantized, scales, range, &mut logits);
+                            self.multiply_outputs(quantized, scales, None, range, &mut logits);
                             logits
                         },
                     )
@@ -169,12 +169,14 @@ impl Int8Matrix {
         f(&quantized, &scales)
     }
 
-    /// The products of quantized rows with the outputs in `range` (whole pairs of
-    /// blocks, or up to the last output), row by row into `out` ([rows][range length]).
+    /// The products (+ bias) of quantized rows with the outputs in `range` (whole pairs
+    /// of blocks, or up to the last output), row by row into `out` ([rows][range
+    /// length]).
     fn multiply_outputs(
         &self,
         quantized: &[u8],
         scales: &[f32],
+        bias: Option<&[f32]>,
         range: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
@@ -182,33 +184,23 @@ impl Int8Matrix {
         // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
         // VNNI.
         unsafe {
-            vnni::multiply(self, quantized, scales, None, range, out)
+            vnni::multiply(self, quantized, scales, bias, range, out)
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
-            "no Int8Matrix without VNNI: {} {} {range:?} {}",
+            "no Int8Matrix without VNNI: {} {} {} {range:?} {}",
             quantized.len(),
             scales.len(),
+            bias.is_some(),
             out.len()
         );
     }
 
     /// Rows `x` quantized, multiplied and scaled back into `out`.
     fn multiply(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
-        // VNNI.
-        unsafe {
-            let (quantized, row_scales) = vnni::quantize_rows(x, self.inputs, self.padded_inputs);
-            vnni::multiply(self, &quantized, &row_scales, bias, 0..self.outputs, out)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "no Int8Matrix without VNNI: {} {} {}",
-            x.len(),
-            bias.is_some(),
-            out.len()
-        );
+        self.with_quantized(x, |quantized, scales| {
+            self.multiply_outputs(quantized, scales, bias, 0..self.outputs, out)
+        })
     }
 }
 

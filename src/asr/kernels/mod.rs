@@ -235,17 +235,34 @@ impl Conv3 {
 /// where a matrix product would first copy (pack) all 1500 cross-attention keys and
 /// values of every layer for every token.
 pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
-    q.contiguous()?
-        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &AttendOne { scale })
+    rowwise_attention(q, k, v, RowwiseAttention { scale, mask: None })
 }
 
-struct AttendOne {
+/// Attention one query row at a time, each reading the caches in place: every key
+/// ([`attend_one`]) or only those its mask leaves finite ([`masked_attention`]).
+struct RowwiseAttention<'a> {
     scale: f32,
+    /// Additive, [queries, keys], shared by every (batch, head).
+    mask: Option<&'a [f32]>,
 }
 
-impl CustomOp3 for AttendOne {
+/// Query rows a worker takes at once under a mask: each row's work is a few dozen
+/// short dot products.
+const MASKED_ROWS_PER_TASK: usize = 32;
+
+fn rowwise_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    op: RowwiseAttention,
+) -> candle_core::Result<Tensor> {
+    q.contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+}
+
+impl CustomOp3 for RowwiseAttention<'_> {
     fn name(&self) -> &'static str {
-        "attend-one"
+        "rowwise-attention"
     }
 
     fn cpu_fwd(
@@ -259,23 +276,49 @@ impl CustomOp3 for AttendOne {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (q, k, v, (batch, heads, queries, head_dim), keys) =
             attention_operands(q, q_layout, k, k_layout, v, v_layout)?;
+        if let Some(mask) = self.mask.filter(|m| m.len() != queries * keys) {
+            candle_core::bail!(
+                "attention mask holds {} values for {queries} queries over {keys} keys",
+                mask.len()
+            )
+        }
         let mut out = vec![0f32; batch * heads * queries * head_dim];
         out.par_chunks_mut(head_dim)
+            .with_min_len(self.mask.map_or(1, |_| MASKED_ROWS_PER_TASK))
             .enumerate()
             .for_each(|(row, out)| {
-                let bh = row / queries;
-                attend_row(
-                    &q[row * head_dim..(row + 1) * head_dim],
-                    &k[bh * keys * head_dim..(bh + 1) * keys * head_dim],
-                    &v[bh * keys * head_dim..(bh + 1) * keys * head_dim],
-                    self.scale,
-                    out,
-                );
+                let (bh, query) = (row / queries, row % queries);
+                let q = &q[row * head_dim..(row + 1) * head_dim];
+                let k = &k[bh * keys * head_dim..(bh + 1) * keys * head_dim];
+                let v = &v[bh * keys * head_dim..(bh + 1) * keys * head_dim];
+                match self.mask {
+                    None => attend_row(q, k, v, self.scale, out),
+                    Some(mask) => {
+                        attend_visible(q, k, v, &mask[query * keys..][..keys], self.scale, out)
+                    }
+                }
             });
         Ok((
             CpuStorage::F32(out),
             Shape::from((batch, heads, queries, head_dim)),
         ))
+    }
+}
+
+/// One query's attention over the keys of its head that `mask` leaves finite, added
+/// into `out`.
+fn attend_visible(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+    let head_dim = q.len();
+    let visible: Vec<usize> = (0..mask.len()).filter(|&j| mask[j].is_finite()).collect();
+    let mut scores: Vec<f32> = visible
+        .iter()
+        .map(|&j| scale * dot(&k[j * head_dim..(j + 1) * head_dim], q) + mask[j])
+        .collect();
+    softmax_in_place(&mut scores);
+    for (&weight, &j) in scores.iter().zip(&visible) {
+        for (o, x) in out.iter_mut().zip(&v[j * head_dim..(j + 1) * head_dim]) {
+            *o += weight * x;
+        }
     }
 }
 
@@ -326,70 +369,15 @@ pub fn masked_attention(
     mask: &[f32],
     scale: f32,
 ) -> candle_core::Result<Tensor> {
-    q.contiguous()?.apply_op3_no_bwd(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        &MaskedAttention { scale, mask },
+    rowwise_attention(
+        q,
+        k,
+        v,
+        RowwiseAttention {
+            scale,
+            mask: Some(mask),
+        },
     )
-}
-
-struct MaskedAttention<'a> {
-    scale: f32,
-    mask: &'a [f32],
-}
-
-/// Query rows a worker takes at once: each row's work is a few dozen short dot products.
-const MASKED_ROWS_PER_TASK: usize = 32;
-
-impl CustomOp3 for MaskedAttention<'_> {
-    fn name(&self) -> &'static str {
-        "masked-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        q_layout: &Layout,
-        k: &CpuStorage,
-        k_layout: &Layout,
-        v: &CpuStorage,
-        v_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v, (batch, heads, queries, head_dim), keys) =
-            attention_operands(q, q_layout, k, k_layout, v, v_layout)?;
-        if self.mask.len() != queries * keys {
-            candle_core::bail!(
-                "attention mask holds {} values for {queries} queries over {keys} keys",
-                self.mask.len()
-            )
-        }
-        let mut out = vec![0f32; batch * heads * queries * head_dim];
-        out.par_chunks_mut(head_dim)
-            .with_min_len(MASKED_ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (bh, query) = (row / queries, row % queries);
-                let k = &k[bh * keys * head_dim..(bh + 1) * keys * head_dim];
-                let v = &v[bh * keys * head_dim..(bh + 1) * keys * head_dim];
-                let q = &q[row * head_dim..(row + 1) * head_dim];
-                let mask = &self.mask[query * keys..(query + 1) * keys];
-                let visible: Vec<usize> = (0..keys).filter(|&j| mask[j].is_finite()).collect();
-                let mut scores: Vec<f32> = visible
-                    .iter()
-                    .map(|&j| self.scale * dot(&k[j * head_dim..(j + 1) * head_dim], q) + mask[j])
-                    .collect();
-                softmax_in_place(&mut scores);
-                for (&weight, &j) in scores.iter().zip(&visible) {
-                    for (o, x) in out.iter_mut().zip(&v[j * head_dim..(j + 1) * head_dim]) {
-                        *o += weight * x;
-                    }
-                }
-            });
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((batch, heads, queries, head_dim)),
-        ))
-    }
 }
 
 /// `f` of the values of an f32 tensor on the CPU, read in place where it is contiguous:
