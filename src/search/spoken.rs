@@ -48,8 +48,9 @@ pub struct SpokenEntry {
     pub shortened: Vec<bool>,
     /// Analyzed words of each qualifier: artist, writers, state, country.
     pub qualifiers: Vec<Vec<String>>,
-    /// Sound keys of the readings, in order.
-    sound_keys: Vec<SoundKey>,
+    /// Sound keys of the readings: (reading index, key), each reading's English key and,
+    /// where it differs, the key of its name said as its own language would.
+    sound_keys: Vec<(usize, SoundKey)>,
 }
 
 /// A name of the entry and whether it shortens the title.
@@ -104,7 +105,16 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
         .collect();
     let sound_keys = readings
         .iter()
-        .map(|r| SoundKey::new(&analyze(r)))
+        .enumerate()
+        .flat_map(|(i, r)| {
+            let words = analyze(r);
+            let english = SoundKey::new(&words);
+            let native = SoundKey::native(&words).filter(|key| *key != english);
+            [Some(english), native]
+                .into_iter()
+                .flatten()
+                .map(move |key| (i, key))
+        })
         .collect();
     SpokenEntry {
         id: document.id.clone(),
@@ -341,6 +351,25 @@ impl SoundKey {
         let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
             .double_metaphone(&joined)
             .primary();
+        Self::from_code(code)
+    }
+
+    /// The key of words as a speaker of their own language would say them, where the
+    /// spelling is not English ("szczecin" read with Polish "sz" and "cz"): Double
+    /// Metaphone's alternate code. A recognizer that writes English spellings of what it
+    /// heard meets a foreign name through this key rather than the English one.
+    pub fn native(words: &[String]) -> Option<Self> {
+        let joined: String = words.concat();
+        if joined.is_empty() {
+            return None;
+        }
+        let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
+            .double_metaphone(&joined)
+            .alternate();
+        Some(Self::from_code(code))
+    }
+
+    fn from_code(code: String) -> Self {
         let mut counts = [0u8; 16];
         for byte in code.bytes() {
             let count = &mut counts[usize::from(byte % 16)];
@@ -555,7 +584,7 @@ impl SpokenCatalog {
             entry
                 .sound_keys
                 .iter()
-                .filter_map(|key| heard.similarity_within(key, WITHIN_FLOOR))
+                .filter_map(|(_, key)| heard.similarity_within(key, WITHIN_FLOOR))
                 .max_by(f32::total_cmp)
         })
     }
@@ -630,12 +659,11 @@ impl SpokenEntry {
     /// Indices of the `n` readings that sound most like `heard`, the closest first: the
     /// readings worth the speech model's time.
     pub fn readings_like(&self, heard: &SoundKey, n: usize) -> Vec<usize> {
-        let mut ranked: Vec<(usize, f32)> = self
-            .sound_keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| (i, heard.similarity(key, 0.0).unwrap_or(0.0)))
-            .collect();
+        let mut best = vec![0f32; self.readings.len()];
+        for (i, key) in &self.sound_keys {
+            best[*i] = best[*i].max(heard.similarity(key, 0.0).unwrap_or(0.0));
+        }
+        let mut ranked: Vec<(usize, f32)> = best.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.into_iter().take(n).map(|(i, _)| i).collect()
     }
@@ -645,7 +673,7 @@ impl SpokenEntry {
     pub fn sound_similarity_to(&self, heard: &SoundKey) -> Option<f32> {
         self.sound_keys
             .iter()
-            .filter_map(|key| heard.similarity(key, SOUND_FLOOR))
+            .filter_map(|(_, key)| heard.similarity(key, SOUND_FLOOR))
             .max_by(f32::total_cmp)
     }
 }
@@ -728,6 +756,22 @@ mod tests {
         );
         let chicago = entry(r#"{"id":"d","title":"Chicago","category":"city"}"#);
         assert!(chicago.sound_similarity_to(&heard).is_none());
+    }
+
+    #[test]
+    fn a_foreign_name_is_met_as_its_own_language_says_it() {
+        let words = |s: &str| analyze(s);
+        let szczecin = entry(r#"{"id":"c","title":"Szczecin","category":"city"}"#);
+        // Polish "sz" and "cz" as an English listener writes them.
+        let heard = SoundKey::new(&words("shchechin"));
+        let english_only = SoundKey::new(&words("szczecin"));
+        assert!(heard.similarity(&english_only, SOUND_FLOOR).is_none());
+        assert!(
+            szczecin.sound_similarity_to(&heard).is_some(),
+            "{heard:?} against {:?}",
+            szczecin.sound_keys
+        );
+        assert_eq!(szczecin.readings_like(&heard, 1), vec![0]);
     }
 
     #[test]
