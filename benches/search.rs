@@ -1,6 +1,7 @@
-//! Query latency on the full catalog (plain BM25, and with fuzzy and phonetic matching)
-//! and import throughput. Needs the dev catalog at ../shared/eval/catalog.jsonl (or the
-//! path in VOICE_SEARCH_BENCH_CATALOG); without it the bench says so and does nothing.
+//! Query latency on the full catalog (plain BM25, and with fuzzy and phonetic matching),
+//! the sound-alike scans of voice queries, and import throughput. Needs the dev catalog
+//! at ../shared/eval/catalog.jsonl (or the path in VOICE_SEARCH_BENCH_CATALOG); without it
+//! the bench says so and does nothing.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -67,6 +68,21 @@ fn search(c: &mut Criterion) {
     };
     c.bench_function("search_plain_bm25_6_queries", |b| b.iter(|| run(&plain)));
     c.bench_function("search_fuzzy_phonetic_6_queries", |b| b.iter(|| run(&full)));
+
+    // The sound-alike scans of a voice query's candidates, over every reading's keys.
+    let heard: Vec<Vec<String>> = QUERIES
+        .iter()
+        .map(|q| q.split_whitespace().skip(2).map(str::to_string).collect())
+        .collect();
+    let spoken = full.index().spoken();
+    c.bench_function("sound_alikes_6_queries", |b| {
+        b.iter(|| {
+            for words in &heard {
+                black_box(spoken.sound_alikes(std::slice::from_ref(words), 5));
+                black_box(spoken.sounds_within(words, 3));
+            }
+        })
+    });
 }
 
 criterion_group!(benches, search);

@@ -333,10 +333,13 @@ fn number_words(n: u64) -> Option<String> {
 /// The sound of words run together, so that a name misheard across word boundaries
 /// ("scenic taddy") still meets the written one ("schenectady"), with its letter counts:
 /// each edit changes them by at most two, so comparing counts rules out most of a
-/// catalog's keys before any edit distance is computed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// catalog's keys before any edit distance is computed. Held inline, so that a scan over
+/// the catalog's keys reads no memory beside them.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct SoundKey {
-    code: String,
+    /// Code letters: the first `len`.
+    code: [u8; SOUND_KEY_LEN],
+    len: u8,
     /// Occurrences of each code letter, by its byte modulo 16 (letters that share a
     /// bucket only loosen the bound).
     counts: [u8; 16],
@@ -351,7 +354,7 @@ impl SoundKey {
         let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
             .double_metaphone(&joined)
             .primary();
-        Self::from_code(code)
+        Self::from_code(code.as_bytes())
     }
 
     /// The key of words as a speaker of their own language would say them, where the
@@ -366,26 +369,37 @@ impl SoundKey {
         let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
             .double_metaphone(&joined)
             .alternate();
-        Some(Self::from_code(code))
+        Some(Self::from_code(code.as_bytes()))
     }
 
-    fn from_code(code: String) -> Self {
+    fn from_code(code: &[u8]) -> Self {
+        let code = &code[..code.len().min(SOUND_KEY_LEN)];
+        let mut letters = [0u8; SOUND_KEY_LEN];
+        letters[..code.len()].copy_from_slice(code);
         let mut counts = [0u8; 16];
-        for byte in code.bytes() {
+        for byte in code {
             let count = &mut counts[usize::from(byte % 16)];
             *count = count.saturating_add(1);
         }
-        Self { code, counts }
+        Self {
+            code: letters,
+            len: code.len() as u8,
+            counts,
+        }
+    }
+
+    fn code(&self) -> &[u8] {
+        &self.code[..usize::from(self.len)]
     }
 
     pub fn is_empty(&self) -> bool {
-        self.code.is_empty()
+        self.len == 0
     }
 
     /// Similarity to another key: 1 for the same, falling with the edits between them;
     /// `None` when they differ by more than `1 - floor` of the longer.
     fn similarity(&self, other: &SoundKey, floor: f32) -> Option<f32> {
-        let longest = self.code.len().max(other.code.len());
+        let longest = self.code().len().max(other.code().len());
         if longest == 0 {
             return None;
         }
@@ -399,12 +413,7 @@ impl SoundKey {
         if count_gap.div_ceil(2) > limit {
             return None;
         }
-        let edits = bounded_levenshtein(
-            self.code.as_bytes(),
-            other.code.as_bytes(),
-            limit,
-            Span::Whole,
-        )?;
+        let edits = bounded_levenshtein(self.code(), other.code(), limit, Span::Whole)?;
         Some(1.0 - edits as f32 / longest as f32)
     }
 
@@ -413,7 +422,7 @@ impl SoundKey {
     /// germany" holds "dusseldorf"). `None` below `floor`, or for a name too short to be
     /// placed by its sound alone.
     fn similarity_within(&self, name: &SoundKey, floor: f32) -> Option<f32> {
-        let (heard, name_code) = (self.code.as_bytes(), name.code.as_bytes());
+        let (heard, name_code) = (self.code(), name.code());
         if name_code.len() < MIN_PLACED_LEN || heard.len() <= name_code.len() {
             return None;
         }
@@ -433,6 +442,14 @@ impl SoundKey {
     }
 }
 
+impl std::fmt::Debug for SoundKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SoundKey")
+            .field(&String::from_utf8_lossy(self.code()))
+            .finish()
+    }
+}
+
 /// Where the second key may be matched: whole, or any stretch of it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Span {
@@ -440,40 +457,55 @@ enum Span {
     Stretch,
 }
 
-/// Fewest edits that turn `a` into `b` (or into some stretch of `b`), or `None` once it
-/// must exceed `limit`. Sound keys are short, so the rows live on the stack.
+/// Fewest edits that turn `a` into `b` (or into some stretch of `b`), or `None` past
+/// `limit`. Myers' bit-parallel edit distance: a column of the edit table is one word of
+/// vertical deltas, so each letter of `b` costs a few word operations rather than a row
+/// of cells (sound keys are at most [`SOUND_KEY_LEN`] letters, which fit in a word).
 fn bounded_levenshtein(a: &[u8], b: &[u8], limit: usize, span: Span) -> Option<usize> {
-    const MAX: usize = SOUND_KEY_LEN + 1;
-    if (span == Span::Whole && a.len().abs_diff(b.len()) > limit) || b.len() >= MAX {
+    if span == Span::Whole && a.len().abs_diff(b.len()) > limit {
         return None;
     }
-    let mut previous = [0usize; MAX];
-    let mut current = [0usize; MAX];
-    // A stretch may begin anywhere in `b`: its first row is all zeros.
-    if span == Span::Whole {
-        for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
-            *cell = j;
-        }
+    if a.is_empty() {
+        let edits = if span == Span::Whole { b.len() } else { 0 };
+        return (edits <= limit).then_some(edits);
     }
-    for i in 1..=a.len() {
-        current[0] = i;
-        let mut row_min = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            current[j] = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            row_min = row_min.min(current[j]);
+    debug_assert!(a.len() <= SOUND_KEY_LEN && a.iter().all(u8::is_ascii));
+    // Where each letter occurs in `a`.
+    let mut occurs = [0u32; 128];
+    for (i, &letter) in a.iter().enumerate() {
+        occurs[usize::from(letter & 127)] |= 1 << i;
+    }
+    let last = 1u32 << (a.len() - 1);
+    // Vertical deltas of the current column: +1 (`up`) or -1 (`down`), else 0.
+    let (mut up, mut down) = (u32::MAX, 0u32);
+    let mut edits = a.len();
+    // A stretch may end anywhere: the least of the last row, from the empty stretch on.
+    let mut least = edits;
+    for &letter in b {
+        let matches = occurs[usize::from(letter & 127)];
+        let x_v = matches | down;
+        let x_h = ((matches & up).wrapping_add(up) ^ up) | matches;
+        let mut h_up = down | !(x_h | up);
+        let mut h_down = up & x_h;
+        if h_up & last != 0 {
+            edits += 1;
+        } else if h_down & last != 0 {
+            edits -= 1;
         }
-        if row_min > limit {
-            return None;
+        h_up <<= 1;
+        h_down <<= 1;
+        // The whole of `b` from its start: the first row grows by one a letter; a
+        // stretch may start anywhere, so that row stays 0.
+        if span == Span::Whole {
+            h_up |= 1;
         }
-        std::mem::swap(&mut previous, &mut current);
+        up = h_down | !(x_v | h_up);
+        down = h_up & x_v;
+        least = least.min(edits);
     }
     let edits = match span {
-        Span::Whole => previous[b.len()],
-        // ...and end anywhere.
-        Span::Stretch => previous[..=b.len()].iter().copied().min()?,
+        Span::Whole => edits,
+        Span::Stretch => least,
     };
     (edits <= limit).then_some(edits)
 }
@@ -774,6 +806,60 @@ mod tests {
         assert_eq!(szczecin.readings_like(&heard, 1), vec![0]);
     }
 
+    /// Edits from `a` to `b` (or to its closest stretch), by the whole table.
+    fn plain_edits(a: &[u8], b: &[u8], span: Span) -> usize {
+        let mut previous: Vec<usize> = match span {
+            Span::Whole => (0..=b.len()).collect(),
+            Span::Stretch => vec![0; b.len() + 1],
+        };
+        for i in 1..=a.len() {
+            let mut current = vec![i; b.len() + 1];
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                current[j] = (previous[j] + 1)
+                    .min(current[j - 1] + 1)
+                    .min(previous[j - 1] + cost);
+            }
+            previous = current;
+        }
+        match span {
+            Span::Whole => previous[b.len()],
+            Span::Stretch => previous.into_iter().min().unwrap_or(0),
+        }
+    }
+
+    #[test]
+    fn bit_parallel_edits_match_the_whole_table() {
+        let mut state = 11u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize
+        };
+        let letter = |n: usize| b"AKNSTX0P"[n % 8];
+        for _ in 0..5_000 {
+            let a: Vec<u8> = (0..next() % (SOUND_KEY_LEN + 1))
+                .map(|_| letter(next()))
+                .collect();
+            let b: Vec<u8> = (0..next() % (SOUND_KEY_LEN + 1))
+                .map(|_| letter(next()))
+                .collect();
+            let limit = next() % 12;
+            for span in [Span::Whole, Span::Stretch] {
+                let plain = plain_edits(&a, &b, span);
+                assert_eq!(
+                    bounded_levenshtein(&a, &b, limit, span),
+                    (plain <= limit).then_some(plain),
+                    "{:?} {:?} {}",
+                    String::from_utf8_lossy(&a),
+                    String::from_utf8_lossy(&b),
+                    span == Span::Whole
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_letter_count_bound_never_rules_out_a_close_key() {
         // Keys and copies of them with a few random edits, so that many pairs are close.
@@ -785,14 +871,7 @@ mod tests {
             (state >> 33) as usize
         };
         let letter = |n: usize| b"AKNSTX0P"[n % 8];
-        let key = |code: Vec<u8>| {
-            let mut counts = [0u8; 16];
-            code.iter().for_each(|b| counts[usize::from(b % 16)] += 1);
-            SoundKey {
-                code: String::from_utf8(code).unwrap(),
-                counts,
-            }
-        };
+        let key = |code: Vec<u8>| SoundKey::from_code(&code);
         let mut compared = 0;
         for _ in 0..5_000 {
             let original: Vec<u8> = (0..1 + next() % 12).map(|_| letter(next())).collect();
@@ -809,11 +888,11 @@ mod tests {
                 }
             }
             let (a, b) = (key(original), key(edited));
-            let longest = a.code.len().max(b.code.len());
+            let longest = a.code().len().max(b.code().len());
             let limit = ((1.0 - SOUND_FLOOR) * longest as f32).floor() as usize;
-            let plain =
-                bounded_levenshtein(a.code.as_bytes(), b.code.as_bytes(), limit, Span::Whole)
-                    .map(|edits| 1.0 - edits as f32 / longest as f32);
+            let plain = Some(plain_edits(a.code(), b.code(), Span::Whole))
+                .filter(|&edits| edits <= limit)
+                .map(|edits| 1.0 - edits as f32 / longest as f32);
             assert_eq!(a.similarity(&b, SOUND_FLOOR), plain, "{a:?} {b:?}");
             compared += usize::from(plain.is_some());
         }
