@@ -314,6 +314,7 @@ impl Whisper {
         let short_window = match window {
             EncoderWindow::Short => Some(ShortWindow::new(
                 &model.encoder,
+                &model.decoder,
                 model.config.num_mel_bins,
                 &device,
             )?),
@@ -377,10 +378,16 @@ impl Whisper {
             let features = mel.log_mel(window);
             timings.mel += started.elapsed();
             let budget = token_budget(window.len() as f32 / SAMPLE_RATE as f32);
-            let mut decode = |audio: Tensor, short_window: bool, timings: &mut AsrTimings| {
+            // `short`: the frames a short window computed, with the silent pass behind them.
+            let mut decode = |audio: Tensor, short: Option<usize>, timings: &mut AsrTimings| {
                 let started = Instant::now();
                 // Cross-attention keys and values: once per window, for every decoding pass.
-                let fresh = self.model.decoder.cache(&audio)?;
+                let fresh = match (short, &self.short_window) {
+                    (Some(frames), Some(window)) => {
+                        window.cache(&self.model.decoder, &audio, frames)?
+                    }
+                    _ => self.model.decoder.cache(&audio)?,
+                };
                 let language_token = self.window_language(&mut language, options, &fresh)?;
                 let result = self.decode_with_fallback(
                     &fresh,
@@ -390,7 +397,7 @@ impl Whisper {
                     budget,
                     options,
                     WindowKind {
-                        short: short_window,
+                        short: short.is_some(),
                         long_form,
                     },
                 )?;
@@ -399,7 +406,7 @@ impl Whisper {
             };
             let decoded =
                 match self.encode_short(&features, window.len(), long_form, &mut timings)? {
-                    Some(audio) => decode(audio, true, &mut timings)?,
+                    Some((audio, frames)) => decode(audio, Some(frames), &mut timings)?,
                     None => None,
                 };
             let result = match decoded {
@@ -410,7 +417,7 @@ impl Whisper {
                         Tensor::from_vec(features, (1, mel.n_mels(), N_FRAMES), &self.device)?;
                     let audio = self.model.encoder.forward(&features)?;
                     timings.encoder += started.elapsed();
-                    decode(audio, false, &mut timings)?.ok_or(AsrError::NoTemperatures)?
+                    decode(audio, None, &mut timings)?.ok_or(AsrError::NoTemperatures)?
                 }
             };
             if !long_form {
@@ -508,15 +515,16 @@ impl Whisper {
         Ok((transcript, context))
     }
 
-    /// The audio states of a window from its first frames and the silent pass, when the
-    /// model keeps one, the window holds a short utterance and a sound.
+    /// The audio states of a window from its first frames and the silent pass, and the
+    /// frames computed, when the model keeps one, the window holds a short utterance and
+    /// a sound.
     fn encode_short(
         &self,
         features: &[f32],
         samples: usize,
         long_form: bool,
         timings: &mut AsrTimings,
-    ) -> Result<Option<Tensor>, AsrError> {
+    ) -> Result<Option<(Tensor, usize)>, AsrError> {
         let (Some(short), Some(frames), false) =
             (&self.short_window, ShortWindow::frames(samples), long_form)
         else {
@@ -526,7 +534,7 @@ impl Whisper {
         let n_mels = self.model.config.num_mel_bins;
         let audio = short.encode(&self.model.encoder, features, n_mels, frames, &self.device)?;
         timings.encoder += started.elapsed();
-        Ok(audio)
+        Ok(audio.map(|audio| (audio, frames)))
     }
 
     /// The language of the first window, detected once, for every later window.

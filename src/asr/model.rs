@@ -447,6 +447,13 @@ pub struct Padding {
     states: Tensor,
 }
 
+/// The decoder's cross-attention keys and values of a [`Padding`]'s states, per block:
+/// made once, since every short window ends in that silence.
+pub struct CrossPadding {
+    from: usize,
+    keys_values: Vec<(Tensor, Tensor)>,
+}
+
 /// The audio encoder: two convolutions, sinusoidal positions, pre-norm blocks.
 pub struct Encoder {
     conv1: kernels::Conv3,
@@ -700,11 +707,67 @@ impl Decoder {
     /// sequence are also packed in bfloat16 while they are still in cache, and every pass
     /// attends to those.
     pub fn cache(&self, audio: &Tensor) -> candle_core::Result<DecoderCache> {
+        self.cache_with(audio, None)
+    }
+
+    /// [`Decoder::cache`] for the audio states of a short window [1, 1500, d_model]
+    /// whose positions from `time` on are those of the silence `padding` was made of:
+    /// only the first `time` positions' keys and values are computed, the rest are the
+    /// padding's (each position's are its own, so the cache is the same).
+    pub fn cache_padded(
+        &self,
+        audio: &Tensor,
+        time: usize,
+        padding: &CrossPadding,
+    ) -> candle_core::Result<DecoderCache> {
+        self.cache_with(audio, Some((time, padding)))
+    }
+
+    /// The cross-attention keys and values of a padding's states.
+    pub fn cross_padding(&self, padding: &Padding) -> candle_core::Result<CrossPadding> {
+        Ok(CrossPadding {
+            from: padding.from,
+            keys_values: self
+                .blocks
+                .iter()
+                .map(|block| block.cross_attention.keys_values(&padding.states))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+
+    fn cache_with(
+        &self,
+        audio: &Tensor,
+        padded: Option<(usize, &CrossPadding)>,
+    ) -> candle_core::Result<DecoderCache> {
         let packed = self.packed_cross_attention && audio.dim(0)? == 1;
         let mut cross_kv = Vec::with_capacity(self.blocks.len());
         let mut cross_bf16 = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (keys, values) = block.cross_attention.keys_values(audio)?;
+        if let Some((time, padding)) = padded {
+            let total = audio.dim(1)?;
+            if time < padding.from || time > total {
+                candle_core::bail!(
+                    "{time} positions computed, the padding covers {} to {total}",
+                    padding.from
+                );
+            }
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (keys, values) = match padded {
+                None => block.cross_attention.keys_values(audio)?,
+                Some((time, padding)) => {
+                    let (keys, values) = block
+                        .cross_attention
+                        .keys_values(&audio.narrow(1, 0, time)?)?;
+                    let (later_keys, later_values) = &padding.keys_values[i];
+                    let skip = time - padding.from;
+                    let rest = later_keys.dim(2)? - skip;
+                    (
+                        Tensor::cat(&[&keys, &later_keys.narrow(2, skip, rest)?], 2)?,
+                        Tensor::cat(&[&values, &later_values.narrow(2, skip, rest)?], 2)?,
+                    )
+                }
+            };
             if packed {
                 cross_bf16.push(pack_heads(&keys, &values)?);
             }
@@ -1109,5 +1172,35 @@ mod tests {
         eprintln!("speech positions: {computed}, padding: {silent}");
         assert!(computed < 0.1, "speech positions: {computed}");
         assert!(silent < 0.4, "padding: {silent}");
+    }
+
+    /// A short window's decoder cache, its silent positions' keys and values made at
+    /// load, is the cache computed from all of the window's states.
+    #[test]
+    fn a_padded_decoder_cache_is_the_whole_one() {
+        let model = model(Precision::fastest());
+        let n_mels = model.config.num_mel_bins;
+        let first = ShortWindow::frames(SAMPLE_RATE).expect("a second is a short window");
+        let silence = Tensor::full(PEAK - 2.0, (1, n_mels, N_FRAMES), &Device::Cpu).unwrap();
+        let padding = model.encoder.padding(&silence, first / 2).unwrap();
+        let cross = model.decoder.cross_padding(&padding).unwrap();
+        let mel =
+            Tensor::from_vec(q0004_features(n_mels), (1, n_mels, N_FRAMES), &Device::Cpu).unwrap();
+        // More than the least window, so that part of the padding is skipped.
+        let time = first / 2 + 50;
+        let audio = model
+            .encoder
+            .forward_padded(&mel.narrow(2, 0, 2 * time + 2).unwrap(), time, &padding)
+            .unwrap();
+        let whole = model.decoder.cache(&audio).unwrap();
+        let padded = model.decoder.cache_padded(&audio, time, &cross).unwrap();
+        for ((k, v), (pk, pv)) in whole.cross_kv.iter().zip(&padded.cross_kv) {
+            assert_eq!(k.dims(), pk.dims());
+            assert!(relative_error(k, pk) < 1e-6 && relative_error(v, pv) < 1e-6);
+        }
+        assert!(model
+            .decoder
+            .cache_padded(&audio, first / 2 - 1, &cross)
+            .is_err());
     }
 }

@@ -20,7 +20,7 @@
 use candle_core::{Device, Tensor};
 
 use super::mel::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
-use super::model::{Encoder, Padding};
+use super::model::{CrossPadding, Decoder, DecoderCache, Encoder, Padding};
 
 /// Whether the encoder may compute less than the whole window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -72,18 +72,36 @@ const FRAMES_PER_SECOND: usize = SAMPLE_RATE / HOP_LENGTH;
 /// Least frames computed.
 const MIN_FRAMES: usize = MIN_SECONDS * FRAMES_PER_SECOND;
 
-/// The silent pass a short window's encoding completes.
+/// The silent pass a short window's encoding completes, and the decoder's
+/// cross-attention keys and values of it.
 pub struct ShortWindow {
     padding: Padding,
+    cross: CrossPadding,
 }
 
 impl ShortWindow {
     /// Runs the encoder once over a silent window peaking at [`PEAK`].
-    pub fn new(encoder: &Encoder, n_mels: usize, device: &Device) -> candle_core::Result<Self> {
+    pub fn new(
+        encoder: &Encoder,
+        decoder: &Decoder,
+        n_mels: usize,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         let silence = Tensor::full(PEAK - 2.0, (1, n_mels, N_FRAMES), device)?;
-        Ok(Self {
-            padding: encoder.padding(&silence, MIN_FRAMES / 2)?,
-        })
+        let padding = encoder.padding(&silence, MIN_FRAMES / 2)?;
+        let cross = decoder.cross_padding(&padding)?;
+        Ok(Self { padding, cross })
+    }
+
+    /// The decoder's cache for `audio`, as [`ShortWindow::encode`] gave it from `frames`:
+    /// the keys and values of the silent positions are the ones made at load.
+    pub fn cache(
+        &self,
+        decoder: &Decoder,
+        audio: &Tensor,
+        frames: usize,
+    ) -> candle_core::Result<DecoderCache> {
+        decoder.cache_padded(audio, frames / 2, &self.cross)
     }
 
     /// Feature frames to compute for `samples` of speech: `None` when that is the whole
