@@ -6,7 +6,8 @@
 //! computes the speech, [`TAIL_SECONDS`] of the padding after it, and at least
 //! [`MIN_SECONDS`] in all; the rest of the window, keys and values of every block and the
 //! output states, comes from one pass over silence made when the model loads
-//! ([`ShortWindow`]). Cutting the window without that padding costs 5 or more WER
+//! ([`ShortWindow`]), and so do the decoder's cross-attention keys and values of those
+//! states, so a decoding projects only the positions computed. Cutting the window without that padding costs 5 or more WER
 //! points; with it, dev WER and top-1 hold (the README's Speed section). A repetition
 //! loop, the way a cut window fails when the model misses where speech ends, sends the
 //! window back to the encoder whole; an unlikely text, the way noise fails, does not, as
@@ -58,7 +59,7 @@ impl std::str::FromStr for EncoderWindow {
 /// Padding computed after the last sample of speech.
 pub const TAIL_SECONDS: usize = 2;
 /// Least audio computed, speech and padding. With the silent pass, floors of 4 to 10 s
-/// gave the same dev top-1 (0.928) and WER 0.239 to 0.250 (top-5 0.928 to 0.952, one
+/// gave the same dev top-1 (0.928, with session 10's reranker) and WER 0.239 to 0.250 (top-5 0.928 to 0.952, one
 /// clip either way); 6 s keeps a margin above the lowest measured and computes a fifth
 /// of the window for most queries.
 pub const MIN_SECONDS: usize = 6;
