@@ -67,6 +67,9 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
     match category.as_str() {
         "song" => {
             if let Some(artist) = document.attribute("artist") {
+                if let Some(main) = main_artist(&artist) {
+                    qualifiers.push((clean(main), " by "));
+                }
                 qualifiers.push((clean(&artist), " by "));
             }
             for writer in writers(&document.body) {
@@ -172,6 +175,19 @@ fn names(document: &CatalogDocument) -> Vec<Name> {
         }
     }
     out
+}
+
+/// The artist a credit names first, as people say it: "R.E.M. Feat. Kate Pearson" ->
+/// "R.E.M."; `None` for a credit of one artist.
+fn main_artist(credit: &str) -> Option<&str> {
+    // ASCII lowercasing keeps every byte offset.
+    let lower = credit.to_ascii_lowercase();
+    let cut = [" feat. ", " feat ", " ft. ", " ft ", " featuring "]
+        .iter()
+        .filter_map(|joint| lower.find(joint))
+        .min()?;
+    let main = credit[..cut].trim();
+    (!main.is_empty()).then_some(main)
 }
 
 /// The surnames of a song's writers, from "Written by A, B & C." in its body.
@@ -753,6 +769,17 @@ mod tests {
             .contains(&"the Moonlight Sonata by Beethoven".to_string()));
         let acdc = entry(r#"{"id":"a","title":"Rock & Roll","category":"song","artist":"AC/DC"}"#);
         assert_eq!(acdc.readings, ["Rock and Roll", "Rock and Roll by AC/DC"]);
+        let featuring = entry(
+            r#"{"id":"f","title":"Losing My Religion","category":"song","artist":"R.E.M. Feat. Kate Pearson"}"#,
+        );
+        assert_eq!(
+            featuring.readings,
+            [
+                "Losing My Religion",
+                "Losing My Religion by R.E.M",
+                "Losing My Religion by R.E.M. Feat. Kate Pearson"
+            ]
+        );
         assert_eq!(acdc.qualifiers, [["ac", "dc"]]);
     }
 
