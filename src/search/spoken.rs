@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
-use rphonetic::DoubleMetaphone;
+use rphonetic::{DoubleMetaphone, DoubleMetaphoneResult};
 
 use super::document::CatalogDocument;
 use super::text::analyze;
@@ -110,9 +110,7 @@ pub fn spoken_forms(document: &CatalogDocument) -> SpokenEntry {
         .iter()
         .enumerate()
         .flat_map(|(i, r)| {
-            let words = analyze(r);
-            let english = SoundKey::new(&words);
-            let native = SoundKey::native(&words).filter(|key| *key != english);
+            let (english, native) = SoundKey::with_native(&analyze(r));
             [Some(english), native]
                 .into_iter()
                 .flatten()
@@ -363,29 +361,29 @@ pub struct SoundKey {
 
 impl SoundKey {
     pub fn new(words: &[String]) -> Self {
-        let joined: String = words.concat();
-        if joined.is_empty() {
-            return Self::default();
-        }
-        let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
-            .double_metaphone(&joined)
-            .primary();
-        Self::from_code(code.as_bytes())
+        Self::codes(words).map_or_else(Self::default, |codes| {
+            Self::from_code(codes.primary().as_bytes())
+        })
     }
 
-    /// The key of words as a speaker of their own language would say them, where the
-    /// spelling is not English ("szczecin" read with Polish "sz" and "cz"): Double
+    /// The key of words and, where it differs, their key as a speaker of their own
+    /// language would say them ("szczecin" read with Polish "sz" and "cz"): Double
     /// Metaphone's alternate code. A recognizer that writes English spellings of what it
-    /// heard meets a foreign name through this key rather than the English one.
-    pub fn native(words: &[String]) -> Option<Self> {
+    /// heard meets a foreign name through the second rather than the first.
+    pub fn with_native(words: &[String]) -> (Self, Option<Self>) {
+        let Some(codes) = Self::codes(words) else {
+            return (Self::default(), None);
+        };
+        let english = Self::from_code(codes.primary().as_bytes());
+        let native = Self::from_code(codes.alternate().as_bytes());
+        let native = (native != english).then_some(native);
+        (english, native)
+    }
+
+    fn codes(words: &[String]) -> Option<DoubleMetaphoneResult> {
         let joined: String = words.concat();
-        if joined.is_empty() {
-            return None;
-        }
-        let code = DoubleMetaphone::new(Some(SOUND_KEY_LEN))
-            .double_metaphone(&joined)
-            .alternate();
-        Some(Self::from_code(code.as_bytes()))
+        (!joined.is_empty())
+            .then(|| DoubleMetaphone::new(Some(SOUND_KEY_LEN)).double_metaphone(&joined))
     }
 
     fn from_code(code: &[u8]) -> Self {
