@@ -563,14 +563,7 @@ impl Encoder {
             candle_core::bail!("{frames} frames are too few to compute {time} positions");
         }
         let mut x = self.stem(mel)?.narrow(1, 0, time)?;
-        let total = padding.from + padding.states.dim(1)?;
-        if time < padding.from || time > total {
-            candle_core::bail!(
-                "{time} positions computed, the padding covers {} to {total}",
-                padding.from
-            );
-        }
-        let (skip, rest) = (time - padding.from, total - time);
+        let (skip, rest) = padding_span(time, padding.from, padding.states.dim(1)?)?;
         for (block, (keys, values)) in self.blocks.iter().zip(&padding.keys_values) {
             let later = (&keys.narrow(2, skip, rest)?, &values.narrow(2, skip, rest)?);
             x = block.forward(&x, Some(later), self.packed_attention)?;
@@ -743,25 +736,24 @@ impl Decoder {
         let packed = self.packed_cross_attention && audio.dim(0)? == 1;
         let mut cross_kv = Vec::with_capacity(self.blocks.len());
         let mut cross_bf16 = Vec::with_capacity(self.blocks.len());
-        if let Some((time, padding)) = padded {
-            let total = audio.dim(1)?;
-            if time < padding.from || time > total {
-                candle_core::bail!(
-                    "{time} positions computed, the padding covers {} to {total}",
-                    padding.from
-                );
+        let padded = match padded {
+            Some((time, padding)) => {
+                let held = padding
+                    .keys_values
+                    .first()
+                    .map_or(Ok(0), |(k, _)| k.dim(2))?;
+                Some((time, padding, padding_span(time, padding.from, held)?))
             }
-        }
+            None => None,
+        };
         for (i, block) in self.blocks.iter().enumerate() {
             let (keys, values) = match padded {
                 None => block.cross_attention.keys_values(audio)?,
-                Some((time, padding)) => {
+                Some((time, padding, (skip, rest))) => {
                     let (keys, values) = block
                         .cross_attention
                         .keys_values(&audio.narrow(1, 0, time)?)?;
                     let (later_keys, later_values) = &padding.keys_values[i];
-                    let skip = time - padding.from;
-                    let rest = later_keys.dim(2)? - skip;
                     (
                         Tensor::cat(&[&keys, &later_keys.narrow(2, skip, rest)?], 2)?,
                         Tensor::cat(&[&values, &later_values.narrow(2, skip, rest)?], 2)?,
@@ -896,6 +888,16 @@ impl Decoder {
     pub fn logit(&self, hidden: &[f32], token: u32) -> f32 {
         self.output.dot_row(token as usize, hidden)
     }
+}
+
+/// Where a window computed to `time` positions meets a padding of `held` positions from
+/// `from` on: how many of the padding's to skip, and how many to take after them.
+fn padding_span(time: usize, from: usize, held: usize) -> candle_core::Result<(usize, usize)> {
+    let total = from + held;
+    if time < from || time > total {
+        candle_core::bail!("{time} positions computed, the padding covers {from} to {total}");
+    }
+    Ok((time - from, total - time))
 }
 
 /// -inf above the diagonal for a block of `time` new tokens after `offset` cached ones;

@@ -831,6 +831,20 @@ mod tests {
         assert_eq!(szczecin.readings_like(&heard, 1), vec![0]);
     }
 
+    /// A few code letters, so that random keys often come close to each other.
+    const CODE_LETTERS: &[u8] = b"AKNSTX0P";
+
+    /// A seeded stream of pseudo-random numbers (a linear congruential generator).
+    fn random_numbers(seed: u64) -> impl FnMut() -> usize {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize
+        }
+    }
+
     /// Edits from `a` to `b` (or to its closest stretch), by the whole table.
     fn plain_edits(a: &[u8], b: &[u8], span: Span) -> usize {
         let mut previous: Vec<usize> = match span {
@@ -855,14 +869,8 @@ mod tests {
 
     #[test]
     fn bit_parallel_edits_match_the_whole_table() {
-        let mut state = 11u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as usize
-        };
-        let letter = |n: usize| b"AKNSTX0P"[n % 8];
+        let mut next = random_numbers(11);
+        let letter = |n: usize| CODE_LETTERS[n % CODE_LETTERS.len()];
         for _ in 0..5_000 {
             let a: Vec<u8> = (0..next() % (SOUND_KEY_LEN + 1))
                 .map(|_| letter(next()))
@@ -888,14 +896,8 @@ mod tests {
     #[test]
     fn the_letter_count_bound_never_rules_out_a_close_key() {
         // Keys and copies of them with a few random edits, so that many pairs are close.
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as usize
-        };
-        let letter = |n: usize| b"AKNSTX0P"[n % 8];
+        let mut next = random_numbers(7);
+        let letter = |n: usize| CODE_LETTERS[n % CODE_LETTERS.len()];
         let key = |code: Vec<u8>| SoundKey::from_code(&code);
         let mut compared = 0;
         for _ in 0..5_000 {
