@@ -1,16 +1,19 @@
 //! The composition root: everything a running server holds, opened once from its
-//! settings. `voice-search serve`, `eval` and the tests all start from [`App::open`];
+//! settings. `voice-search serve`, `eval` and the tests all start from [`App::open`]
+//! ([`App::start`] for a writer or follower, which meets the snapshot store first);
 //! [`crate::service::serve`] only puts an `App` on the network.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::asr::Whisper;
 use crate::config::ServeConfig;
+use crate::fleet::{FleetError, FleetStatus, Follower, Publisher, Role, SnapshotStore};
 use crate::monitor::capture::CaptureError;
 use crate::monitor::drift::DriftError;
 use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
 use crate::pipeline::Pipeline;
-use crate::search::{import, CarrierPhrases, CatalogIndex, QueryEngine, SearchError};
+use crate::search::{import, CarrierPhrases, CatalogIndex, PageTokens, QueryEngine, SearchError};
 use crate::stream::Voice;
 use crate::workers::WorkerPool;
 
@@ -23,6 +26,17 @@ pub enum AppError {
     Drift(#[from] DriftError),
     #[error("{0}")]
     Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("page token secret {path}: {reason}")]
+    PageTokenSecret { path: PathBuf, reason: String },
+}
+
+/// How a writer or follower keeps its catalog in step with the fleet; run by the server
+/// beside its services.
+pub enum Replication {
+    Publish(Publisher),
+    Follow(Follower),
 }
 
 /// The running parts: the catalog index and its query engine, the pipeline (model and
@@ -35,6 +49,9 @@ pub struct App {
     pub monitor: Arc<Monitor>,
     pub pool: WorkerPool,
     pub voice: Voice,
+    /// The role, and where the replica stands with the snapshot store.
+    pub fleet: Arc<FleetStatus>,
+    pub replication: Option<Replication>,
 }
 
 impl App {
@@ -42,8 +59,14 @@ impl App {
     /// the model (its absence leaves search and the catalog working), the monitor and
     /// the pool.
     pub fn open(config: &ServeConfig) -> Result<Self, AppError> {
-        let index = Arc::new(CatalogIndex::open(&config.index)?);
-        if config.demo_catalog && index.stats()?.document_count == 0 {
+        let index = Arc::new(match config.role {
+            Role::Follower => CatalogIndex::open_follower(&config.index)?,
+            Role::Standalone | Role::Writer => CatalogIndex::open(&config.index)?,
+        });
+        if config.role != Role::Follower
+            && config.demo_catalog
+            && index.stats()?.document_count == 0
+        {
             let summary = import::import_jsonl(
                 &index,
                 import::DEMO_CATALOG.as_bytes(),
@@ -57,7 +80,20 @@ impl App {
         }
         tracing::info!(index = %config.index.display(), documents = index.stats()?.document_count, "catalog index open");
         let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
-        let engine = Arc::new(QueryEngine::new(index.clone(), carriers));
+        let mut engine = QueryEngine::new(index.clone(), carriers);
+        if let Some(path) = &config.page_token_secret_file {
+            let secret = std::fs::read(path).map_err(|e| AppError::PageTokenSecret {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            engine = engine.with_page_tokens(PageTokens::from_secret(&secret).map_err(|e| {
+                AppError::PageTokenSecret {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+        let engine = Arc::new(engine);
         let whisper = match Whisper::load_with(
             &config.model,
             config.precision,
@@ -96,6 +132,10 @@ impl App {
             );
         }
         let pool = WorkerPool::new(config.pool_size());
+        {
+            let monitor = monitor.clone();
+            pool.observe_queue_wait(move |wait| monitor.metrics.queue_wait(wait));
+        }
         tracing::info!(
             workers = pool.size().workers,
             queue_depth = pool.size().queue_depth,
@@ -114,6 +154,51 @@ impl App {
             monitor,
             pool,
             voice,
+            fleet: Arc::new(FleetStatus::new(config.role)),
+            replication: None,
+        })
+    }
+
+    /// Opens the app for its role: a follower first copies a catalog generation from the
+    /// snapshot store (waiting for one as long as it takes, so that it serves only with
+    /// a catalog); a writer reads what the store holds, to publish its commits there.
+    pub async fn start(config: &ServeConfig) -> Result<Self, AppError> {
+        let store = config
+            .snapshot_store
+            .as_deref()
+            .map(SnapshotStore::open)
+            .transpose()?;
+        let status = Arc::new(FleetStatus::new(config.role));
+        let (app, replication) = match (config.role, store) {
+            (Role::Follower, Some(store)) => {
+                let mut follower = Follower::new(store, &config.index, status.clone());
+                let first = follower.first_generation(config.snapshot_poll()).await;
+                status.store_answered();
+                status.generation(first.generation, first.published_at_unix_ms);
+                tracing::info!(
+                    generation = first.generation,
+                    documents = first.documents,
+                    "copied the newest catalog generation"
+                );
+                (Self::open(config)?, Some(Replication::Follow(follower)))
+            }
+            (Role::Writer, Some(store)) => {
+                let app = Self::open(config)?;
+                let publisher = Publisher::new(
+                    store,
+                    app.index.clone(),
+                    config.publish_settings(),
+                    status.clone(),
+                )
+                .await?;
+                (app, Some(Replication::Publish(publisher)))
+            }
+            _ => (Self::open(config)?, None),
+        };
+        Ok(Self {
+            fleet: status,
+            replication,
+            ..app
         })
     }
 }

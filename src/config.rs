@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::asr::{EncoderWindow, Precision};
+use crate::fleet::Role;
 use crate::monitor::CaptureConfig;
 use crate::service::ConnectionLimits;
 use crate::stream::{SessionLimits, VoiceLimits};
@@ -136,6 +137,29 @@ settings! {
     capture_max_mib: u64 = 1024;
     /// Captures older than this many hours are deleted.
     capture_max_age_hours: f64 = 24.0 * 7.0;
+    /// What this server does with the catalog: `standalone` (its own index, read and
+    /// written), `writer` (owns the index and the Catalog RPCs, and publishes each commit
+    /// to the snapshot store) or `follower` (serves copies of the writer's commits from
+    /// the snapshot store and refuses writes).
+    role: Role = Role::Standalone;
+    /// Where a writer publishes the catalog and followers copy it from:
+    /// `s3://BUCKET/PREFIX` (with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION) or `file:///ABSOLUTE/PATH`.
+    snapshot_store: Option<String> = None, shown "none";
+    /// Milliseconds between a follower's looks at the newest catalog generation.
+    snapshot_poll_ms: u64 = 500;
+    /// Catalog generations a writer keeps in the snapshot store.
+    snapshot_keep: usize = 5;
+    /// Seconds a superseded generation stays in the snapshot store at least, so that a
+    /// follower copying it can finish.
+    snapshot_grace_seconds: f64 = 120.0;
+    /// File holding the secret page tokens are signed with (16 bytes or more); every
+    /// replica behind one balancer needs the same, so that a next page may land on any.
+    page_token_secret_file: Option<PathBuf> = None, shown "none, a secret drawn at start";
+    /// Seconds between SIGTERM (health turns NOT_SERVING) and closing the listener, so
+    /// that a balancer's health checks stop new calls first; in a fleet, more than the
+    /// balancer's check interval.
+    drain_delay_seconds: f64 = 0.0;
 }
 
 /// Largest gRPC message: 30 s of 48 kHz stereo FLOAT32 is 11.5 MB, so 16 MiB carries any
@@ -179,6 +203,18 @@ plain_setting!(bool, "BOOL", |v| v.to_string());
 plain_setting!(PathBuf, "PATH", |v| v.display().to_string());
 plain_setting!(Precision, "PRECISION", |v| v.to_string());
 plain_setting!(EncoderWindow, "WINDOW", |v| v.to_string());
+plain_setting!(Role, "ROLE", |v| v.to_string());
+
+impl Setting for Option<String> {
+    type Flag = String;
+    const VALUE_NAME: &'static str = "URL";
+    fn from_flag(flag: String) -> Self {
+        Some(flag)
+    }
+    fn shown(&self) -> String {
+        self.clone().unwrap_or_else(|| "none".into())
+    }
+}
 
 impl Setting for Option<PathBuf> {
     type Flag = PathBuf;
@@ -290,6 +326,41 @@ impl ServeConfig {
             }
             _ => {}
         }
+        if !(self.drain_delay_seconds >= 0.0
+            && Duration::try_from_secs_f64(self.drain_delay_seconds).is_ok())
+        {
+            return invalid(
+                "drain_delay_seconds",
+                &self.drain_delay_seconds,
+                "must be 0 or a positive, finite number",
+            );
+        }
+        if !(self.snapshot_grace_seconds >= 0.0
+            && Duration::try_from_secs_f64(self.snapshot_grace_seconds).is_ok())
+        {
+            return invalid(
+                "snapshot_grace_seconds",
+                &self.snapshot_grace_seconds,
+                "must be 0 or a positive, finite number",
+            );
+        }
+        match (self.role, &self.snapshot_store) {
+            (Role::Writer | Role::Follower, None) => {
+                return invalid(
+                    "snapshot_store",
+                    &"none",
+                    "a writer or follower needs one (s3://BUCKET/PREFIX or file:///PATH)",
+                )
+            }
+            (Role::Standalone, Some(url)) => {
+                return invalid(
+                    "snapshot_store",
+                    url,
+                    "only a writer or a follower uses it: add --role writer or --role follower",
+                )
+            }
+            _ => {}
+        }
         if !(0.0..=1.0).contains(&self.capture_fraction) {
             return invalid("capture_fraction", &self.capture_fraction, "must be 0 to 1");
         }
@@ -306,6 +377,8 @@ impl ServeConfig {
             ("max_connections", self.max_connections),
             ("drift_window", self.drift_window),
             ("max_message_bytes", self.max_message_bytes),
+            ("snapshot_poll_ms", self.snapshot_poll_ms as usize),
+            ("snapshot_keep", self.snapshot_keep),
         ] {
             if value == 0 {
                 return invalid(name, &value, "must be at least 1");
@@ -322,6 +395,21 @@ impl ServeConfig {
         ConnectionLimits {
             max_open: self.max_connections,
             first_byte: Duration::from_secs_f64(self.connection_start_seconds),
+        }
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_delay_seconds)
+    }
+
+    pub fn snapshot_poll(&self) -> Duration {
+        Duration::from_millis(self.snapshot_poll_ms)
+    }
+
+    pub fn publish_settings(&self) -> crate::fleet::publish::PublishSettings {
+        crate::fleet::publish::PublishSettings {
+            keep: self.snapshot_keep,
+            grace: Duration::from_secs_f64(self.snapshot_grace_seconds),
         }
     }
 
@@ -432,6 +520,8 @@ mod tests {
             "max_connections = 0",
             "tls_cert = \"server.pem\"",
             "cors_origin = [\"https://app.example.com/path\"]",
+            "snapshot_store = \"file:///tmp/store\"",
+            "drain_delay_seconds = -1.0",
         ] {
             let config: ServeConfig = toml::from_str(toml_text).unwrap();
             let message = config.validate().unwrap_err().to_string();

@@ -6,6 +6,7 @@
 //! [`workers`] (the bounded transcription pool), [`stream`] (the voice front door:
 //! whole utterances and streams, driven by plain events, with their limits), [`monitor`]
 //! (metrics, drift, capture), and [`app`], which opens them all from [`config`].
+//! [`fleet`] keeps the catalog of many replicas in step through a snapshot store.
 //! [`keys`] says which API keys may call what. [`service`] exposes it all over gRPC and
 //! knows nothing the library does not; its
 //! [`service::client`] is the streaming client the command line and the eval use.
@@ -15,6 +16,7 @@ pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod eval;
+pub mod fleet;
 pub mod hex;
 pub mod keys;
 pub mod monitor;

@@ -15,12 +15,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
+type WaitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// The queue was full; the job was not taken.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -56,12 +58,14 @@ impl Default for PoolSize {
 }
 
 /// Counts the pool exposes for monitoring, and the spare jobs running.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Load {
     queued: AtomicUsize,
     running: AtomicUsize,
     /// The spare jobs that workers are running.
     spares: Mutex<Vec<RunningSpare>>,
+    /// Told how long each job waited in the queue before a worker took it.
+    queue_wait: OnceLock<WaitObserver>,
 }
 
 /// A spare job on a worker, whose place owed work may take.
@@ -221,12 +225,16 @@ impl WorkerPool {
             load: self.load.clone(),
         };
         let load = self.load.clone();
+        let queued_at = Instant::now();
         let wrapped: Job = Box::new(move || {
             if state
                 .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 return;
+            }
+            if let Some(observe) = load.queue_wait.get() {
+                observe(queued_at.elapsed());
             }
             let spares = || {
                 load.spares
@@ -262,6 +270,14 @@ impl WorkerPool {
 
     pub fn size(&self) -> PoolSize {
         self.size
+    }
+
+    /// Tells `observe` how long each job from now on waited for a worker (the signal an
+    /// autoscaler follows); only the first observer given is kept.
+    pub fn observe_queue_wait(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
+        if self.load.queue_wait.set(Box::new(observe)).is_err() {
+            tracing::debug!("the pool's queue wait is observed already");
+        }
     }
 
     /// Jobs waiting for a worker.

@@ -56,19 +56,22 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
             let encoding = client::file_encoding(&audio)
                 .ok_or_else(|| client::ClientError::Format(args.file.display().to_string()))?;
             let started = Instant::now();
-            let response = voice
-                .voice_search(VoiceSearchRequest {
-                    config: Some(StreamingVoiceSearchConfig {
-                        recognition: Some(RecognitionConfig {
-                            encoding: encoding as i32,
-                            ..Default::default()
-                        }),
-                        search: Some(search),
+            let request = VoiceSearchRequest {
+                config: Some(StreamingVoiceSearchConfig {
+                    recognition: Some(RecognitionConfig {
+                        encoding: encoding as i32,
+                        ..Default::default()
                     }),
-                    audio,
+                    search: Some(search),
+                }),
+                audio,
+            };
+            let response = client::RetryPolicy::default()
+                .run(|| {
+                    let (mut voice, request) = (voice.clone(), request.clone());
+                    async move { Ok(voice.voice_search(request).await?.into_inner()) }
                 })
-                .await?
-                .into_inner();
+                .await?;
             if let Some(result) = response.result {
                 print_result(0, &result, Some(started.elapsed()));
             }

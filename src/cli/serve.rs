@@ -41,7 +41,7 @@ pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("cannot listen on {} for metrics", config.metrics_listen))?;
-        let app = App::open(&config)?;
+        let app = App::start(&config).await?;
         tracing::info!(listen = %listener.local_addr()?, metrics = %metrics.local_addr()?, "voice-search serving gRPC, metrics at /metrics");
         voice_search::service::serve(app, &config, listener, metrics, shutdown_signal()).await?;
         Ok(())

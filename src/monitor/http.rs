@@ -8,22 +8,27 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::Monitor;
+use crate::fleet::FleetStatus;
 use crate::search::CatalogIndex;
 use crate::workers::WorkerPool;
 
 /// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves. The
-/// gauges that mirror other state (queue, workers, index size) are read at each scrape.
+/// gauges that mirror other state (queue, workers, index size, the catalog generation)
+/// are read at each scrape.
 pub async fn serve_metrics(
     listener: TcpListener,
     monitor: Arc<Monitor>,
     pool: WorkerPool,
     index: Arc<CatalogIndex>,
+    fleet: Arc<FleetStatus>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let scrape = move || {
         let (monitor, pool, index) = (monitor.clone(), pool.clone(), index.clone());
+        let fleet = fleet.clone();
         async move {
             let metrics = &monitor.metrics;
+            metrics.fleet(&fleet.state());
             metrics.queued_utterances.set(pool.queued() as i64);
             metrics.busy_workers.set(pool.running() as i64);
             if let Ok(stats) = tokio::task::spawn_blocking(move || index.stats()).await {

@@ -31,6 +31,11 @@ pub struct Metrics {
     real_time_factor: Histogram,
     drift_psi: GaugeVec,
     captured: IntCounter,
+    queue_wait_seconds: Histogram,
+    catalog_generation: IntGauge,
+    catalog_generation_age_seconds: prometheus::Gauge,
+    snapshot_store_up: IntGauge,
+    snapshot_store_failures: IntCounter,
 }
 
 impl Metrics {
@@ -125,6 +130,35 @@ impl Metrics {
                 "Utterances kept in the capture folder for labelling",
             )
             .expect("valid metric"),
+            queue_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "voicesearch_queue_wait_seconds",
+                    "From an utterance queued (its end) to a transcription worker taking it: \
+                     the signal to scale replicas on",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            catalog_generation: IntGauge::new(
+                "voicesearch_catalog_generation",
+                "A follower's catalog generation served, a writer's newest published (0 standalone)",
+            )
+            .expect("valid metric"),
+            catalog_generation_age_seconds: prometheus::Gauge::new(
+                "voicesearch_catalog_generation_age_seconds",
+                "Seconds since that generation was published",
+            )
+            .expect("valid metric"),
+            snapshot_store_up: IntGauge::new(
+                "voicesearch_snapshot_store_up",
+                "1 while the snapshot store answered the last call, 0 after a failure",
+            )
+            .expect("valid metric"),
+            snapshot_store_failures: IntCounter::new(
+                "voicesearch_snapshot_store_failures_total",
+                "Failed rounds with the snapshot store (publishes or polls)",
+            )
+            .expect("valid metric"),
             registry,
         };
         for collector in metrics.collectors() {
@@ -152,7 +186,33 @@ impl Metrics {
             Box::new(self.real_time_factor.clone()),
             Box::new(self.drift_psi.clone()),
             Box::new(self.captured.clone()),
+            Box::new(self.queue_wait_seconds.clone()),
+            Box::new(self.catalog_generation.clone()),
+            Box::new(self.catalog_generation_age_seconds.clone()),
+            Box::new(self.snapshot_store_up.clone()),
+            Box::new(self.snapshot_store_failures.clone()),
         ]
+    }
+
+    /// How long an utterance waited for a transcription worker.
+    pub fn queue_wait(&self, wait: std::time::Duration) {
+        self.queue_wait_seconds.observe(wait.as_secs_f64());
+    }
+
+    /// Mirrors a replica's standing with the snapshot store (read at each scrape).
+    pub fn fleet(&self, state: &crate::fleet::FleetState) {
+        self.catalog_generation.set(state.generation as i64);
+        if state.published_at_unix_ms > 0 {
+            let age_ms =
+                crate::fleet::store::now_unix_ms().saturating_sub(state.published_at_unix_ms);
+            self.catalog_generation_age_seconds
+                .set(age_ms as f64 / 1000.0);
+        }
+        self.snapshot_store_up
+            .set(i64::from(state.store_error.is_none()));
+        let counted = self.snapshot_store_failures.get();
+        self.snapshot_store_failures
+            .inc_by(state.store_failures.saturating_sub(counted));
     }
 
     /// One RPC answered with `code` ("OK", "INVALID_ARGUMENT"...).

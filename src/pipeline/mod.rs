@@ -335,6 +335,9 @@ impl Pipeline {
         options: &HitOptions,
     ) -> Result<(Vec<RankedHit>, CatalogDecision), PipelineError> {
         let engine = self.search.as_ref().ok_or(PipelineError::NoIndex)?;
+        // One catalog generation for the whole choice: search, sound-alikes, the beam's
+        // names and the hits.
+        let _generation = engine.index().hold();
         let words: Vec<&str> = text.split_whitespace().collect();
         let split = engine.carriers().split(text);
         let after_carrier = split.prefix.split_whitespace().count();

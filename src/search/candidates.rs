@@ -83,7 +83,8 @@ impl QueryEngine {
     /// Candidates for `transcripts` (the best first, cut around its name as `split`
     /// says) from search alone: what text search finds, what sounds like the name, and
     /// the popular entries whose qualifier was heard. It needs nothing of recognition
-    /// but the transcripts, so it can run while the catalog beams do.
+    /// but the transcripts, so it can run while the catalog beams do. The caller holds
+    /// the generation ([`super::CatalogIndex::hold`]).
     pub fn candidates(
         &self,
         split: &CarrierSplit,
@@ -112,7 +113,7 @@ impl QueryEngine {
                 limits.alternative_text
             };
             let hits = self
-                .search(&SearchRequest {
+                .search_held(&SearchRequest {
                     query: text.to_string(),
                     page_size,
                     ..Default::default()

@@ -1,28 +1,38 @@
 //! The catalog index on disk: created when missing, refused when written by another
 //! schema version, and written only through commits, so that a write acknowledged to a
 //! caller survives `kill -9`. Readers pick up every commit without a restart.
+//!
+//! A follower's index (see `crate::fleet`) is never written here: another process puts a
+//! whole generation's files into its folder, and [`CatalogIndex::refresh`] swaps the
+//! searcher and the spoken forms to it in one step.
 
-use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
+use tantivy::index::SegmentId;
 use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 
 use super::document::{CatalogDocument, ATTRIBUTE_FIELDS};
 use super::schema::{self, Fields, SCHEMA_VERSION};
-use super::spoken::SpokenCatalog;
+use super::spoken::{spoken_forms, SpokenCatalog};
 use super::text::{analyze, phonetic_codes};
 use super::SearchError;
 
 /// The file beside tantivy's own that records which schema version wrote the index.
-const VERSION_FILE: &str = "voice-search-index.json";
+pub const VERSION_FILE: &str = "voice-search-index.json";
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -55,41 +65,99 @@ pub struct IndexStats {
 /// A stored document's JSON and its length in bytes as stored.
 pub type SizedSource = (Map<String, Value>, usize);
 
+/// A commit as files: what a writer publishes to its followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitFiles {
+    pub opstamp: u64,
+    /// tantivy's `meta.json` of the commit.
+    pub meta_json: String,
+    /// The segment files it needs, by name, each present in the folder when listed.
+    pub files: Vec<String>,
+    pub documents: u64,
+}
+
+/// What a follower's refresh swapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    pub opstamp: u64,
+    pub documents: u64,
+    /// Documents new or changed since the previous generation.
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// How an index is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Write,
+    ReadOnly,
+    Follow,
+}
+
+/// A follower's staging view of the folder and what each segment of the generation in
+/// use holds: (document, id, hash of its stored JSON), for the alive documents.
+struct FollowState {
+    staging: IndexReader,
+    segments: HashMap<SegmentId, Vec<(DocId, String, u64)>>,
+}
+
 /// The catalog index: one writer, any number of concurrent searches.
 pub struct CatalogIndex {
     index: Index,
     fields: Fields,
     reader: IndexReader,
-    /// Absent when opened read-only.
+    /// Absent when opened read-only or as a follower.
     writer: Option<Mutex<IndexWriter>>,
     path: PathBuf,
     /// The spoken forms of every committed document; empty when opened read-only.
     spoken: SpokenCatalog,
+    /// Held shared by each query ([`CatalogIndex::hold`]) and exclusively while a
+    /// follower swaps generations, so that no query sees the searcher of one generation
+    /// and the spoken forms of another.
+    swap: RwLock<()>,
+    /// The commit opstamp searches see: the same number on a writer and its followers.
+    opstamp: AtomicU64,
+    /// Tells whoever publishes commits (a writer's publisher) of each one.
+    commits: tokio::sync::watch::Sender<u64>,
+    follow: Option<Mutex<FollowState>>,
 }
 
 impl CatalogIndex {
     /// Opens the index at `path` for reading and writing, creating it (and the folder)
     /// when missing. Only one process may hold it so.
     pub fn open(path: &Path) -> Result<Self, SearchError> {
-        Self::open_with(path, true)
+        Self::open_with(path, Access::Write)
+    }
+
+    /// Opens a follower's copy at `path`, which must hold a whole generation: searched
+    /// and read, never written; [`CatalogIndex::refresh`] moves it to the generation
+    /// the folder holds next.
+    pub fn open_follower(path: &Path) -> Result<Self, SearchError> {
+        Self::require_index(path)?;
+        Self::open_with(path, Access::Follow)
     }
 
     /// Opens an existing index for searching only, which works while another process
     /// (a running server) holds it for writing.
     pub fn open_read_only(path: &Path) -> Result<Self, SearchError> {
-        if !path.join(VERSION_FILE).exists() {
-            return Err(SearchError::Io {
-                path: path.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no catalog index here: load one with `voice-search index import`",
-                ),
-            });
-        }
-        Self::open_with(path, false)
+        Self::require_index(path)?;
+        Self::open_with(path, Access::ReadOnly)
     }
 
-    fn open_with(path: &Path, writable: bool) -> Result<Self, SearchError> {
+    fn require_index(path: &Path) -> Result<(), SearchError> {
+        if path.join(VERSION_FILE).exists() {
+            return Ok(());
+        }
+        Err(SearchError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no catalog index here: load one with `voice-search index import`",
+            ),
+        })
+    }
+
+    fn open_with(path: &Path, access: Access) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
         std::fs::create_dir_all(path).map_err(|source| SearchError::Io {
             path: path.to_owned(),
@@ -123,7 +191,7 @@ impl CatalogIndex {
             })?;
         }
         schema::register_tokenizer(&index);
-        let writer = if writable {
+        let writer = if access == Access::Write {
             let writer = index
                 .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
                 .map_err(|e| match e {
@@ -134,10 +202,23 @@ impl CatalogIndex {
         } else {
             None
         };
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::OnCommitWithDelay)
-            .try_into()?;
+        // A follower moves only when told, in step with its spoken forms.
+        let policy = match access {
+            Access::Follow => ReloadPolicy::Manual,
+            Access::Write | Access::ReadOnly => ReloadPolicy::OnCommitWithDelay,
+        };
+        let reader = index.reader_builder().reload_policy(policy).try_into()?;
+        let follow = match access {
+            Access::Follow => Some(Mutex::new(FollowState {
+                staging: index
+                    .reader_builder()
+                    .reload_policy(ReloadPolicy::Manual)
+                    .try_into()?,
+                segments: HashMap::new(),
+            })),
+            Access::Write | Access::ReadOnly => None,
+        };
+        let opstamp = index.load_metas()?.opstamp;
         let opened = Self {
             index,
             fields,
@@ -145,13 +226,138 @@ impl CatalogIndex {
             writer,
             path: path.to_owned(),
             spoken: SpokenCatalog::default(),
+            swap: RwLock::new(()),
+            opstamp: AtomicU64::new(opstamp),
+            commits: tokio::sync::watch::Sender::new(opstamp),
+            follow,
         };
-        // Only a writer serves recognition; the read-only commands (`search`, `index
-        // stats`) need not read every document back.
-        if writable {
-            opened.spoken.upsert(&opened.all_documents()?);
+        // Writers and followers serve recognition; the read-only commands (`search`,
+        // `index stats`) need not read every document back.
+        match access {
+            Access::Write => opened.spoken.upsert(&opened.all_documents()?),
+            Access::Follow => {
+                opened.refresh()?;
+            }
+            Access::ReadOnly => {}
         }
         Ok(opened)
+    }
+
+    /// Holds the generation in use for the length of one query: a follower's swap waits
+    /// for it. Take it once per query, at its start, and never again inside it.
+    pub fn hold(&self) -> RwLockReadGuard<'_, ()> {
+        self.swap.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The commit opstamp searches see now.
+    pub fn opstamp(&self) -> u64 {
+        self.opstamp.load(Ordering::Acquire)
+    }
+
+    /// The opstamp of each commit from now on (a writer publishes them).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last commit as files: its `meta.json` and the segment files it needs.
+    pub fn commit_files(&self) -> Result<CommitFiles, SearchError> {
+        let metas = self.index.load_metas()?;
+        let meta_json = serde_json::to_string(&metas)
+            .map_err(|e| SearchError::Index(format!("meta.json: {e}")))?;
+        // tantivy lists candidates, some of which a segment may lack.
+        let mut files: Vec<String> = metas
+            .list_segment_files()
+            .into_iter()
+            .filter(|file| self.path.join(file).exists())
+            .filter_map(|file| file.to_str().map(str::to_string))
+            .collect();
+        files.sort();
+        Ok(CommitFiles {
+            opstamp: metas.opstamp,
+            meta_json,
+            files,
+            documents: metas.segments.iter().map(|s| u64::from(s.num_docs())).sum(),
+        })
+    }
+
+    /// A follower's move to the generation its folder holds now: the documents of the
+    /// segments it has not seen are read and their spoken forms made first; then, with
+    /// no query running, the searcher and the spoken forms (and the recognizer's names,
+    /// which follow them) change together.
+    pub fn refresh(&self) -> Result<Refresh, SearchError> {
+        let follow = self
+            .follow
+            .as_ref()
+            .ok_or_else(|| SearchError::ReadOnly(self.path.clone()))?;
+        let mut state = follow.lock().unwrap_or_else(|p| p.into_inner());
+        let opstamp = self.index.load_metas()?.opstamp;
+        state.staging.reload()?;
+        let searcher = state.staging.searcher();
+        let before: HashMap<&str, u64> = state
+            .segments
+            .values()
+            .flatten()
+            .map(|(_, id, hash)| (id.as_str(), *hash))
+            .collect();
+        let mut segments = HashMap::new();
+        let mut added = Vec::new();
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let docs: Vec<(DocId, String, u64)> = match state.segments.get(&segment.segment_id()) {
+                Some(known) => known
+                    .iter()
+                    .filter(|(doc, _, _)| !segment.is_deleted(*doc))
+                    .cloned()
+                    .collect(),
+                None => {
+                    let mut docs = Vec::new();
+                    for doc in segment.doc_ids_alive() {
+                        let address = tantivy::DocAddress::new(ordinal as u32, doc);
+                        let text = self.stored_text(&searcher, address)?;
+                        let mut hasher = DefaultHasher::new();
+                        text.hash(&mut hasher);
+                        let hash = hasher.finish();
+                        let document = CatalogDocument::from_json(
+                            serde_json::from_str(&text)
+                                .map_err(|e| SearchError::Index(format!("stored document: {e}")))?,
+                        )?;
+                        if before.get(document.id.as_str()) != Some(&hash) {
+                            added.push(spoken_forms(&document));
+                        }
+                        docs.push((doc, document.id, hash));
+                    }
+                    docs
+                }
+            };
+            segments.insert(segment.segment_id(), docs);
+        }
+        let after: HashSet<&str> = segments
+            .values()
+            .flatten()
+            .map(|(_, id, _)| id.as_str())
+            .collect();
+        let removed: Vec<String> = before
+            .keys()
+            .filter(|id| !after.contains(*id))
+            .map(|id| id.to_string())
+            .collect();
+        let summary = Refresh {
+            opstamp,
+            documents: searcher.num_docs(),
+            added: added.len(),
+            removed: removed.len(),
+        };
+        {
+            let _swap = self.swap.write().unwrap_or_else(|p| p.into_inner());
+            self.reader.reload()?;
+            self.opstamp.store(opstamp, Ordering::Release);
+            self.spoken.apply(added, &removed);
+        }
+        state.segments = segments;
+        Ok(summary)
     }
 
     /// Every committed document, parsed again from its stored JSON.
@@ -252,14 +458,23 @@ impl CatalogIndex {
         searcher: &Searcher,
         address: tantivy::DocAddress,
     ) -> Result<SizedSource, SearchError> {
-        let doc: TantivyDocument = searcher.doc(address)?;
-        let text = doc
-            .get_first(self.fields.source)
-            .and_then(|v| v.as_str())
-            .unwrap_or("{}");
-        let source = serde_json::from_str(text)
+        let text = self.stored_text(searcher, address)?;
+        let source = serde_json::from_str(&text)
             .map_err(|e| SearchError::Index(format!("stored document: {e}")))?;
         Ok((source, text.len()))
+    }
+
+    fn stored_text(
+        &self,
+        searcher: &Searcher,
+        address: tantivy::DocAddress,
+    ) -> Result<String, SearchError> {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        Ok(doc
+            .get_first(self.fields.source)
+            .and_then(|v| v.as_str())
+            .unwrap_or("{}")
+            .to_string())
     }
 
     pub fn stats(&self) -> Result<IndexStats, SearchError> {
@@ -291,10 +506,10 @@ impl CatalogIndex {
     }
 
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, SearchError> {
-        let writer = self
-            .writer
-            .as_ref()
-            .ok_or_else(|| SearchError::ReadOnly(self.path.clone()))?;
+        let writer = self.writer.as_ref().ok_or_else(|| match self.follow {
+            Some(_) => SearchError::Follower,
+            None => SearchError::ReadOnly(self.path.clone()),
+        })?;
         Ok(writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -308,9 +523,11 @@ impl CatalogIndex {
         .expect("serializable");
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&payload);
-        prepared.commit()?;
+        let opstamp = prepared.commit()?;
         // Make the commit visible to this process's searches at once.
         self.reader.reload()?;
+        self.opstamp.store(opstamp, Ordering::Release);
+        self.commits.send_replace(opstamp);
         Ok(())
     }
 

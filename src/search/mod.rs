@@ -21,8 +21,9 @@ use std::path::PathBuf;
 
 pub use candidates::{Candidate, CandidateLimits, CandidateSet};
 pub use document::CatalogDocument;
-pub use index::{CatalogIndex, IndexStats, UpsertCounts};
+pub use index::{CatalogIndex, CommitFiles, IndexStats, Refresh, UpsertCounts};
 pub use intent::{CarrierPhrases, CarrierSplit, Intent};
+pub use page::PageTokens;
 pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
 pub use spoken::{CatalogChange, SoundAlike, SoundKey, SpokenCatalog, SpokenEntry};
 
@@ -52,6 +53,17 @@ pub enum SearchError {
     Locked(PathBuf),
     #[error("the index at {0} was opened read-only")]
     ReadOnly(PathBuf),
+    #[error(
+        "this replica follows the catalog; write through the writer (voice-search serve \
+         --role writer)"
+    )]
+    Follower,
+    #[error(
+        "page_token comes from catalog generation {wanted}, which this replica has not \
+         reached yet (it has {have}); retry, and another replica or this one shortly will \
+         have it"
+    )]
+    CatalogBehind { wanted: u64, have: u64 },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -190,6 +190,14 @@ impl QueryEngine {
         }
     }
 
+    /// The same engine signing page tokens with `tokens` (a secret the fleet shares).
+    pub fn with_page_tokens(self, page_tokens: PageTokens) -> Self {
+        Self {
+            page_tokens,
+            ..self
+        }
+    }
+
     /// The same engine with other approximate matching (benchmarks compare them).
     pub fn with_matching(self, matching: Matching) -> Self {
         Self { matching, ..self }
@@ -227,7 +235,17 @@ impl QueryEngine {
         Some(unknown as f32 / words.len() as f32)
     }
 
+    /// Searches the generation in use, holding it for the search's length.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResults, SearchError> {
+        let _generation = self.index.hold();
+        self.search_held(request)
+    }
+
+    /// [`QueryEngine::search`] for a caller that holds the generation already.
+    pub(super) fn search_held(
+        &self,
+        request: &SearchRequest,
+    ) -> Result<SearchResults, SearchError> {
         let query = request.query.trim();
         if query.is_empty() {
             return Err(SearchError::InvalidQuery("the query is empty".into()));
@@ -246,9 +264,10 @@ impl QueryEngine {
             }
             n => n,
         };
-        let offset = self
-            .page_tokens
-            .parse(&request.page_token, query, &request.categories)?;
+        let generation = self.index.opstamp();
+        let offset =
+            self.page_tokens
+                .parse(&request.page_token, generation, query, &request.categories)?;
         // No page reaches past the window, whatever its size.
         let page_size = page_size.min(MAX_RESULT_WINDOW - offset);
 
@@ -318,6 +337,7 @@ impl QueryEngine {
         let next_page_token = if top.len() > hits.len() {
             self.page_tokens.issue(
                 offset + hits.len(),
+                generation,
                 request.query.trim(),
                 &request.categories,
             )

@@ -567,21 +567,28 @@ impl SpokenCatalog {
 
     /// Adds or replaces the entries of documents just committed.
     pub fn upsert(&self, documents: &[CatalogDocument]) {
-        let mut state = self.write();
-        for document in documents {
-            let entry = Arc::new(spoken_forms(document));
-            if let Some(old) = state.entries.insert(entry.id.clone(), entry.clone()) {
-                state.tell(&CatalogChange::Removed(old));
-            }
-            state.tell(&CatalogChange::Added(entry));
-        }
+        self.apply(documents.iter().map(spoken_forms).collect(), &[]);
     }
 
     /// Drops the entry of a document just deleted.
     pub fn remove(&self, id: &str) {
+        self.apply(Vec::new(), &[id.to_string()]);
+    }
+
+    /// Drops the entries of `removed` ids and adds or replaces `added`, in one step.
+    pub fn apply(&self, added: Vec<SpokenEntry>, removed: &[String]) {
         let mut state = self.write();
-        if let Some(old) = state.entries.remove(id) {
-            state.tell(&CatalogChange::Removed(old));
+        for id in removed {
+            if let Some(old) = state.entries.remove(id) {
+                state.tell(&CatalogChange::Removed(old));
+            }
+        }
+        for entry in added {
+            let entry = Arc::new(entry);
+            if let Some(old) = state.entries.insert(entry.id.clone(), entry.clone()) {
+                state.tell(&CatalogChange::Removed(old));
+            }
+            state.tell(&CatalogChange::Added(entry));
         }
     }
 

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{json_to_document, validate};
 use super::status::{blocking, counted};
+use crate::fleet::FleetStatus;
 use crate::monitor::Monitor;
 use crate::proto::catalog_server::Catalog;
 use crate::proto::{
@@ -22,12 +23,25 @@ use crate::search::{CatalogIndex, UpsertCounts};
 /// Serves the catalog RPCs.
 pub struct CatalogService {
     index: Arc<CatalogIndex>,
+    fleet: Arc<FleetStatus>,
     monitor: Arc<Monitor>,
 }
 
 impl CatalogService {
-    pub fn new(index: Arc<CatalogIndex>, monitor: Arc<Monitor>) -> Self {
-        Self { index, monitor }
+    pub fn new(index: Arc<CatalogIndex>, fleet: Arc<FleetStatus>, monitor: Arc<Monitor>) -> Self {
+        Self {
+            index,
+            fleet,
+            monitor,
+        }
+    }
+}
+
+fn timestamp(at: std::time::SystemTime) -> prost_types::Timestamp {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
     }
 }
 
@@ -157,17 +171,21 @@ impl Catalog for CatalogService {
         let result = async {
             let index = self.index.clone();
             let stats = blocking(move || Ok(index.stats()?)).await?;
+            let fleet = self.fleet.state();
             Ok(Response::new(CatalogStats {
                 document_count: stats.document_count,
                 index_size_bytes: stats.size_bytes,
-                last_commit_time: stats.last_commit.map(|at| {
-                    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-                    prost_types::Timestamp {
-                        seconds: since.as_secs() as i64,
-                        nanos: since.subsec_nanos() as i32,
-                    }
-                }),
+                last_commit_time: stats.last_commit.map(timestamp),
                 schema_version: SCHEMA_VERSION,
+                role: self.fleet.role().to_string(),
+                commit_opstamp: self.index.opstamp(),
+                snapshot_generation: fleet.generation,
+                snapshot_published_time: (fleet.published_at_unix_ms > 0).then(|| {
+                    timestamp(
+                        UNIX_EPOCH + std::time::Duration::from_millis(fleet.published_at_unix_ms),
+                    )
+                }),
+                snapshot_store_error: fleet.store_error.unwrap_or_default(),
             }))
         }
         .await;

@@ -4,6 +4,11 @@
 //! eval measures is the real gRPC path. [`connect`] reaches a server as an operator
 //! configured it: plaintext or TLS (with a client certificate for mutual TLS), with or
 //! without an API key.
+//!
+//! Calls are retried as gRPC's own retry policy would ([`RetryPolicy`]): UNAVAILABLE and
+//! RESOURCE_EXHAUSTED, after a jittered exponential backoff; a stream that fails before
+//! an utterance's final result is opened again and the utterances still owed are sent
+//! again (the client holds their audio).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -329,21 +334,135 @@ pub struct Received {
     pub latency: Option<Duration>,
 }
 
-/// Streams `recording` over one StreamingVoiceSearch call, calling `on_result` for every
-/// result as it arrives; returns the final results in utterance order.
+/// When and how often a failed call is tried again: the retry policy of gRPC's service
+/// config (maxAttempts, initialBackoff, maxBackoff, backoffMultiplier, and the codes).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub multiplier: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether a failure may succeed when tried again: the server, or a replica behind
+    /// the balancer, was unreachable, draining or full; or the connection broke under
+    /// the call. A balancer resets a stream whose replica dies after answering began
+    /// (HTTP/2 RST_STREAM, which gRPC reads as INTERNAL); tonic then makes the status
+    /// from the transport's error, where a status the server sent has no source.
+    pub fn retries(error: &ClientError) -> bool {
+        let ClientError::Status(status) = error else {
+            return false;
+        };
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+        ) || std::error::Error::source(status).is_some()
+    }
+
+    /// The pause before try `attempt` (2, 3, ...): a uniformly random share of the
+    /// exponential backoff, so that clients failed together do not return together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(2).min(30) as i32;
+        let ceiling = self
+            .initial_backoff
+            .mul_f64(self.multiplier.powi(exponent))
+            .min(self.max_backoff);
+        let mut random = [0u8; 4];
+        getrandom::fill(&mut random).expect("the system's random source");
+        ceiling.mul_f64(f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX))
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or runs out of tries.
+    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(error) if Self::retries(&error) && attempt < self.max_attempts => {
+                    attempt += 1;
+                    let pause = self.backoff(attempt);
+                    tracing::info!(%error, attempt, ?pause, "retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Streams `recording` over StreamingVoiceSearch, calling `on_result` for every result as
+/// it arrives; returns the final results in utterance order. A stream that fails with a
+/// retryable status is opened again (within the default [`RetryPolicy`]) for the
+/// utterances whose final result had not come.
 pub async fn stream_recording(
     client: &mut VoiceSearchClient<ServerChannel>,
     recording: &Recording,
     options: &SendOptions,
     mut on_result: impl FnMut(&Received),
 ) -> Result<Vec<Received>, ClientError> {
+    let policy = RetryPolicy::default();
+    let mut finals: Vec<Received> = Vec::new();
+    let mut attempt = 1;
+    loop {
+        let from = finals.len();
+        match stream_utterances(
+            client,
+            recording,
+            from,
+            options,
+            &mut on_result,
+            &mut finals,
+        )
+        .await
+        {
+            Err(error) if RetryPolicy::retries(&error) && attempt < policy.max_attempts => {
+                attempt += 1;
+                let pause = policy.backoff(attempt);
+                tracing::info!(%error, attempt, resend_from = finals.len(), ?pause, "the stream failed before its final results; sending the utterances again");
+                tokio::time::sleep(pause).await;
+            }
+            other => return other.map(|()| finals),
+        }
+    }
+}
+
+/// One StreamingVoiceSearch call for the utterances of `recording` from `from` on; their
+/// results keep the recording's utterance numbers. Finals are pushed onto `finals` as
+/// they come, so that a failed call leaves what it received.
+async fn stream_utterances(
+    client: &mut VoiceSearchClient<ServerChannel>,
+    recording: &Recording,
+    from: usize,
+    options: &SendOptions,
+    on_result: &mut impl FnMut(&Received),
+    finals: &mut Vec<Received>,
+) -> Result<(), ClientError> {
     let config = StreamingVoiceSearchConfig {
         recognition: Some(recording.recognition(options.interim)),
         search: Some(options.search.clone()),
     };
-    let utterances: Vec<Vec<Vec<u8>>> = (0..recording.utterance_count())
+    let utterances: Vec<Vec<Vec<u8>>> = (from..recording.utterance_count())
         .map(|i| recording.chunks(i, options.chunk_ms))
         .collect();
+    if utterances.is_empty() {
+        return Ok(());
+    }
     let ended_at = Arc::new(Mutex::new(vec![None; utterances.len()]));
     let (sender, receiver) = mpsc::channel(8);
     let feeder = {
@@ -379,31 +498,34 @@ pub async fn stream_recording(
         .streaming_voice_search(ReceiverStream::new(receiver))
         .await?
         .into_inner();
-    let mut finals = Vec::new();
-    while let Some(response) = responses.message().await? {
-        let Some(result) = response.result else {
-            continue;
-        };
-        let index = response.utterance_index;
-        let latency = result.is_final.then(|| {
-            ended_at
-                .lock()
-                .expect("not poisoned")
-                .get(index as usize)
-                .copied()
-                .flatten()
-                .map_or(Duration::ZERO, |at| at.elapsed())
-        });
-        let received = Received {
-            utterance_index: index,
-            result,
-            latency,
-        };
-        on_result(&received);
-        if received.result.is_final {
-            finals.push(received);
+    let outcome = async {
+        while let Some(response) = responses.message().await? {
+            let Some(result) = response.result else {
+                continue;
+            };
+            let index = response.utterance_index;
+            let latency = result.is_final.then(|| {
+                ended_at
+                    .lock()
+                    .expect("not poisoned")
+                    .get(index as usize)
+                    .copied()
+                    .flatten()
+                    .map_or(Duration::ZERO, |at| at.elapsed())
+            });
+            let received = Received {
+                utterance_index: index + from as u32,
+                result,
+                latency,
+            };
+            on_result(&received);
+            if received.result.is_final {
+                finals.push(received);
+            }
         }
+        Ok(())
     }
+    .await;
     feeder.abort();
-    Ok(finals)
+    outcome
 }

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::app::App;
+use crate::app::{App, Replication};
 use crate::config::ServeConfig;
 use crate::proto::catalog_server::CatalogServer;
 use crate::proto::monitor_server::MonitorServer;
@@ -35,6 +35,9 @@ pub use connections::ConnectionLimits;
 pub use monitor::MonitorService;
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
+
+/// Longest pause between a writer's attempts to publish to a store that fails.
+const PUBLISH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +90,11 @@ pub async fn serve(
         monitor,
         pool,
         voice,
+        fleet,
+        replication,
         ..
     } = app;
+    // Serving only now: the model and (for a follower) a catalog generation are loaded.
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -106,6 +112,17 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let replication = match replication {
+        Some(Replication::Publish(publisher)) => Some(tokio::spawn(
+            publisher.run(stop_seen.clone(), PUBLISH_RETRY_MAX),
+        )),
+        Some(Replication::Follow(follower)) => Some(tokio::spawn(follower.run(
+            index.clone(),
+            config.snapshot_poll(),
+            stop_seen.clone(),
+        ))),
+        None => None,
+    };
     let stopped = move || {
         let mut stop_seen = stop_seen.clone();
         async move {
@@ -117,18 +134,23 @@ pub async fn serve(
         monitor.clone(),
         pool.clone(),
         index.clone(),
+        fleet.clone(),
         stopped(),
     ));
     let connections = connections::incoming(listener, config.connection_limits(), stopped());
 
     let draining = Arc::new(Notify::new());
+    let drain_delay = config.drain_delay();
     let on_shutdown = {
         let draining = draining.clone();
         let health = health.clone();
         async move {
             shutdown.await;
-            stopping.send(true).ok();
-            tracing::info!("shutting down: no new connections, draining in-flight calls");
+            // Health first, so that balancers stop sending new calls before the
+            // listener closes.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             health
                 .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
                 .await;
@@ -138,6 +160,15 @@ pub async fn serve(
             health
                 .set_not_serving::<CatalogServer<CatalogService>>()
                 .await;
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    ?drain_delay,
+                    "shutting down: health NOT_SERVING, still answering while balancers notice"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+            stopping.send(true).ok();
+            tracing::info!("shutting down: no new connections, draining in-flight calls");
             draining.notify_one();
         }
     };
@@ -157,7 +188,7 @@ pub async fn serve(
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            CatalogServer::new(CatalogService::new(index, monitor.clone()))
+            CatalogServer::new(CatalogService::new(index, fleet, monitor.clone()))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
@@ -194,6 +225,9 @@ pub async fn serve(
         }
     }
     metrics_server.abort();
+    if let Some(replication) = replication {
+        replication.abort();
+    }
     tracing::info!("server stopped");
     Ok(())
 }

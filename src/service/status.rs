@@ -45,7 +45,10 @@ impl From<SearchError> for Status {
             SearchError::IncompatibleVersion { .. }
             | SearchError::CarrierPhrases { .. }
             | SearchError::Locked(_)
-            | SearchError::ReadOnly(_) => Status::failed_precondition(error.to_string()),
+            | SearchError::ReadOnly(_)
+            | SearchError::Follower => Status::failed_precondition(error.to_string()),
+            // Retryable: another replica, or this one after its next poll, has it.
+            SearchError::CatalogBehind { .. } => Status::unavailable(error.to_string()),
             SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
         }
     }

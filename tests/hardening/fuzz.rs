@@ -167,7 +167,7 @@ fn mutated_documents_are_read_or_refused_never_a_panic() {
 #[test]
 fn mutated_page_tokens_never_open_another_page() {
     let tokens = PageTokens::default();
-    let issued = tokens.issue(10, "heat", &[]);
+    let issued = tokens.issue(10, 3, "heat", &[]);
     let mut seed = Seeded(56);
     for case in 0..CASES {
         let token = String::from_utf8_lossy(&seed.mutate(issued.as_bytes())).into_owned();
@@ -177,7 +177,7 @@ fn mutated_page_tokens_never_open_another_page() {
         }
         // Only the page the token was issued for may come back (a spelling of the same
         // offset, say), never another.
-        let parsed = tokens.parse(&token, "heat", &[]);
+        let parsed = tokens.parse(&token, 3, "heat", &[]);
         assert!(
             parsed.as_ref().map_or(true, |&offset| offset == 10),
             "case {case}: {token:?} gave {parsed:?}"

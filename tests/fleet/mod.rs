@@ -1,0 +1,8 @@
+//! The fleet on its real parts, as separate processes on loopback: `voice-search serve`
+//! replicas in each role, a snapshot store (a folder, and an S3 API from moto), and Envoy
+//! in front ([`harness`]). [`replication`] checks the catalog's way from the writer to
+//! the followers, [`balancer`] the calls' way through Envoy.
+
+mod balancer;
+mod harness;
+mod replication;
