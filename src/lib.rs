@@ -26,4 +26,5 @@ pub mod quote;
 pub mod search;
 pub mod service;
 pub mod stream;
+pub mod tls;
 pub mod workers;

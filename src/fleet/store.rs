@@ -71,6 +71,7 @@ impl SnapshotStore {
     /// `file:///ABSOLUTE/PATH` (created when missing).
     pub fn open(url: &str) -> Result<Self, FleetError> {
         let bad_url = || FleetError::Url(url.to_string());
+        crate::tls::use_ring_for_tls();
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {

@@ -110,6 +110,7 @@ pub type ServerChannel = InterceptedService<Channel, ApiKey>;
 /// Opens a connection to `target`.
 pub async fn connect(target: &ServerTarget) -> Result<ServerChannel, ClientError> {
     let address = &target.address;
+    crate::tls::use_ring_for_tls();
     let tls = target.ca_cert.is_some()
         || target.client_identity.is_some()
         || address.starts_with("https://");

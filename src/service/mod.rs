@@ -235,6 +235,7 @@ pub async fn serve(
 /// The server's TLS identity and, for mutual TLS, the client authorities, from the PEM
 /// files the settings name; `None` without a certificate.
 fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    crate::tls::use_ring_for_tls();
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|source| ServeError::TlsFile {
             path: path.to_owned(),
