@@ -183,6 +183,22 @@ impl App {
                 (Self::open(config)?, Some(Replication::Follow(follower)))
             }
             (Role::Writer, Some(store)) => {
+                // A writer without an index (a new volume) starts from the store's newest
+                // generation rather than publish an empty catalog over it.
+                if !config
+                    .index
+                    .join(crate::search::index::VERSION_FILE)
+                    .exists()
+                {
+                    let mut restore = Follower::new(store.clone(), &config.index, status.clone());
+                    if let Some(restored) = restore.copy_newest().await? {
+                        tracing::info!(
+                            generation = restored.generation,
+                            documents = restored.documents,
+                            "no index here: restored the store's newest catalog generation"
+                        );
+                    }
+                }
                 let app = Self::open(config)?;
                 let publisher = Publisher::new(
                     store,

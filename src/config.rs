@@ -531,6 +531,19 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_or_follower_needs_a_snapshot_store() {
+        for role in ["writer", "follower"] {
+            let config: ServeConfig = toml::from_str(&format!("role = \"{role}\"")).unwrap();
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("snapshot_store"), "{message}");
+        }
+        assert!(toml::from_str::<ServeConfig>("role = \"leader\"").is_err());
+        let config: ServeConfig =
+            toml::from_str("role = \"follower\"\nsnapshot_store = \"s3://bucket/fleet\"").unwrap();
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<ServeConfig>("lisen = \"127.0.0.1:6000\"").is_err());
     }

@@ -89,6 +89,17 @@ pub enum FleetError {
         found: u32,
         expected: u32,
     },
+    #[error(
+        "the snapshot store's newest generation ({generation}, commit {store_opstamp}) is \
+         newer than this writer's index (commit {local_opstamp}): another writer publishes \
+         to this prefix, or this index is an older copy. Stop the other writer, or move \
+         this index folder away so that the writer starts from the store's generation"
+    )]
+    StoreAhead {
+        generation: u64,
+        store_opstamp: u64,
+        local_opstamp: u64,
+    },
     #[error("catalog index: {0}")]
     Index(#[from] crate::search::SearchError),
 }

@@ -66,6 +66,15 @@ impl Publisher {
         let published = match store.latest().await? {
             Some(pointer) => {
                 let manifest = store.manifest(pointer.generation).await?;
+                // Publishing an older catalog over a newer one would lose what the
+                // newer one acknowledged.
+                if manifest.opstamp > index.opstamp() {
+                    return Err(FleetError::StoreAhead {
+                        generation: manifest.generation,
+                        store_opstamp: manifest.opstamp,
+                        local_opstamp: index.opstamp(),
+                    });
+                }
                 status.generation(manifest.generation, manifest.published_at_unix_ms);
                 Some((manifest.generation, manifest.meta_json))
             }

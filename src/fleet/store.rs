@@ -256,3 +256,54 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or_default()
         .as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_s3_and_absolute_folder_urls_open() {
+        for url in [
+            "",
+            "s3://",
+            "s3:///prefix",
+            "file://relative/path",
+            "http://host/x",
+            "/abs",
+        ] {
+            let error = SnapshotStore::open(url).unwrap_err().to_string();
+            assert!(error.contains("s3://BUCKET/PREFIX"), "{url}: {error}");
+        }
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", folder.path().join("store").display());
+        assert_eq!(SnapshotStore::open(&url).unwrap().url(), url);
+    }
+
+    #[tokio::test]
+    async fn a_published_manifest_is_what_latest_names() {
+        let folder = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(&format!("file://{}", folder.path().display())).unwrap();
+        assert_eq!(store.latest().await.unwrap(), None);
+        store
+            .put_segment_file("a.idx", Bytes::from_static(b"segment"))
+            .await
+            .unwrap();
+        let manifest = Manifest {
+            generation: 3,
+            published_at_unix_ms: 1,
+            schema_version: 1,
+            opstamp: 7,
+            documents: 1,
+            meta_json: "{}".into(),
+            files: vec!["a.idx".into()],
+        };
+        store.publish(&manifest).await.unwrap();
+        assert_eq!(store.latest().await.unwrap().unwrap().generation, 3);
+        assert_eq!(store.manifest(3).await.unwrap(), manifest);
+        assert_eq!(store.generations().await.unwrap(), [3]);
+        assert_eq!(&store.segment_file("a.idx").await.unwrap()[..], b"segment");
+        std::fs::write(folder.path().join("LATEST"), "not json").unwrap();
+        let error = store.latest().await.unwrap_err().to_string();
+        assert!(error.contains("LATEST is not valid"), "{error}");
+    }
+}

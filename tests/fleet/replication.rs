@@ -1,9 +1,10 @@
 //! A writer and two followers through a real snapshot store (a folder, and moto's S3 API
 //! on loopback): what the writer acknowledges reaches both followers by text and by
 //! voice, deletes too; followers refuse writes; searches running while generations swap
-//! never fail; a page token issued by one replica opens the next page on another; and a
-//! follower cut off from the store keeps serving its last generation, says so, and
-//! catches up once the store is back.
+//! never fail; a page token issued by one replica opens the next page on another; a
+//! writer on an empty volume starts from the store's newest generation; and a follower
+//! cut off from the store keeps serving its last generation, says so, and catches up once
+//! the store is back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -251,7 +252,7 @@ async fn a_writer_and_two_followers_share_the_catalog_through_a_folder() {
         secret: secret_file(folder.path()),
         drain_delay_seconds: 0.0,
     };
-    let (writer, followers) =
+    let (mut writer, followers) =
         fleet_serves_what_the_writer_acknowledges(spec("writer"), spec("follower")).await;
     let written = stats(writer.addr).await;
     assert_eq!(written.role, "writer");
@@ -262,6 +263,22 @@ async fn a_writer_and_two_followers_share_the_catalog_through_a_folder() {
         assert_eq!(stats.document_count, written.document_count);
         assert!(stats.snapshot_store_error.is_empty());
         assert!(follower.metric("voicesearch_catalog_generation ").await >= 1.0);
+    }
+
+    // A writer on a new, empty volume starts from the store's newest generation (nothing
+    // acknowledged is lost), and its next commit is the next generation.
+    writer.kill();
+    let writer = Replica::start(&spec("writer"), 0).await;
+    let restored = stats(writer.addr).await;
+    assert_eq!(restored.document_count, written.document_count);
+    assert_eq!(restored.snapshot_generation, written.snapshot_generation);
+    upsert(writer.addr, &[("city-hamburg", "Hamburg", "city")])
+        .await
+        .unwrap();
+    for follower in &followers {
+        until_search(follower.addr, "hamburg", "city-hamburg", true).await;
+        until_search(follower.addr, "dusseldorf", "city-dusseldorf", true).await;
+        assert!(stats(follower.addr).await.snapshot_generation > written.snapshot_generation);
     }
 }
 
