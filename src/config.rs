@@ -205,26 +205,17 @@ plain_setting!(Precision, "PRECISION", |v| v.to_string());
 plain_setting!(EncoderWindow, "WINDOW", |v| v.to_string());
 plain_setting!(Role, "ROLE", |v| v.to_string());
 
-impl Setting for Option<String> {
-    type Flag = String;
-    const VALUE_NAME: &'static str = "URL";
-    fn from_flag(flag: String) -> Self {
-        Some(flag)
-    }
-    fn shown(&self) -> String {
-        self.clone().unwrap_or_else(|| "none".into())
-    }
-}
+plain_setting!(String, "URL", |v| v.clone());
 
-impl Setting for Option<PathBuf> {
-    type Flag = PathBuf;
-    const VALUE_NAME: &'static str = "PATH";
-    fn from_flag(flag: PathBuf) -> Self {
+/// An optional setting: its flag takes the value itself, and its default shows "none".
+impl<T: Setting<Flag = T>> Setting for Option<T> {
+    type Flag = T;
+    const VALUE_NAME: &'static str = T::VALUE_NAME;
+    fn from_flag(flag: T) -> Self {
         Some(flag)
     }
     fn shown(&self) -> String {
-        self.as_ref()
-            .map_or_else(|| "none".into(), |path| path.display().to_string())
+        self.as_ref().map_or_else(|| "none".into(), T::shown)
     }
 }
 
@@ -326,23 +317,13 @@ impl ServeConfig {
             }
             _ => {}
         }
-        if !(self.drain_delay_seconds >= 0.0
-            && Duration::try_from_secs_f64(self.drain_delay_seconds).is_ok())
-        {
-            return invalid(
-                "drain_delay_seconds",
-                &self.drain_delay_seconds,
-                "must be 0 or a positive, finite number",
-            );
-        }
-        if !(self.snapshot_grace_seconds >= 0.0
-            && Duration::try_from_secs_f64(self.snapshot_grace_seconds).is_ok())
-        {
-            return invalid(
-                "snapshot_grace_seconds",
-                &self.snapshot_grace_seconds,
-                "must be 0 or a positive, finite number",
-            );
+        for (name, value) in [
+            ("drain_delay_seconds", self.drain_delay_seconds),
+            ("snapshot_grace_seconds", self.snapshot_grace_seconds),
+        ] {
+            if !(value >= 0.0 && Duration::try_from_secs_f64(value).is_ok()) {
+                return invalid(name, &value, "must be 0 or a positive, finite number");
+            }
         }
         match (self.role, &self.snapshot_store) {
             (Role::Writer | Role::Follower, None) => {

@@ -11,6 +11,31 @@ pub fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Catalog documents from `(id, title, category)`.
+pub fn documents(documents: &[(&str, &str, &str)]) -> Vec<voice_search::proto::Document> {
+    documents
+        .iter()
+        .map(|&(id, title, category)| voice_search::proto::Document {
+            id: id.into(),
+            title: title.into(),
+            category: category.into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The whole response to a plain HTTP/1.1 `GET path` (status line, headers and body), or
+/// `None` when nothing listens at `addr`.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }

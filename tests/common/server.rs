@@ -67,20 +67,11 @@ impl TestServer {
 
     /// Upserts `(id, title, category)` documents through the Catalog RPC.
     pub async fn add_documents(&self, documents: &[(&str, &str, &str)]) {
-        use voice_search::proto::{
-            catalog_client::CatalogClient, Document, UpsertDocumentsRequest,
-        };
-        let documents = documents
-            .iter()
-            .map(|&(id, title, category)| Document {
-                id: id.into(),
-                title: title.into(),
-                category: category.into(),
-                ..Default::default()
-            })
-            .collect();
+        use voice_search::proto::{catalog_client::CatalogClient, UpsertDocumentsRequest};
         CatalogClient::new(self.channel().await)
-            .upsert_documents(UpsertDocumentsRequest { documents })
+            .upsert_documents(UpsertDocumentsRequest {
+                documents: super::documents(documents),
+            })
             .await
             .unwrap();
     }
@@ -97,16 +88,9 @@ impl TestServer {
 
     /// The body of `GET /metrics`.
     pub async fn scrape(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+        let response = super::http_get(self.metrics_addr, "/metrics")
             .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
+            .expect("the metrics endpoint answers");
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         response
     }

@@ -28,48 +28,51 @@ use crate::common::{fixture_bytes, fixture_path};
 /// Calls each load loop makes at most.
 const LOAD_CALLS: usize = 400;
 
-/// Unary searches through `envoy` from four clients until `stop` (or `LOAD_CALLS` each);
-/// returns (calls, failures).
-fn search_load(
+/// Unary searches through `envoy` from four clients (at most `LOAD_CALLS` each) from half
+/// a second before `event` until half a second after it; returns (calls, failures), with
+/// at least one call made.
+async fn under_load(
     envoy: SocketAddr,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<(usize, usize)> {
-    tokio::spawn(async move {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let mut clients = Vec::new();
-        for _ in 0..4 {
-            let (calls, failures, stop) = (calls.clone(), failures.clone(), stop.clone());
-            clients.push(tokio::spawn(async move {
-                let mut search = SearchClient::new(channel(envoy).await);
-                for _ in 0..LOAD_CALLS {
-                    if *stop.borrow() {
-                        break;
-                    }
-                    let answer = search
-                        .search(SearchRequest {
-                            query: "dusseldorf".into(),
-                            page_size: 3,
-                            ..Default::default()
-                        })
-                        .await;
-                    if let Err(status) = answer {
-                        eprintln!("a call through envoy failed: {status:?}");
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+    event: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (calls, failures, stopped) = (calls.clone(), failures.clone(), stopped.clone());
+        clients.push(tokio::spawn(async move {
+            let mut search = SearchClient::new(channel(envoy).await);
+            for _ in 0..LOAD_CALLS {
+                if *stopped.borrow() {
+                    break;
                 }
-            }));
-        }
-        for client in clients {
-            client.await.unwrap();
-        }
-        (
-            calls.load(Ordering::Relaxed),
-            failures.load(Ordering::Relaxed),
-        )
-    })
+                let answer = search
+                    .search(SearchRequest {
+                        query: "dusseldorf".into(),
+                        page_size: 3,
+                        ..Default::default()
+                    })
+                    .await;
+                if let Err(status) = answer {
+                    eprintln!("a call through envoy failed: {status:?}");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                calls.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    event.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(calls > 0, "no call was made");
+    (calls, failures.load(Ordering::Relaxed))
 }
 
 const CATALOG: &[(&str, &str, &str)] = &[
@@ -153,39 +156,33 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
 
     // SIGTERM: health turns NOT_SERVING at once, Envoy stops sending, the replica drains
     // and exits, and no call fails.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let load = search_load(envoy.addr, stopped);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    followers[1].terminate();
-    let seen = wait_for(
-        "NOT_SERVING after SIGTERM",
-        Duration::from_secs(5),
-        || async { (followers[1].health().await == Some(ServingStatus::NotServing)).then_some(()) },
-    )
+    let (calls, failures) = under_load(envoy.addr, async {
+        followers[1].terminate();
+        wait_for(
+            "NOT_SERVING after SIGTERM",
+            Duration::from_secs(5),
+            || async {
+                (followers[1].health().await == Some(ServingStatus::NotServing)).then_some(())
+            },
+        )
+        .await;
+        let exit = followers[1].wait_exit(Duration::from_secs(30)).await;
+        assert!(exit.success(), "the drained replica exited with {exit}");
+    })
     .await;
-    assert_eq!(seen, ());
-    let exit = followers[1].wait_exit(Duration::from_secs(30)).await;
-    assert!(exit.success(), "the drained replica exited with {exit}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send(true).unwrap();
-    let (calls, failures) = load.await.unwrap();
     println!("SIGTERM under load: {calls} calls through envoy, {failures} failed");
-    assert!(calls > 0);
     assert_eq!(failures, 0, "calls failed while a replica drained");
 
     followers[1] = Replica::start(&spec("follower"), ports[2]).await;
     envoy.wait_healthy(3).await;
 
     // kill -9 under load: Envoy retries what the dead replica held on another one.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let load = search_load(envoy.addr, stopped);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    followers[0].kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.send(true).unwrap();
-    let (calls, failures) = load.await.unwrap();
+    let (calls, failures) = under_load(envoy.addr, async {
+        followers[0].kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
     println!("kill -9 under load: {calls} calls through envoy, {failures} failed");
-    assert!(calls > 0);
     assert_eq!(failures, 0, "calls failed when a replica was killed");
     envoy.wait_healthy(2).await;
 

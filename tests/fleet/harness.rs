@@ -13,9 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
-use voice_search::proto::{Document, SearchRequest, UpsertDocumentsRequest};
+use voice_search::proto::{SearchRequest, UpsertDocumentsRequest};
 
-use crate::common::MODEL_DIR;
+use crate::common::{http_get, MODEL_DIR};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -88,17 +88,10 @@ pub async fn upsert(
     addr: SocketAddr,
     documents: &[(&str, &str, &str)],
 ) -> Result<(), tonic::Status> {
-    let documents = documents
-        .iter()
-        .map(|&(id, title, category)| Document {
-            id: id.into(),
-            title: title.into(),
-            category: category.into(),
-            ..Default::default()
-        })
-        .collect();
     CatalogClient::new(channel(addr).await)
-        .upsert_documents(UpsertDocumentsRequest { documents })
+        .upsert_documents(UpsertDocumentsRequest {
+            documents: crate::common::documents(documents),
+        })
         .await
         .map(drop)
 }
@@ -249,19 +242,9 @@ impl Replica {
         .await
     }
 
-    /// The body of `GET /metrics`.
+    /// The body of `GET /metrics` (empty once the replica is gone).
     pub async fn scrape(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = TcpStream::connect(self.metrics).await else {
-            return String::new();
-        };
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok();
-        response
+        http_get(self.metrics, "/metrics").await.unwrap_or_default()
     }
 
     /// The sum of a metric's samples whose line starts with `prefix`.
@@ -442,16 +425,7 @@ impl Envoy {
 
     /// Envoy's admin `GET path`.
     pub async fn admin(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = TcpStream::connect(self.admin).await else {
-            return String::new();
-        };
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok();
-        response
+        http_get(self.admin, path).await.unwrap_or_default()
     }
 
     /// Waits until `healthy` hosts of the replica cluster pass Envoy's health checks.
