@@ -87,18 +87,30 @@ pub async fn serve(
     let App {
         index,
         engine,
+        pipeline,
         monitor,
         pool,
         voice,
         fleet,
         replication,
-        ..
     } = app;
     // Serving only now: the model and (for a follower) a catalog generation are loaded.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<VoiceSearchServer<VoiceSearchService>>()
-        .await;
+    // A fleet replica without its model would fail every voice call the balancer sent it;
+    // a standalone server still serves search and the catalog.
+    if pipeline.whisper().is_none() && fleet.role() != crate::fleet::Role::Standalone {
+        tracing::warn!("no speech model: this replica reports NOT_SERVING");
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
+            .await;
+    } else {
+        health
+            .set_serving::<VoiceSearchServer<VoiceSearchService>>()
+            .await;
+    }
     health.set_serving::<SearchServer<SearchService>>().await;
     health.set_serving::<CatalogServer<CatalogService>>().await;
 

@@ -23,7 +23,7 @@ use voice_search::service::client;
 use super::harness::{
     channel, free_port, search_ids, secret_file, upsert, wait_for, Envoy, Replica, ReplicaSpec,
 };
-use crate::common::{fixture_bytes, fixture_path};
+use crate::common::{fixture_bytes, fixture_path, MODEL_DIR};
 
 /// Calls each load loop makes at most.
 const LOAD_CALLS: usize = 400;
@@ -94,6 +94,7 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
         env: Vec::new(),
         secret: secret_file(folder.path()),
         drain_delay_seconds: 2.0,
+        model: MODEL_DIR.into(),
     };
     let ports = [free_port(), free_port(), free_port()];
     let writer = Replica::start(&spec("writer"), ports[0]).await;

@@ -15,7 +15,7 @@ use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::{SearchRequest, UpsertDocumentsRequest};
 
-use crate::common::{http_get, MODEL_DIR};
+use crate::common::http_get;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -105,6 +105,7 @@ pub struct ReplicaSpec {
     pub env: Vec<(String, String)>,
     pub secret: PathBuf,
     pub drain_delay_seconds: f64,
+    pub model: PathBuf,
 }
 
 /// A `voice-search serve` process.
@@ -119,6 +120,13 @@ pub struct Replica {
 impl Replica {
     /// Starts a replica on `port` (0: any) and waits until its health says SERVING.
     pub async fn start(spec: &ReplicaSpec, port: u16) -> Self {
+        let mut replica = Self::spawn(spec, port);
+        replica.wait_serving().await;
+        replica
+    }
+
+    /// Starts a replica on `port` (0: any) without waiting for it.
+    pub fn spawn(spec: &ReplicaSpec, port: u16) -> Self {
         let folder = tempfile::tempdir().unwrap();
         let port = if port == 0 { free_port() } else { port };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -140,14 +148,9 @@ impl Replica {
             ])
             .arg("--index")
             .arg(folder.path().join("index"))
-            .args([
-                "--model",
-                MODEL_DIR,
-                "--workers",
-                "1",
-                "--demo-catalog",
-                "false",
-            ])
+            .arg("--model")
+            .arg(&spec.model)
+            .args(["--workers", "1", "--demo-catalog", "false"])
             .arg("--page-token-secret-file")
             .arg(&spec.secret)
             .args([
@@ -161,15 +164,13 @@ impl Replica {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting voice-search serve");
-        let mut replica = Self {
+        Self {
             addr,
             metrics,
             log,
             child,
             _folder: folder,
-        };
-        replica.wait_serving().await;
-        replica
+        }
     }
 
     async fn wait_serving(&mut self) {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
@@ -22,7 +23,7 @@ use voice_search::proto::{
 use super::harness::{
     channel, search_ids, secret_file, upsert, wait_for, Relay, Replica, ReplicaSpec, S3Server,
 };
-use crate::common::fixture_bytes;
+use crate::common::{fixture_bytes, MODEL_DIR};
 
 /// Longest any change may take to reach a follower before the test fails (the lag
 /// measured is printed; the target is 2 s at the default poll).
@@ -251,6 +252,7 @@ async fn a_writer_and_two_followers_share_the_catalog_through_a_folder() {
         env: Vec::new(),
         secret: secret_file(folder.path()),
         drain_delay_seconds: 0.0,
+        model: MODEL_DIR.into(),
     };
     let (mut writer, followers) =
         fleet_serves_what_the_writer_acknowledges(spec("writer"), spec("follower")).await;
@@ -264,6 +266,21 @@ async fn a_writer_and_two_followers_share_the_catalog_through_a_folder() {
         assert!(stats.snapshot_store_error.is_empty());
         assert!(follower.metric("voicesearch_catalog_generation ").await >= 1.0);
     }
+
+    // A replica without its model tells the balancer to send it nothing.
+    let modelless = Replica::spawn(
+        &ReplicaSpec {
+            model: folder.path().join("no-model-here"),
+            ..spec("follower")
+        },
+        0,
+    );
+    wait_for(
+        "a follower without a model to answer health",
+        CHANGE_LIMIT,
+        || async { (modelless.health().await? == ServingStatus::NotServing).then_some(()) },
+    )
+    .await;
 
     // A writer on a new, empty volume starts from the store's newest generation (nothing
     // acknowledged is lost), and its next commit is the next generation.
@@ -293,6 +310,7 @@ async fn followers_cut_off_from_s3_keep_serving_and_catch_up() {
         env: S3Server::env(endpoint),
         secret: secret_file(folder.path()),
         drain_delay_seconds: 0.0,
+        model: MODEL_DIR.into(),
     };
     let relayed = format!("http://127.0.0.1:{}", relay.port);
     let (writer, followers) = fleet_serves_what_the_writer_acknowledges(
