@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use cli::catalog::{IndexCommand, SearchArgs};
-use cli::client::ClientArgs;
+use cli::client::{ClientArgs, HealthArgs};
 use cli::drift::{CaptureCommand, DriftCommand};
 use cli::eval::EvalArgs;
 use cli::keys::KeysCommand;
@@ -44,6 +44,8 @@ enum Command {
     Model(ModelCommand),
     /// Send a WAV file to a running server as a phone would and print what comes back.
     Client(ClientArgs),
+    /// Ask a running server's health (grpc.health.v1); exit 0 only when SERVING.
+    Health(HealthArgs),
     /// Drift detection: build a baseline, print the drift table.
     #[command(subcommand)]
     Drift(DriftCommand),
@@ -89,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => cli::eval::evaluate(args),
         Command::Transcribe(args) => cli::transcribe::transcribe(args),
         Command::Client(args) => cli::client::client(args),
+        Command::Health(args) => cli::client::health(args),
         Command::Drift(command) => cli::drift::drift(command),
         Command::Capture(command) => cli::drift::capture(command),
         Command::Keys(command) => cli::keys::keys(command),

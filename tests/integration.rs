@@ -3,6 +3,7 @@
 mod asr;
 mod audio;
 mod common;
+mod deploy;
 mod fleet;
 mod hardening;
 mod interop;

@@ -130,3 +130,47 @@ pub(crate) fn print_result(
         );
     }
 }
+
+#[derive(Args)]
+pub(crate) struct HealthArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    server: String,
+    /// The service to ask about (`voicesearch.v1.VoiceSearch`, ...); empty for the server.
+    #[arg(long, default_value = "")]
+    service: String,
+    #[command(flatten)]
+    connection: ConnectArgs,
+}
+
+/// Longest a health check may take, connection included.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Prints the server's `grpc.health.v1` status; an error (exit 1) unless SERVING, so
+/// that a container's health check or a script can rely on the exit code.
+pub(crate) fn health(args: HealthArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let status = runtime.block_on(async {
+        tokio::time::timeout(HEALTH_TIMEOUT, async {
+            let channel = args.connection.connect(&args.server).await?;
+            let response = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: args.service.clone(),
+                })
+                .await?;
+            anyhow::Ok(response.into_inner().status())
+        })
+        .await
+        .with_context(|| format!("{} did not answer within {HEALTH_TIMEOUT:?}", args.server))?
+    })?;
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(
+        status == ServingStatus::Serving,
+        "{} is not serving",
+        args.server
+    );
+    Ok(())
+}

@@ -5,6 +5,6 @@
 //! deletion rule in process.
 
 mod balancer;
-mod harness;
+pub mod harness;
 mod replication;
 mod store;
