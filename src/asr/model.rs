@@ -40,7 +40,7 @@ pub struct WhisperConfig {
 
 /// How the matrix products of many rows (the encoder, prompts, scoring trees) are
 /// computed. The decoder loses nothing measurable in 8 bits, nor the encoder in bfloat16;
-/// the encoder in 8 bits moved one dev-set query's first hit (see the README's speed
+/// the encoder in 8 bits moved one dev-set query's first hit (see docs/benchmarks.md, Speed
 /// section), so it is not the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

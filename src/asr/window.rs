@@ -8,7 +8,7 @@
 //! output states, comes from one pass over silence made when the model loads
 //! ([`ShortWindow`]), and so do the decoder's cross-attention keys and values of those
 //! states, so a decoding projects only the positions computed. Cutting the window without that padding costs 5 or more WER
-//! points; with it, dev WER and top-1 hold (the README's Speed section). A repetition
+//! points; with it, dev WER and top-1 hold (docs/benchmarks.md, Speed). A repetition
 //! loop, the way a cut window fails when the model misses where speech ends, sends the
 //! window back to the encoder whole; an unlikely text, the way noise fails, does not, as
 //! the whole window fares no better there.

@@ -2,7 +2,7 @@
 //! from the server, searches a typed query through gRPC-Web, then records a spoken one
 //! from a fake microphone playing a fixture and shows its transcript and hits, as a
 //! person pressing the button would see them. The screenshot is
-//! `target/browser/voice-search-page.png` (the README's picture).
+//! `target/browser/voice-search-page.png` (the picture in docs/api.md).
 
 use std::process::Command;
 
