@@ -10,7 +10,6 @@ use serde::Deserialize;
 use crate::asr::{EncoderWindow, Precision};
 use crate::fleet::Role;
 use crate::monitor::CaptureConfig;
-use crate::service::ConnectionLimits;
 use crate::stream::{SessionLimits, VoiceLimits};
 use crate::workers::PoolSize;
 
@@ -370,13 +369,6 @@ impl ServeConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
-    }
-
-    pub fn connection_limits(&self) -> ConnectionLimits {
-        ConnectionLimits {
-            max_open: self.max_connections,
-            first_byte: Duration::from_secs_f64(self.connection_start_seconds),
-        }
     }
 
     pub fn drain_delay(&self) -> Duration {

@@ -27,6 +27,16 @@ pub struct ConnectionLimits {
     pub first_byte: Duration,
 }
 
+impl ConnectionLimits {
+    /// The limits the server's settings give.
+    pub fn of(config: &crate::config::ServeConfig) -> Self {
+        Self {
+            max_open: config.max_connections,
+            first_byte: Duration::from_secs_f64(config.connection_start_seconds),
+        }
+    }
+}
+
 /// Shortest and longest pause after a failed accept.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 /// Connections that have spoken and wait for the server to take them.

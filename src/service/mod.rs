@@ -149,7 +149,7 @@ pub async fn serve(
         fleet.clone(),
         stopped(),
     ));
-    let connections = connections::incoming(listener, config.connection_limits(), stopped());
+    let connections = connections::incoming(listener, ConnectionLimits::of(config), stopped());
 
     let draining = Arc::new(Notify::new());
     let drain_delay = config.drain_delay();
