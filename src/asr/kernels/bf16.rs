@@ -184,6 +184,10 @@ mod dpbf16 {
 
     /// Each row of `x` rounded to bfloat16 (to nearest even) into `rounded`, `pairs`
     /// words a row (zero-initialized, so an odd row's last word is padded).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `inputs` is at least 1, `2 * pairs >= inputs`, and `rounded` holds
+    /// `pairs` words for each of the `x.len() / inputs` rows.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn round_rows(x: &[f32], inputs: usize, pairs: usize, rounded: &mut [u32]) {
         for (row, out) in x.chunks_exact(inputs).zip(rounded.chunks_exact_mut(pairs)) {
@@ -199,6 +203,10 @@ mod dpbf16 {
 
     /// Packs `columns` ([inputs][outputs]) as the columns of `matrix`: each pair of its
     /// rows, 16 outputs at a time, rounded together and interleaved into words.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `matrix.packed` holds `16 * pairs` words for every block of 16
+    /// outputs (as `Bf16Matrix` lays it out).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn pack_columns(matrix: &mut Bf16Matrix, columns: &[f32]) {
         let (outputs, pairs) = (matrix.outputs, matrix.pairs);
@@ -224,6 +232,11 @@ mod dpbf16 {
     }
 
     /// All rows of `rounded` against every output block.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `matrix` is laid out as `Bf16Matrix` builds it, `rounded` holds
+    /// whole rows of `matrix.pairs` words, `out` holds `matrix.outputs` values for each,
+    /// and `bias`, when given, `matrix.outputs` values.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn multiply(
         matrix: &Bf16Matrix,
@@ -254,6 +267,10 @@ mod dpbf16 {
 
     /// The f32 sums of `R` consecutive rows (the first at the start of `rounded`)
     /// against one group of two blocks of 16 outputs each.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `R <= ROWS`, `weights` holds two blocks of `16 * pairs` words, and
+    /// `rounded` holds `R * pairs` words.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel<const R: usize>(
@@ -282,6 +299,9 @@ mod dpbf16 {
     }
 
     /// One row's sums for one block, with the bias, into its outputs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `out` holds `matrix.outputs` values, and `bias`, when given, as many.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn store(

@@ -180,6 +180,10 @@ fn dot_half_3x4(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
     rows.map(|row| xs.map(|x| row.iter().zip(x).map(|(w, v)| w.to_f32() * v).sum()))
 }
 
+/// [`dot_half_3x4`] compiled for AVX2, FMA and F16C.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and every row and vector has the first row's length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_half_3x4_f16c(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
@@ -214,6 +218,10 @@ unsafe fn dot_half_3x4_f16c(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 
     out
 }
 
+/// A half-precision row against a vector, compiled for AVX2, FMA and F16C.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and `x` is at least as long as `row`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_half_f16c(row: &[half::f16], x: &[f32]) -> f32 {

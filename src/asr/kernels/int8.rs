@@ -217,6 +217,9 @@ mod vnni {
 
     /// Each row offset to unsigned bytes at its own scale (its largest magnitude maps to
     /// 127), padded to whole groups; and the scales.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `inputs` is at least 1 and at most `padded_inputs`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn quantize_rows(
         x: &[f32],
@@ -259,6 +262,12 @@ mod vnni {
 
     /// All rows of `quantized` against the output blocks of `range` (whole pairs of
     /// blocks, or up to the last output), into `out`: [rows][range length].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `matrix` is laid out as `Int8Matrix` builds it; `quantized` holds
+    /// whole rows of `matrix.padded_inputs` bytes and `row_scales` a scale for each;
+    /// `range` starts on a pair of blocks and ends within `matrix.outputs`; `out` holds
+    /// `range.len()` values for each row, and `bias`, when given, `matrix.outputs`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn multiply(
         matrix: &Int8Matrix,
@@ -299,6 +308,11 @@ mod vnni {
 
     /// The 32-bit sums of `R` consecutive rows (the first at the start of `quantized`)
     /// against one pair of blocks of 16 outputs each.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `R <= ROWS`, `padded_inputs` is a whole number of groups, `weights`
+    /// holds two blocks of `16 * padded_inputs` bytes, and `quantized` holds `R *
+    /// padded_inputs` bytes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn kernel<const R: usize>(
@@ -326,6 +340,11 @@ mod vnni {
 
     /// One row's sums for one block, offset removed and scaled, into its outputs (`out`
     /// starting at output `base`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `matrix.offsets` and `matrix.scales` are padded to whole blocks;
+    /// `out` holds the outputs from `base` to the end of this block or of the matrix, and
+    /// `bias`, when given, `matrix.outputs` values.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn store(

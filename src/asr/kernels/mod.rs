@@ -334,6 +334,10 @@ fn attend_row(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
     attend_row_portable(q, k, v, scale, out)
 }
 
+/// [`attend_row_portable`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA. (The body is safe code; only its compilation needs them.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_row_avx2(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
@@ -585,6 +589,10 @@ macro_rules! vectorized {
             $portable(values)
         }
 
+        /// The portable loop compiled for AVX2 and FMA.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         unsafe fn $avx2(values: &mut [f32]) {
@@ -733,6 +741,10 @@ fn max_and_exp_sum(row: &[f32]) -> (f32, f32) {
     max_and_exp_sum_portable(row)
 }
 
+/// [`max_and_exp_sum_portable`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_and_exp_sum_avx2(row: &[f32]) -> (f32, f32) {
