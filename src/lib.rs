@@ -11,6 +11,9 @@
 //! knows nothing the library does not; its
 //! [`service::client`] is the streaming client the command line and the eval use.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod app;
 pub mod asr;
 pub mod audio;

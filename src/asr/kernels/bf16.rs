@@ -186,17 +186,23 @@ mod dpbf16 {
     /// words a row (zero-initialized, so an odd row's last word is padded).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `inputs` is at least 1, `2 * pairs >= inputs`, and `rounded` holds
-    /// `pairs` words for each of the `x.len() / inputs` rows.
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time).
+    /// `inputs` is at least 1, `2 * pairs >= inputs`, and `rounded` holds `pairs` words for
+    /// each of the `x.len() / inputs` rows.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn round_rows(x: &[f32], inputs: usize, pairs: usize, rounded: &mut [u32]) {
-        for (row, out) in x.chunks_exact(inputs).zip(rounded.chunks_exact_mut(pairs)) {
-            let out = out.as_mut_ptr() as *mut i16;
-            for start in (0..inputs).step_by(BLOCK) {
-                let mask = lanes(inputs - start);
-                let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
-                let bits: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-                _mm256_mask_storeu_epi16(out.add(start), mask, bits);
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            for (row, out) in x.chunks_exact(inputs).zip(rounded.chunks_exact_mut(pairs)) {
+                let out = out.as_mut_ptr() as *mut i16;
+                for start in (0..inputs).step_by(BLOCK) {
+                    let mask = lanes(inputs - start);
+                    let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
+                    let bits: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+                    _mm256_mask_storeu_epi16(out.add(start), mask, bits);
+                }
             }
         }
     }
@@ -205,28 +211,35 @@ mod dpbf16 {
     /// rows, 16 outputs at a time, rounded together and interleaved into words.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `matrix.packed` holds `16 * pairs` words for every block of 16
-    /// outputs (as `Bf16Matrix` lays it out).
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time).
+    /// `matrix.packed` holds `16 * pairs` words for every block of 16 outputs (as
+    /// `Bf16Matrix` lays it out).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn pack_columns(matrix: &mut Bf16Matrix, columns: &[f32]) {
-        let (outputs, pairs) = (matrix.outputs, matrix.pairs);
-        // Word i takes the i-th value of the first row and of the second.
-        let interleave: [i16; 32] = std::array::from_fn(|i| (i / 2 + (i % 2) * BLOCK) as i16);
-        let interleave = _mm512_loadu_si512(interleave.as_ptr() as *const _);
-        let zero = _mm512_setzero_ps();
-        for pair in 0..pairs {
-            let first = &columns[PAIR * pair * outputs..][..outputs];
-            let second = (PAIR * pair + 1 < matrix.inputs)
-                .then(|| &columns[(PAIR * pair + 1) * outputs..][..outputs]);
-            for block in 0..outputs.div_ceil(BLOCK) {
-                let start = block * BLOCK;
-                let mask = lanes(outputs - start);
-                let a = _mm512_maskz_loadu_ps(mask, first.as_ptr().add(start));
-                let b = second.map_or(zero, |r| _mm512_maskz_loadu_ps(mask, r.as_ptr().add(start)));
-                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
-                let words = _mm512_permutexvar_epi16(interleave, both);
-                let at = block * BLOCK * pairs + pair * BLOCK;
-                _mm512_storeu_si512(matrix.packed.as_mut_ptr().add(at) as *mut _, words);
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let (outputs, pairs) = (matrix.outputs, matrix.pairs);
+            // Word i takes the i-th value of the first row and of the second.
+            let interleave: [i16; 32] = std::array::from_fn(|i| (i / 2 + (i % 2) * BLOCK) as i16);
+            let interleave = _mm512_loadu_si512(interleave.as_ptr() as *const _);
+            let zero = _mm512_setzero_ps();
+            for pair in 0..pairs {
+                let first = &columns[PAIR * pair * outputs..][..outputs];
+                let second = (PAIR * pair + 1 < matrix.inputs)
+                    .then(|| &columns[(PAIR * pair + 1) * outputs..][..outputs]);
+                for block in 0..outputs.div_ceil(BLOCK) {
+                    let start = block * BLOCK;
+                    let mask = lanes(outputs - start);
+                    let a = _mm512_maskz_loadu_ps(mask, first.as_ptr().add(start));
+                    let b =
+                        second.map_or(zero, |r| _mm512_maskz_loadu_ps(mask, r.as_ptr().add(start)));
+                    let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+                    let words = _mm512_permutexvar_epi16(interleave, both);
+                    let at = block * BLOCK * pairs + pair * BLOCK;
+                    _mm512_storeu_si512(matrix.packed.as_mut_ptr().add(at) as *mut _, words);
+                }
             }
         }
     }
@@ -234,9 +247,10 @@ mod dpbf16 {
     /// All rows of `rounded` against every output block.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `matrix` is laid out as `Bf16Matrix` builds it, `rounded` holds
-    /// whole rows of `matrix.pairs` words, `out` holds `matrix.outputs` values for each,
-    /// and `bias`, when given, `matrix.outputs` values.
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time).
+    /// `matrix` is laid out as `Bf16Matrix` builds it, `rounded` holds whole rows of
+    /// `matrix.pairs` words, `out` holds `matrix.outputs` values for each, and `bias`, when
+    /// given, `matrix.outputs` values.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn multiply(
         matrix: &Bf16Matrix,
@@ -244,33 +258,39 @@ mod dpbf16 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let group_len = 2 * BLOCK * matrix.pairs;
-        let weights = |group: usize| &matrix.packed[group * group_len..(group + 1) * group_len];
-        let at = |row: usize| &rounded[row * matrix.pairs..];
-        tile_rows!(
-            groups: matrix.packed.len() / group_len,
-            rows: rounded.len() / matrix.pairs,
-            tile: ROWS,
-            blocks: 2,
-            zero: _mm512_setzero_ps(),
-            full: |group, row| kernel::<ROWS>(weights(group), at(row), matrix.pairs),
-            one: |group, row| kernel::<1>(weights(group), at(row), matrix.pairs)[0],
-            store: |block, row, sum| store(
-                matrix,
-                block,
-                sum,
-                bias,
-                &mut out[row * matrix.outputs..][..matrix.outputs],
-            ),
-        );
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let group_len = 2 * BLOCK * matrix.pairs;
+            let weights = |group: usize| &matrix.packed[group * group_len..(group + 1) * group_len];
+            let at = |row: usize| &rounded[row * matrix.pairs..];
+            tile_rows!(
+                groups: matrix.packed.len() / group_len,
+                rows: rounded.len() / matrix.pairs,
+                tile: ROWS,
+                blocks: 2,
+                zero: _mm512_setzero_ps(),
+                full: |group, row| kernel::<ROWS>(weights(group), at(row), matrix.pairs),
+                one: |group, row| kernel::<1>(weights(group), at(row), matrix.pairs)[0],
+                store: |block, row, sum| store(
+                    matrix,
+                    block,
+                    sum,
+                    bias,
+                    &mut out[row * matrix.outputs..][..matrix.outputs],
+                ),
+            );
+        }
     }
 
     /// The f32 sums of `R` consecutive rows (the first at the start of `rounded`)
     /// against one group of two blocks of 16 outputs each.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `R <= ROWS`, `weights` holds two blocks of `16 * pairs` words, and
-    /// `rounded` holds `R * pairs` words.
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `R
+    /// <= ROWS`, `weights` holds two blocks of `16 * pairs` words, and `rounded` holds `R *
+    /// pairs` words.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn kernel<const R: usize>(
@@ -278,30 +298,36 @@ mod dpbf16 {
         rounded: &[u32],
         pairs: usize,
     ) -> [[__m512; 2]; ROWS] {
-        let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
-        let a = rounded.as_ptr();
-        let w = weights.as_ptr();
-        let block_len = BLOCK * pairs;
-        for pair in 0..pairs {
-            let first: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(w.add(pair * BLOCK) as *const _));
-            let second: __m512bh = std::mem::transmute(_mm512_loadu_si512(
-                w.add(block_len + pair * BLOCK) as *const _,
-            ));
-            for (r, sum) in sums.iter_mut().take(R).enumerate() {
-                let two: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*a.add(r * pairs + pair) as i32));
-                sum[0] = _mm512_dpbf16_ps(sum[0], two, first);
-                sum[1] = _mm512_dpbf16_ps(sum[1], two, second);
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
+            let a = rounded.as_ptr();
+            let w = weights.as_ptr();
+            let block_len = BLOCK * pairs;
+            for pair in 0..pairs {
+                let first: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(w.add(pair * BLOCK) as *const _));
+                let second: __m512bh = std::mem::transmute(_mm512_loadu_si512(
+                    w.add(block_len + pair * BLOCK) as *const _,
+                ));
+                for (r, sum) in sums.iter_mut().take(R).enumerate() {
+                    let two: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(r * pairs + pair) as i32));
+                    sum[0] = _mm512_dpbf16_ps(sum[0], two, first);
+                    sum[1] = _mm512_dpbf16_ps(sum[1], two, second);
+                }
             }
+            sums
         }
-        sums
     }
 
     /// One row's sums for one block, with the bias, into its outputs.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time). `out` holds `matrix.outputs` values, and `bias`, when given, as many.
+    /// The CPU has AVX-512 F, BW, VL and BF16 (`Bf16Matrix::new` checks it at run time).
+    /// `out` holds `matrix.outputs` values, and `bias`, when given, as many.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     unsafe fn store(
@@ -311,16 +337,23 @@ mod dpbf16 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let first = block * BLOCK;
-        if first >= matrix.outputs {
-            return;
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let first = block * BLOCK;
+            if first >= matrix.outputs {
+                return;
+            }
+            let mask = lanes(matrix.outputs - first);
+            let value = match bias {
+                Some(bias) => {
+                    _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(first)))
+                }
+                None => sum,
+            };
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(first), mask, value);
         }
-        let mask = lanes(matrix.outputs - first);
-        let value = match bias {
-            Some(bias) => _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(first))),
-            None => sum,
-        };
-        _mm512_mask_storeu_ps(out.as_mut_ptr().add(first), mask, value);
     }
 }
 

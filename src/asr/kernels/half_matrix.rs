@@ -187,35 +187,41 @@ fn dot_half_3x4(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_half_3x4_f16c(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
-    use std::arch::x86_64::*;
-    let cols = rows[0].len();
-    let chunks = cols / 8;
-    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
-    for c in 0..chunks {
-        // SAFETY: c * 8 + 8 <= cols, the length of every row and vector; unaligned loads.
-        let weights = rows
-            .map(|row| _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i)));
-        for (j, x) in xs.iter().enumerate() {
-            let values = _mm256_loadu_ps(x.as_ptr().add(c * 8));
-            for (k, w) in weights.iter().enumerate() {
-                acc[k][j] = _mm256_fmadd_ps(*w, values, acc[k][j]);
+    // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+    // features this function is compiled for, and the lengths keep every load and store
+    // in bounds.
+    unsafe {
+        use std::arch::x86_64::*;
+        let cols = rows[0].len();
+        let chunks = cols / 8;
+        let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+        for c in 0..chunks {
+            // SAFETY: c * 8 + 8 <= cols, the length of every row and vector; unaligned loads.
+            let weights = rows.map(|row| {
+                _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i))
+            });
+            for (j, x) in xs.iter().enumerate() {
+                let values = _mm256_loadu_ps(x.as_ptr().add(c * 8));
+                for (k, w) in weights.iter().enumerate() {
+                    acc[k][j] = _mm256_fmadd_ps(*w, values, acc[k][j]);
+                }
             }
         }
-    }
-    let mut out = [[0f32; 4]; 3];
-    for (k, row) in rows.iter().enumerate() {
-        for (j, x) in xs.iter().enumerate() {
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[k][j]);
-            let tail: f32 = row[chunks * 8..]
-                .iter()
-                .zip(&x[chunks * 8..])
-                .map(|(w, v)| w.to_f32() * v)
-                .sum();
-            out[k][j] = lanes.iter().sum::<f32>() + tail;
+        let mut out = [[0f32; 4]; 3];
+        for (k, row) in rows.iter().enumerate() {
+            for (j, x) in xs.iter().enumerate() {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[k][j]);
+                let tail: f32 = row[chunks * 8..]
+                    .iter()
+                    .zip(&x[chunks * 8..])
+                    .map(|(w, v)| w.to_f32() * v)
+                    .sum();
+                out[k][j] = lanes.iter().sum::<f32>() + tail;
+            }
         }
+        out
     }
-    out
 }
 
 /// A half-precision row against a vector, compiled for AVX2, FMA and F16C.
@@ -225,24 +231,29 @@ unsafe fn dot_half_3x4_f16c(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_half_f16c(row: &[half::f16], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let chunks = row.len() / 8;
-    let mut acc = _mm256_setzero_ps();
-    for c in 0..chunks {
-        // SAFETY: c * 8 + 8 <= row.len() == x.len(); unaligned loads.
-        let halves = _mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i);
-        let weights = _mm256_cvtph_ps(halves);
-        let values = _mm256_loadu_ps(x.as_ptr().add(c * 8));
-        acc = _mm256_fmadd_ps(weights, values, acc);
+    // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+    // features this function is compiled for, and the lengths keep every load and store
+    // in bounds.
+    unsafe {
+        use std::arch::x86_64::*;
+        let chunks = row.len() / 8;
+        let mut acc = _mm256_setzero_ps();
+        for c in 0..chunks {
+            // SAFETY: c * 8 + 8 <= row.len() == x.len(); unaligned loads.
+            let halves = _mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i);
+            let weights = _mm256_cvtph_ps(halves);
+            let values = _mm256_loadu_ps(x.as_ptr().add(c * 8));
+            acc = _mm256_fmadd_ps(weights, values, acc);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let tail: f32 = row[chunks * 8..]
+            .iter()
+            .zip(&x[chunks * 8..])
+            .map(|(w, v)| w.to_f32() * v)
+            .sum();
+        lanes.iter().sum::<f32>() + tail
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    let tail: f32 = row[chunks * 8..]
-        .iter()
-        .zip(&x[chunks * 8..])
-        .map(|(w, v)| w.to_f32() * v)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

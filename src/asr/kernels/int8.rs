@@ -219,55 +219,63 @@ mod vnni {
     /// 127), padded to whole groups; and the scales.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `inputs` is at least 1 and at most `padded_inputs`.
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time).
+    /// `inputs` is at least 1 and at most `padded_inputs`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn quantize_rows(
         x: &[f32],
         inputs: usize,
         padded_inputs: usize,
     ) -> (Vec<u8>, Vec<f32>) {
-        let rows = x.len() / inputs;
-        let mut quantized = vec![OFFSET as u8; rows * padded_inputs];
-        let mut scales = Vec::with_capacity(rows);
-        let magnitude = _mm512_set1_epi32(i32::MAX);
-        let offset = _mm512_set1_epi32(OFFSET);
-        for (row, out) in x
-            .chunks_exact(inputs)
-            .zip(quantized.chunks_exact_mut(padded_inputs))
-        {
-            let mut largest = _mm512_setzero_ps();
-            for start in (0..inputs).step_by(BLOCK) {
-                let v = _mm512_maskz_loadu_ps(lanes(inputs - start), row.as_ptr().add(start));
-                let v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude));
-                largest = _mm512_max_ps(largest, v);
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let rows = x.len() / inputs;
+            let mut quantized = vec![OFFSET as u8; rows * padded_inputs];
+            let mut scales = Vec::with_capacity(rows);
+            let magnitude = _mm512_set1_epi32(i32::MAX);
+            let offset = _mm512_set1_epi32(OFFSET);
+            for (row, out) in x
+                .chunks_exact(inputs)
+                .zip(quantized.chunks_exact_mut(padded_inputs))
+            {
+                let mut largest = _mm512_setzero_ps();
+                for start in (0..inputs).step_by(BLOCK) {
+                    let v = _mm512_maskz_loadu_ps(lanes(inputs - start), row.as_ptr().add(start));
+                    let v =
+                        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude));
+                    largest = _mm512_max_ps(largest, v);
+                }
+                let largest = _mm512_reduce_max_ps(largest);
+                let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+                let inverse = _mm512_set1_ps(1.0 / scale);
+                for start in (0..inputs).step_by(BLOCK) {
+                    let mask = lanes(inputs - start);
+                    let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
+                    // Rounds to nearest (the default mode); |v| / scale <= 127 by the scale.
+                    let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inverse)), offset);
+                    _mm_mask_storeu_epi8(
+                        out.as_mut_ptr().add(start) as *mut i8,
+                        mask,
+                        _mm512_cvtusepi32_epi8(q),
+                    );
+                }
+                scales.push(scale);
             }
-            let largest = _mm512_reduce_max_ps(largest);
-            let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
-            let inverse = _mm512_set1_ps(1.0 / scale);
-            for start in (0..inputs).step_by(BLOCK) {
-                let mask = lanes(inputs - start);
-                let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
-                // Rounds to nearest (the default mode); |v| / scale <= 127 by the scale.
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inverse)), offset);
-                _mm_mask_storeu_epi8(
-                    out.as_mut_ptr().add(start) as *mut i8,
-                    mask,
-                    _mm512_cvtusepi32_epi8(q),
-                );
-            }
-            scales.push(scale);
+            (quantized, scales)
         }
-        (quantized, scales)
     }
 
     /// All rows of `quantized` against the output blocks of `range` (whole pairs of
     /// blocks, or up to the last output), into `out`: [rows][range length].
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `matrix` is laid out as `Int8Matrix` builds it; `quantized` holds
-    /// whole rows of `matrix.padded_inputs` bytes and `row_scales` a scale for each;
-    /// `range` starts on a pair of blocks and ends within `matrix.outputs`; `out` holds
-    /// `range.len()` values for each row, and `bias`, when given, `matrix.outputs`.
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time).
+    /// `matrix` is laid out as `Int8Matrix` builds it; `quantized` holds whole rows of
+    /// `matrix.padded_inputs` bytes and `row_scales` a scale for each; `range` starts on a
+    /// pair of blocks and ends within `matrix.outputs`; `out` holds `range.len()` values
+    /// for each row, and `bias`, when given, `matrix.outputs`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn multiply(
         matrix: &Int8Matrix,
@@ -277,42 +285,47 @@ mod vnni {
         range: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        let pair_bytes = BLOCKS * BLOCK * matrix.padded_inputs;
-        let first_pair = range.start / (BLOCKS * BLOCK);
-        let pairs = range.len().div_ceil(BLOCKS * BLOCK);
-        let weights = |pair: usize| {
-            let pair = first_pair + pair;
-            &matrix.packed[pair * pair_bytes..(pair + 1) * pair_bytes]
-        };
-        let at = |row: usize| &quantized[row * matrix.padded_inputs..];
-        let width = range.len();
-        tile_rows!(
-            groups: pairs,
-            rows: row_scales.len(),
-            tile: ROWS,
-            blocks: BLOCKS,
-            zero: _mm512_setzero_si512(),
-            full: |pair, row| kernel::<ROWS>(weights(pair), at(row), matrix.padded_inputs),
-            one: |pair, row| kernel::<1>(weights(pair), at(row), matrix.padded_inputs)[0],
-            store: |block, row, sum| store(
-                matrix,
-                first_pair * BLOCKS + block,
-                sum,
-                row_scales[row],
-                bias,
-                &mut out[row * width..][..width],
-                range.start,
-            ),
-        );
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let pair_bytes = BLOCKS * BLOCK * matrix.padded_inputs;
+            let first_pair = range.start / (BLOCKS * BLOCK);
+            let pairs = range.len().div_ceil(BLOCKS * BLOCK);
+            let weights = |pair: usize| {
+                let pair = first_pair + pair;
+                &matrix.packed[pair * pair_bytes..(pair + 1) * pair_bytes]
+            };
+            let at = |row: usize| &quantized[row * matrix.padded_inputs..];
+            let width = range.len();
+            tile_rows!(
+                groups: pairs,
+                rows: row_scales.len(),
+                tile: ROWS,
+                blocks: BLOCKS,
+                zero: _mm512_setzero_si512(),
+                full: |pair, row| kernel::<ROWS>(weights(pair), at(row), matrix.padded_inputs),
+                one: |pair, row| kernel::<1>(weights(pair), at(row), matrix.padded_inputs)[0],
+                store: |block, row, sum| store(
+                    matrix,
+                    first_pair * BLOCKS + block,
+                    sum,
+                    row_scales[row],
+                    bias,
+                    &mut out[row * width..][..width],
+                    range.start,
+                ),
+            );
+        }
     }
 
     /// The 32-bit sums of `R` consecutive rows (the first at the start of `quantized`)
     /// against one pair of blocks of 16 outputs each.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `R <= ROWS`, `padded_inputs` is a whole number of groups, `weights`
-    /// holds two blocks of `16 * padded_inputs` bytes, and `quantized` holds `R *
-    /// padded_inputs` bytes.
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `R
+    /// <= ROWS`, `padded_inputs` is a whole number of groups, `weights` holds two blocks of
+    /// `16 * padded_inputs` bytes, and `quantized` holds `R * padded_inputs` bytes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn kernel<const R: usize>(
@@ -320,31 +333,38 @@ mod vnni {
         quantized: &[u8],
         padded_inputs: usize,
     ) -> [[__m512i; BLOCKS]; ROWS] {
-        let mut sums = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
-        let a = quantized.as_ptr();
-        let w = weights.as_ptr();
-        let block_bytes = BLOCK * padded_inputs;
-        for group in 0..padded_inputs / GROUP {
-            let first = _mm512_loadu_si512(w.add(group * BLOCK * GROUP) as *const _);
-            let second = _mm512_loadu_si512(w.add(block_bytes + group * BLOCK * GROUP) as *const _);
-            for (r, sum) in sums.iter_mut().take(R).enumerate() {
-                let four =
-                    (a.add(r * padded_inputs + group * GROUP) as *const i32).read_unaligned();
-                let four = _mm512_set1_epi32(four);
-                sum[0] = _mm512_dpbusd_epi32(sum[0], four, first);
-                sum[1] = _mm512_dpbusd_epi32(sum[1], four, second);
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let mut sums = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
+            let a = quantized.as_ptr();
+            let w = weights.as_ptr();
+            let block_bytes = BLOCK * padded_inputs;
+            for group in 0..padded_inputs / GROUP {
+                let first = _mm512_loadu_si512(w.add(group * BLOCK * GROUP) as *const _);
+                let second =
+                    _mm512_loadu_si512(w.add(block_bytes + group * BLOCK * GROUP) as *const _);
+                for (r, sum) in sums.iter_mut().take(R).enumerate() {
+                    let four =
+                        (a.add(r * padded_inputs + group * GROUP) as *const i32).read_unaligned();
+                    let four = _mm512_set1_epi32(four);
+                    sum[0] = _mm512_dpbusd_epi32(sum[0], four, first);
+                    sum[1] = _mm512_dpbusd_epi32(sum[1], four, second);
+                }
             }
+            sums
         }
-        sums
     }
 
     /// One row's sums for one block, offset removed and scaled, into its outputs (`out`
     /// starting at output `base`).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time). `matrix.offsets` and `matrix.scales` are padded to whole blocks;
-    /// `out` holds the outputs from `base` to the end of this block or of the matrix, and
-    /// `bias`, when given, `matrix.outputs` values.
+    /// The CPU has AVX-512 F, BW, VL and VNNI (`Int8Matrix::new` checks it at run time).
+    /// `matrix.offsets` and `matrix.scales` are padded to whole blocks; `out` holds the
+    /// outputs from `base` to the end of this block or of the matrix, and `bias`, when
+    /// given, `matrix.outputs` values.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn store(
@@ -356,24 +376,29 @@ mod vnni {
         out: &mut [f32],
         base: usize,
     ) {
-        let first = block * BLOCK;
-        if first >= matrix.outputs {
-            return;
-        }
-        let mask = lanes(matrix.outputs - first);
-        let offsets = _mm512_loadu_si512(matrix.offsets.as_ptr().add(first) as *const _);
-        let scales = _mm512_loadu_ps(matrix.scales.as_ptr().add(first));
-        let value = _mm512_mul_ps(
-            _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offsets)),
-            _mm512_mul_ps(scales, _mm512_set1_ps(row_scale)),
-        );
-        let value = match bias {
-            Some(bias) => {
-                _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(first)))
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let first = block * BLOCK;
+            if first >= matrix.outputs {
+                return;
             }
-            None => value,
-        };
-        _mm512_mask_storeu_ps(out.as_mut_ptr().add(first - base), mask, value);
+            let mask = lanes(matrix.outputs - first);
+            let offsets = _mm512_loadu_si512(matrix.offsets.as_ptr().add(first) as *const _);
+            let scales = _mm512_loadu_ps(matrix.scales.as_ptr().add(first));
+            let value = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offsets)),
+                _mm512_mul_ps(scales, _mm512_set1_ps(row_scale)),
+            );
+            let value = match bias {
+                Some(bias) => {
+                    _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(first)))
+                }
+                None => value,
+            };
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(first - base), mask, value);
+        }
     }
 }
 

@@ -542,6 +542,8 @@ fn blocked_attention(
                 for row in scores.chunks_mut(keys) {
                     softmax_in_place(row);
                 }
+                // SAFETY: as above: scores [rows × keys], v [keys × head_dim], out block
+                // [rows × head_dim].
                 unsafe {
                     gemm::gemm(
                         rows,
