@@ -3,7 +3,8 @@
 //! [`document`] validates catalog documents, [`schema`] lays out the tantivy index,
 //! [`index`] keeps it durable on disk, [`import`] bulk-loads JSON Lines, [`text`] is the analysis both sides share,
 //! [`intent`] takes carrier phrases off a query and [`query`] ranks the catalog for it;
-//! [`spoken`] holds how each entry is said, for recognition.
+//! [`spoken`] holds how each entry is said, for recognition; [`numbers`] is the one
+//! table of number words and rule of Roman numerals both sides use.
 
 pub mod bulk;
 pub mod candidates;
@@ -11,6 +12,7 @@ pub mod document;
 pub mod import;
 pub mod index;
 pub mod intent;
+pub mod numbers;
 pub mod page;
 pub mod query;
 pub mod schema;

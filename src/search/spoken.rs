@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use rphonetic::{DoubleMetaphone, DoubleMetaphoneResult};
 
 use super::document::CatalogDocument;
+use super::numbers::{number_words, roman_value};
 use super::text::analyze;
 
 /// Most names and readings kept per entry: a bound on what recognition scores.
@@ -273,75 +274,6 @@ fn spell_numbers(text: &str) -> String {
         }
     }
     out.join(" ")
-}
-
-fn roman_value(word: &str) -> Option<u64> {
-    let lower = word.to_lowercase();
-    if lower.is_empty() || !lower.chars().all(|c| matches!(c, 'i' | 'v' | 'x')) {
-        return None;
-    }
-    let value = |c| match c {
-        'i' => 1i64,
-        'v' => 5,
-        _ => 10,
-    };
-    let chars: Vec<i64> = lower.chars().map(value).collect();
-    let total: i64 = chars
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if chars.get(i + 1).is_some_and(|&n| n > v) {
-                -v
-            } else {
-                v
-            }
-        })
-        .sum();
-    u64::try_from(total).ok().filter(|&t| t > 0)
-}
-
-/// A number below 100, or a year-like number below 10,000, in words.
-fn number_words(n: u64) -> Option<String> {
-    const UNITS: [&str; 20] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ];
-    const TENS: [&str; 10] = [
-        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-    ];
-    let below_100 = |n: u64| -> String {
-        match n {
-            0..=19 => UNITS[n as usize].to_string(),
-            _ if n.is_multiple_of(10) => TENS[(n / 10) as usize].to_string(),
-            _ => format!("{} {}", TENS[(n / 10) as usize], UNITS[(n % 10) as usize]),
-        }
-    };
-    match n {
-        0..=99 => Some(below_100(n)),
-        // Years are said in pairs: 1984 -> "nineteen eighty four".
-        1100..=9999 if !n.is_multiple_of(100) => {
-            Some(format!("{} {}", below_100(n / 100), below_100(n % 100)))
-        }
-        _ => None,
-    }
 }
 
 /// The sound of words run together, so that a name misheard across word boundaries

@@ -5,6 +5,8 @@
 
 use rphonetic::DoubleMetaphone;
 
+use super::numbers::{roman_value, tens, unit};
+
 /// Words of a text in the shared form.
 pub fn analyze(text: &str) -> Vec<String> {
     let folded = deunicode::deunicode(text).to_lowercase();
@@ -25,79 +27,9 @@ pub fn analyze(text: &str) -> Vec<String> {
     numbers_to_digits(words)
 }
 
-fn unit(word: &str) -> Option<u64> {
-    Some(match word {
-        "zero" | "oh" => 0,
-        "one" => 1,
-        "two" => 2,
-        "three" => 3,
-        "four" => 4,
-        "five" => 5,
-        "six" => 6,
-        "seven" => 7,
-        "eight" => 8,
-        "nine" => 9,
-        "ten" => 10,
-        "eleven" => 11,
-        "twelve" => 12,
-        "thirteen" => 13,
-        "fourteen" => 14,
-        "fifteen" => 15,
-        "sixteen" => 16,
-        "seventeen" => 17,
-        "eighteen" => 18,
-        "nineteen" => 19,
-        _ => return None,
-    })
-}
-
-fn tens(word: &str) -> Option<u64> {
-    Some(match word {
-        "twenty" => 20,
-        "thirty" => 30,
-        "forty" => 40,
-        "fifty" => 50,
-        "sixty" => 60,
-        "seventy" => 70,
-        "eighty" => 80,
-        "ninety" => 90,
-        _ => return None,
-    })
-}
-
 /// Roman numerals from 2 to 39 ("I", "V" and "X" alone are too often letters).
 fn roman(word: &str) -> Option<u64> {
-    if word.len() < 2 || !word.chars().all(|c| matches!(c, 'i' | 'v' | 'x')) {
-        return None;
-    }
-    let value = |c| match c {
-        'i' => 1,
-        'v' => 5,
-        _ => 10,
-    };
-    let chars: Vec<u64> = word.chars().map(value).collect();
-    let mut total = 0i64;
-    for (i, &v) in chars.iter().enumerate() {
-        if chars.get(i + 1).is_some_and(|&next| next > v) {
-            total -= v as i64;
-        } else {
-            total += v as i64;
-        }
-    }
-    let total = total as u64;
-    // Only canonical spellings: "iix" or "vv" are not numerals.
-    (to_roman(total) == word).then_some(total)
-}
-
-fn to_roman(mut n: u64) -> String {
-    let mut out = String::new();
-    for (value, digits) in [(10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")] {
-        while n >= value {
-            out.push_str(digits);
-            n -= value;
-        }
-    }
-    out
+    (word.len() >= 2).then(|| roman_value(word)).flatten()
 }
 
 /// A number below 100 spelled in one or two words ("seven", "twenty one"), and how many
