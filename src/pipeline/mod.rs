@@ -53,10 +53,14 @@ pub struct HitOptions {
     pub catalog_bias: bool,
 }
 
+/// Hits per utterance when the caller does not say (what the API promises for
+/// `max_hits` 0).
+pub const DEFAULT_MAX_HITS: usize = 5;
+
 impl Default for HitOptions {
     fn default() -> Self {
         Self {
-            max_hits: 10,
+            max_hits: DEFAULT_MAX_HITS,
             categories: Vec::new(),
             catalog_bias: true,
         }

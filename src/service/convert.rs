@@ -313,13 +313,10 @@ pub fn transcribe_options(config: &RecognitionConfig) -> Result<TranscribeOption
     })
 }
 
-/// Hits per utterance when the config does not say.
-const DEFAULT_MAX_HITS: usize = 5;
-
 /// Hits wanted, from the wire options.
 pub fn hit_options(search: Option<&proto::SearchOptions>) -> Result<HitOptions, Status> {
     let max_hits = match search.map_or(0, |s| s.max_hits as usize) {
-        0 => DEFAULT_MAX_HITS,
+        0 => crate::pipeline::DEFAULT_MAX_HITS,
         n if n > MAX_PAGE_SIZE => {
             return Err(Status::invalid_argument(format!(
                 "max_hits {n} is over the limit of {MAX_PAGE_SIZE}"
