@@ -82,16 +82,13 @@ impl App {
         let carriers = CarrierPhrases::load(config.carrier_phrases.as_deref())?;
         let mut engine = QueryEngine::new(index.clone(), carriers);
         if let Some(path) = &config.page_token_secret_file {
-            let secret = std::fs::read(path).map_err(|e| AppError::PageTokenSecret {
+            let refused = |reason: String| AppError::PageTokenSecret {
                 path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            engine = engine.with_page_tokens(PageTokens::from_secret(&secret).map_err(|e| {
-                AppError::PageTokenSecret {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?);
+                reason,
+            };
+            let secret = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+            let tokens = PageTokens::from_secret(&secret).map_err(|e| refused(e.to_string()))?;
+            engine = engine.with_page_tokens(tokens);
         }
         let engine = Arc::new(engine);
         let whisper = match Whisper::load_with(
@@ -173,8 +170,6 @@ impl App {
             (Role::Follower, Some(store)) => {
                 let mut follower = Follower::new(store, &config.index, status.clone());
                 let first = follower.first_generation(config.snapshot_poll()).await;
-                status.store_answered();
-                status.generation(first.generation, first.published_at_unix_ms);
                 tracing::info!(
                     generation = first.generation,
                     documents = first.documents,

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::store::{Manifest, SnapshotStore};
 use super::{FleetError, FleetStatus};
-use crate::search::index::VERSION_FILE;
+use crate::search::index::{version_file, VERSION_FILE};
 use crate::search::schema::SCHEMA_VERSION;
 use crate::search::CatalogIndex;
 
@@ -46,7 +46,12 @@ impl Follower {
     pub async fn first_generation(&mut self, poll: Duration) -> Manifest {
         loop {
             match self.copy_newest().await {
-                Ok(Some(manifest)) => return manifest,
+                Ok(Some(manifest)) => {
+                    self.status.store_answered();
+                    self.status
+                        .generation(manifest.generation, manifest.published_at_unix_ms);
+                    return manifest;
+                }
                 Ok(None) => {
                     tracing::info!(store = %self.store.url(), "no catalog generation published yet; waiting for the writer")
                 }
@@ -105,9 +110,8 @@ impl Follower {
             let bytes = self.store.segment_file(name).await?;
             self.write_whole(name, &bytes).await?;
         }
-        let version = serde_json::json!({ "schema_version": manifest.schema_version });
-        self.write_whole(VERSION_FILE, version.to_string().as_bytes())
-            .await?;
+        let version = version_file(manifest.schema_version);
+        self.write_whole(VERSION_FILE, version.as_bytes()).await?;
         self.write_whole(META_FILE, manifest.meta_json.as_bytes())
             .await
     }
@@ -158,58 +162,51 @@ impl Follower {
         poll: Duration,
         mut stop: watch::Receiver<bool>,
     ) {
-        if let Some(current) = &self.current {
-            self.status
-                .generation(current.generation, current.published_at_unix_ms);
-            self.prune();
-        }
+        self.prune();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
                 _ = stop.wait_for(|&s| s) => return,
             }
-            match self.copy_newest().await {
-                Ok(None) => {
-                    if self.status.store_answered() {
-                        tracing::info!(store = %self.store.url(), "snapshot store reachable again");
-                    }
-                }
-                Ok(Some(manifest)) => {
-                    if self.status.store_answered() {
-                        tracing::info!(store = %self.store.url(), "snapshot store reachable again");
-                    }
-                    let swapped = {
-                        let index = index.clone();
-                        tokio::task::spawn_blocking(move || index.refresh()).await
-                    };
-                    match swapped {
-                        Ok(Ok(refresh)) => {
-                            self.status
-                                .generation(manifest.generation, manifest.published_at_unix_ms);
-                            tracing::info!(
-                                generation = manifest.generation,
-                                opstamp = refresh.opstamp,
-                                documents = refresh.documents,
-                                added = refresh.added,
-                                removed = refresh.removed,
-                                "swapped in a catalog generation"
-                            );
-                            self.prune();
-                        }
-                        Ok(Err(error)) => {
-                            tracing::error!(%error, generation = manifest.generation, "could not open a copied catalog generation; serving the previous one");
-                            // Copy it again on the next poll.
-                            self.current = None;
-                        }
-                        Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-                    }
-                }
+            let copied = match self.copy_newest().await {
+                Ok(copied) => copied,
                 Err(error) => {
                     if self.status.store_failed(&error) {
                         tracing::warn!(%error, store = %self.store.url(), "snapshot store unreachable: serving the last catalog generation until it answers");
                     } else {
                         tracing::debug!(%error, "snapshot store still unreachable");
                     }
+                    continue;
+                }
+            };
+            if self.status.store_answered() {
+                tracing::info!(store = %self.store.url(), "snapshot store reachable again");
+            }
+            if let Some(manifest) = copied {
+                let swapped = {
+                    let index = index.clone();
+                    tokio::task::spawn_blocking(move || index.refresh()).await
+                };
+                match swapped {
+                    Ok(Ok(refresh)) => {
+                        self.status
+                            .generation(manifest.generation, manifest.published_at_unix_ms);
+                        tracing::info!(
+                            generation = manifest.generation,
+                            opstamp = refresh.opstamp,
+                            documents = refresh.documents,
+                            added = refresh.added,
+                            removed = refresh.removed,
+                            "swapped in a catalog generation"
+                        );
+                        self.prune();
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, generation = manifest.generation, "could not open a copied catalog generation; serving the previous one");
+                        // Copy it again on the next poll.
+                        self.current = None;
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic.into_panic()),
                 }
             }
         }

@@ -10,7 +10,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +38,12 @@ const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Serialize, Deserialize)]
 struct VersionFile {
     schema_version: u32,
+}
+
+/// The contents of [`VERSION_FILE`] for an index of `schema_version` (a follower writes
+/// it for the generations it copies).
+pub fn version_file(schema_version: u32) -> String {
+    serde_json::to_string(&VersionFile { schema_version }).expect("serializable")
 }
 
 /// The commit payload: when the commit happened.
@@ -115,10 +120,9 @@ pub struct CatalogIndex {
     /// follower swaps generations, so that no query sees the searcher of one generation
     /// and the spoken forms of another.
     swap: RwLock<()>,
-    /// The commit opstamp searches see: the same number on a writer and its followers.
-    opstamp: AtomicU64,
-    /// Tells whoever publishes commits (a writer's publisher) of each one.
-    commits: tokio::sync::watch::Sender<u64>,
+    /// The commit opstamp searches see (the same number on a writer and its followers),
+    /// told to whoever follows the commits (a writer's publisher).
+    opstamp: tokio::sync::watch::Sender<u64>,
     follow: Option<Mutex<FollowState>>,
 }
 
@@ -181,13 +185,11 @@ impl CatalogIndex {
         }
         let index = Index::open_or_create(directory, schema)?;
         if !exists {
-            let version = serde_json::to_string(&VersionFile {
-                schema_version: SCHEMA_VERSION,
-            })
-            .expect("serializable");
-            std::fs::write(&version_path, version).map_err(|source| SearchError::Io {
-                path: version_path,
-                source,
+            std::fs::write(&version_path, version_file(SCHEMA_VERSION)).map_err(|source| {
+                SearchError::Io {
+                    path: version_path,
+                    source,
+                }
             })?;
         }
         schema::register_tokenizer(&index);
@@ -227,8 +229,7 @@ impl CatalogIndex {
             path: path.to_owned(),
             spoken: SpokenCatalog::default(),
             swap: RwLock::new(()),
-            opstamp: AtomicU64::new(opstamp),
-            commits: tokio::sync::watch::Sender::new(opstamp),
+            opstamp: tokio::sync::watch::Sender::new(opstamp),
             follow,
         };
         // Writers and followers serve recognition; the read-only commands (`search`,
@@ -251,12 +252,12 @@ impl CatalogIndex {
 
     /// The commit opstamp searches see now.
     pub fn opstamp(&self) -> u64 {
-        self.opstamp.load(Ordering::Acquire)
+        *self.opstamp.borrow()
     }
 
     /// The opstamp of each commit from now on (a writer publishes them).
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.commits.subscribe()
+        self.opstamp.subscribe()
     }
 
     pub fn path(&self) -> &Path {
@@ -320,10 +321,7 @@ impl CatalogIndex {
                         let mut hasher = DefaultHasher::new();
                         text.hash(&mut hasher);
                         let hash = hasher.finish();
-                        let document = CatalogDocument::from_json(
-                            serde_json::from_str(&text)
-                                .map_err(|e| SearchError::Index(format!("stored document: {e}")))?,
-                        )?;
+                        let document = CatalogDocument::from_json_str(&text)?;
                         if before.get(document.id.as_str()) != Some(&hash) {
                             added.push(spoken_forms(&document));
                         }
@@ -353,7 +351,7 @@ impl CatalogIndex {
         {
             let _swap = self.swap.write().unwrap_or_else(|p| p.into_inner());
             self.reader.reload()?;
-            self.opstamp.store(opstamp, Ordering::Release);
+            self.opstamp.send_replace(opstamp);
             self.spoken.apply(added, &removed);
         }
         state.segments = segments;
@@ -526,8 +524,7 @@ impl CatalogIndex {
         let opstamp = prepared.commit()?;
         // Make the commit visible to this process's searches at once.
         self.reader.reload()?;
-        self.opstamp.store(opstamp, Ordering::Release);
-        self.commits.send_replace(opstamp);
+        self.opstamp.send_replace(opstamp);
         Ok(())
     }
 

@@ -386,6 +386,18 @@ impl RetryPolicy {
         ceiling.mul_f64(f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX))
     }
 
+    /// After failed try `attempt` (1, 2, ...): false when `error` is final or the tries
+    /// are spent; otherwise waits the backoff and says to try again.
+    pub async fn wait_to_retry(&self, attempt: u32, error: &ClientError) -> bool {
+        if !Self::retries(error) || attempt >= self.max_attempts {
+            return false;
+        }
+        let pause = self.backoff(attempt + 1);
+        tracing::info!(%error, attempt = attempt + 1, ?pause, "retrying");
+        tokio::time::sleep(pause).await;
+        true
+    }
+
     /// Runs `call` until it succeeds, fails for good, or runs out of tries.
     pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
@@ -395,12 +407,7 @@ impl RetryPolicy {
         let mut attempt = 1;
         loop {
             match call().await {
-                Err(error) if Self::retries(&error) && attempt < self.max_attempts => {
-                    attempt += 1;
-                    let pause = self.backoff(attempt);
-                    tracing::info!(%error, attempt, ?pause, "retrying");
-                    tokio::time::sleep(pause).await;
-                }
+                Err(error) if self.wait_to_retry(attempt, &error).await => attempt += 1,
                 other => return other,
             }
         }
@@ -422,22 +429,17 @@ pub async fn stream_recording(
     let mut attempt = 1;
     loop {
         let from = finals.len();
-        match stream_utterances(
+        let sent = stream_utterances(
             client,
             recording,
             from,
             options,
             &mut on_result,
             &mut finals,
-        )
-        .await
-        {
-            Err(error) if RetryPolicy::retries(&error) && attempt < policy.max_attempts => {
-                attempt += 1;
-                let pause = policy.backoff(attempt);
-                tracing::info!(%error, attempt, resend_from = finals.len(), ?pause, "the stream failed before its final results; sending the utterances again");
-                tokio::time::sleep(pause).await;
-            }
+        );
+        match sent.await {
+            // Only the utterances still owed a final are sent again.
+            Err(error) if policy.wait_to_retry(attempt, &error).await => attempt += 1,
             other => return other.map(|()| finals),
         }
     }

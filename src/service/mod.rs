@@ -100,12 +100,7 @@ pub async fn serve(
     // a standalone server still serves search and the catalog.
     if pipeline.whisper().is_none() && fleet.role() != crate::fleet::Role::Standalone {
         tracing::warn!("no speech model: this replica reports NOT_SERVING");
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
-            .await;
+        refuse_voice(&health).await;
     } else {
         health
             .set_serving::<VoiceSearchServer<VoiceSearchService>>()
@@ -160,12 +155,7 @@ pub async fn serve(
             shutdown.await;
             // Health first, so that balancers stop sending new calls before the
             // listener closes.
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
-                .await;
+            refuse_voice(&health).await;
             health
                 .set_not_serving::<SearchServer<SearchService>>()
                 .await;
@@ -242,6 +232,17 @@ pub async fn serve(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Health NOT_SERVING for the server as a whole (what a balancer's checks ask) and for
+/// voice search.
+async fn refuse_voice(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
+        .await;
 }
 
 /// The server's TLS identity and, for mutual TLS, the client authorities, from the PEM

@@ -234,8 +234,6 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
     drop(sender);
 
     // Now while our client streams: it resends the utterance that had no final result.
-    let survivor = replicas.iter().flatten().count();
-    assert_eq!(survivor, 1);
     let restarted = Replica::start(&spec("follower"), ports[1]).await;
     envoy.wait_healthy(2).await;
     let mut replicas = [replicas.into_iter().flatten().next(), Some(restarted)];
