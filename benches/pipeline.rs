@@ -59,10 +59,16 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(std::time::Duration::from_secs(10));
     group.bench_function("3 s utterance: audio, Whisper tiny.en, search", |b| {
-        b.iter(|| pipeline.run(&wav, &format, &options, Some(&hits)).unwrap())
+        b.iter(|| {
+            pipeline
+                .run_bytes(&wav, &format, &options, Some(&hits))
+                .unwrap()
+        })
     });
     group.finish();
-    let outcome = pipeline.run(&wav, &format, &options, Some(&hits)).unwrap();
+    let outcome = pipeline
+        .run_bytes(&wav, &format, &options, Some(&hits))
+        .unwrap();
     println!(
         "transcript {:?}; front end {:.1} ms, transcription {:.1} ms, search {:.2} ms, rescore {:.1} ms",
         outcome.transcript.text,

@@ -14,7 +14,7 @@ use crate::monitor::drift::DriftError;
 use crate::monitor::{Baseline, Capture, DriftMonitor, Monitor};
 use crate::pipeline::Pipeline;
 use crate::search::{import, CarrierPhrases, CatalogIndex, PageTokens, QueryEngine, SearchError};
-use crate::stream::Voice;
+use crate::voice::Voice;
 use crate::workers::WorkerPool;
 
 /// Why the running parts could not be opened.

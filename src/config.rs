@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::asr::{EncoderWindow, Precision};
 use crate::fleet::Role;
 use crate::monitor::CaptureConfig;
-use crate::stream::{SessionLimits, VoiceLimits};
+use crate::voice::{SessionLimits, VoiceLimits};
 use crate::workers::PoolSize;
 
 /// Declares every `serve` setting once. Each entry's name is its TOML key; its flag

@@ -1,5 +1,5 @@
 //! The bounded pool of threads that runs transcription outside the async runtime.
-//! The voice front door ([`crate::stream::Voice`]) queues every utterance here (unary
+//! The voice front door ([`crate::voice::Voice`]) queues every utterance here (unary
 //! calls, stream finals and interims), so that all voice traffic shares one bound.
 //!
 //! A fixed number of workers take jobs from a queue of fixed depth. A job that finds the

@@ -283,7 +283,7 @@ fn quiet_and_loud_speakers_reach_the_same_level() {
     let at_gain = |gain_db: f32| {
         let mut decoded = clip.clone();
         normalize::apply_gain(&mut decoded.samples, gain_db);
-        audio::prepare_decoded(decoded).unwrap()
+        audio::prepare_decoded(&decoded).unwrap()
     };
     let quiet = at_gain(-25.0);
     let loud = at_gain(-2.0);
@@ -301,7 +301,7 @@ fn quiet_and_loud_speakers_reach_the_same_level() {
 #[test]
 fn near_silence_is_not_blown_up() {
     let hiss = tone(1000.0, 16_000, 1.0, 1e-4);
-    let prepared = audio::prepare_decoded(audio::Decoded {
+    let prepared = audio::prepare_decoded(&audio::Decoded {
         samples: hiss,
         sample_rate: 16_000,
         channels: 1,
@@ -321,7 +321,7 @@ fn clipping_is_detected() {
         .iter()
         .map(|s| s.clamp(-1.0, 1.0))
         .collect();
-    let prepared = audio::prepare_decoded(audio::Decoded {
+    let prepared = audio::prepare_decoded(&audio::Decoded {
         samples: clipped,
         sample_rate: 16_000,
         channels: 1,
@@ -429,7 +429,7 @@ fn voice_activity_trims_silence_and_finds_speech() {
     );
     assert!(found.end_seconds > 1.5, "end {}", found.end_seconds);
 
-    let prepared = audio::prepare_decoded(audio::Decoded {
+    let prepared = audio::prepare_decoded(&audio::Decoded {
         samples: padded.clone(),
         sample_rate: 16_000,
         channels: 1,

@@ -276,7 +276,7 @@ async fn drift_flags_quiet_noisy_and_narrowband_audio_but_not_clean_audio() {
             .iter()
             .map(|bytes| {
                 let outcome = pipeline
-                    .run(bytes, &format, &Default::default(), Some(&hits))
+                    .run_bytes(bytes, &format, &Default::default(), Some(&hits))
                     .unwrap();
                 UtteranceFeatures::of(
                     &outcome,

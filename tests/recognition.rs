@@ -22,7 +22,7 @@ fn run(pipeline: &Pipeline, clip: &str, catalog_bias: bool) -> UtteranceOutcome 
         ..Default::default()
     };
     pipeline
-        .run(
+        .run_bytes(
             &fixture_bytes(clip),
             &format,
             &TranscribeOptions::default(),

@@ -20,12 +20,15 @@ fuzz_target!(|input: &[u8]| {
     if format.validate().is_err() {
         return;
     }
-    let whole = UtteranceBuffer::whole(format, 30.0, bytes.to_vec()).is_ok();
+    // The verdict the server reaches: the buffer's checks, then the one decode.
+    let decoded = |bytes: Vec<u8>| audio::decode_within(&bytes, &format, 30.0).is_ok();
+    let whole = UtteranceBuffer::whole(format, 30.0, bytes.to_vec())
+        .is_ok_and(|mut buffer| decoded(buffer.take()));
     let mut buffer = UtteranceBuffer::new(format, 30.0);
     let chunked = bytes
         .chunks(usize::from(chunk).max(1) * 64)
         .all(|part| buffer.push(part).is_ok())
-        && buffer.finish().is_ok();
+        && buffer.finish().is_ok_and(|(bytes, _)| decoded(bytes));
     assert_eq!(whole, chunked, "whole and chunked disagree");
     if let Ok(prepared) = audio::prepare(bytes, &format) {
         assert!(prepared.samples.iter().all(|s| s.is_finite()));

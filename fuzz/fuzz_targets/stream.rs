@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use voice_search::audio::{AudioFormat, Encoding};
 use voice_search::monitor::{DriftMonitor, Monitor};
 use voice_search::pipeline::{HitOptions, Pipeline};
-use voice_search::stream::{Inbound, SessionLimits, StreamConfig, Voice, VoiceLimits};
+use voice_search::voice::{Inbound, SessionLimits, StreamConfig, Voice, VoiceLimits};
 use voice_search::workers::{PoolSize, WorkerPool};
 
 fn voice() -> &'static (tokio::runtime::Runtime, Voice) {

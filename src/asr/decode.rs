@@ -8,10 +8,10 @@ use std::io::Write;
 
 use candle_core::{Device, Tensor};
 
+use super::constrained::PromptPass;
 use super::kernels::log_sum_exp;
 use super::model::{DecoderCache, WhisperModel};
 use super::tokens::SpecialTokens;
-use super::tree::PromptPass;
 use super::AsrError;
 
 /// Most tokens sampled per window: half the decoder context, as openai-whisper does.

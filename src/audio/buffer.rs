@@ -3,19 +3,11 @@
 //! than after it has filled memory. This is the only place the limit is checked:
 //! streamed and unary utterances alike pass through a buffer.
 
-use super::decode::{check_channels, check_rate};
-use super::ogg_opus::OggScan;
-use super::trial::TrialDecodes;
-use super::{flac, webm_opus};
+use super::codec::ogg_opus::OggScan;
+use super::codec::trial::TrialDecodes;
+use super::codec::{flac, wav, webm_opus};
+use super::format::{ByteLayout, MAX_UTTERANCE_BYTES};
 use super::{AudioError, AudioFormat, Encoding};
-
-/// Most bytes one utterance may hold, whatever its format says: 30 s of 48 kHz stereo
-/// FLOAT32 is 11.5 MB.
-pub const MAX_UTTERANCE_BYTES: usize = 32 * 1024 * 1024;
-
-/// Most samples compressed audio may decode to: what the byte limit holds as FLOAT32, so
-/// that no encoding expands past what the same utterance could carry uncompressed.
-pub const MAX_DECODED_SAMPLES: usize = MAX_UTTERANCE_BYTES / 4;
 
 /// Bytes of one utterance, in arrival order.
 #[derive(Debug)]
@@ -25,17 +17,11 @@ pub struct UtteranceBuffer {
     bytes: Vec<u8>,
     /// Bytes per second of audio, and where the audio starts, once known (at once for raw
     /// audio, after the header for WAV).
-    layout: Option<Layout>,
+    layout: Option<ByteLayout>,
     /// For Ogg Opus: what the pages so far declare.
     ogg: Option<OggScan>,
     /// For FLAC and WebM Opus: the trial decodes so far.
     trials: Option<TrialDecodes>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    byte_rate: f64,
-    data_offset: usize,
 }
 
 /// A WAV stream whose data chunk has not begun after this many bytes is refused, so that
@@ -53,7 +39,7 @@ impl UtteranceBuffer {
                     Encoding::Float32 => 4.0,
                     _ => 1.0,
                 };
-                format.sample_rate.map(|rate| Layout {
+                format.sample_rate.map(|rate| ByteLayout {
                     byte_rate: rate as f64 * width * format.channels.unwrap_or(1) as f64,
                     data_offset: 0,
                 })
@@ -77,29 +63,29 @@ impl UtteranceBuffer {
     ) -> Result<Self, AudioError> {
         let mut buffer = Self::new(format, max_seconds);
         buffer.bytes = bytes;
-        buffer.check(true)?;
+        buffer.check(false)?;
         Ok(buffer)
     }
 
     /// Appends a chunk; fails once the utterance is longer than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), AudioError> {
         self.bytes.extend_from_slice(chunk);
-        self.check(false)
+        self.check(true)
     }
 
-    /// The one check of the utterance length limit, as early as the bytes allow: a WAV
-    /// header is validated as soon as it has arrived, each Ogg page as it completes, and a
-    /// FLAC or WebM stream at each doubling of its bytes (and FLAC's header at once).
-    /// The `last` check (the utterance is whole) also decodes what is compressed past
-    /// telling its length otherwise.
-    fn check(&mut self, last: bool) -> Result<(), AudioError> {
+    /// The utterance length limit, checked as early as the bytes allow: a WAV header is
+    /// validated as soon as it has arrived, each Ogg page as it completes, and, while it
+    /// streams (`trials`), a FLAC or WebM stream at each doubling of its bytes (and FLAC's
+    /// header at once). What compresses past telling its length is checked last by its
+    /// one decode, on a worker ([`crate::audio::decode_within`]).
+    fn check(&mut self, trials: bool) -> Result<(), AudioError> {
         if self.bytes.len() > MAX_UTTERANCE_BYTES {
             return Err(AudioError::TooManyBytes {
                 limit: MAX_UTTERANCE_BYTES,
             });
         }
         if self.layout.is_none() && self.format.encoding == Encoding::Wav {
-            self.layout = wav_layout(&self.bytes)?;
+            self.layout = wav::layout(&self.bytes)?;
             if self.layout.is_none() && self.bytes.len() > WAV_HEADER_SEARCH_BYTES {
                 return Err(AudioError::CorruptWav(
                     "no data chunk in the first 1 MiB of the utterance".into(),
@@ -109,11 +95,12 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             ogg.update(&self.bytes)?;
         }
-        if let Some(trials) = &mut self.trials {
+        if let Some(due) = &mut self.trials {
             let (bytes, max) = (&self.bytes, self.max_seconds);
             match self.format.encoding {
-                Encoding::Flac => flac::check(trials, bytes, max, last)?,
-                _ => webm_opus::check(trials, bytes, max, last)?,
+                Encoding::Flac => flac::check(due, bytes, max, trials)?,
+                _ if trials => webm_opus::check(due, bytes, max)?,
+                _ => {}
             }
         }
         let seconds = self.seconds();
@@ -149,10 +136,11 @@ impl UtteranceBuffer {
         self.bytes.is_empty()
     }
 
-    /// Checks the whole utterance, then hands over its bytes, with its length in seconds,
-    /// and starts a new one.
+    /// Checks the whole utterance as far as its bytes tell, then hands them over with its
+    /// length in seconds so far (for FLAC and WebM, what the trials found; their one decode
+    /// on a worker checks the rest), and starts a new one.
     pub fn finish(&mut self) -> Result<(Vec<u8>, f64), AudioError> {
-        self.check(true)?;
+        self.check(false)?;
         let seconds = self.seconds();
         Ok((self.take(), seconds))
     }
@@ -177,53 +165,4 @@ fn first_trial_bytes(encoding: Encoding) -> Option<usize> {
         Encoding::WebmOpus => Some(webm_opus::FIRST_TRIAL_BYTES),
         _ => None,
     }
-}
-
-/// Walks a WAV file's chunks up to the start of its data: the audio layout once the
-/// header has arrived (`None` while it has not), its format validated at once.
-fn wav_layout(bytes: &[u8]) -> Result<Option<Layout>, AudioError> {
-    let corrupt = |what: &str| AudioError::CorruptWav(what.into());
-    if bytes.len() < 12 {
-        return Ok(None);
-    }
-    if &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(corrupt("no RIFF/WAVE header"));
-    }
-    let mut at = 12;
-    let mut byte_rate = None;
-    while let Some(header) = bytes.get(at..at + 8) {
-        let size = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let body = at + 8;
-        match &header[0..4] {
-            b"fmt " => {
-                let Some(fmt) = bytes.get(body..body + 16) else {
-                    return Ok(None);
-                };
-                let field16 = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
-                let channels = field16(2);
-                let rate = u32::from_le_bytes(fmt[4..8].try_into().expect("4 bytes"));
-                let bits = field16(14);
-                check_rate(rate)?;
-                check_channels(channels)?;
-                if ![8, 16, 24, 32].contains(&bits) {
-                    return Err(AudioError::UnsupportedWav(format!(
-                        "{bits} bits per sample: 8, 16, 24 or 32 are read"
-                    )));
-                }
-                byte_rate = Some(rate as f64 * channels as f64 * (bits / 8) as f64);
-            }
-            b"data" => {
-                let byte_rate =
-                    byte_rate.ok_or_else(|| corrupt("the data chunk comes before fmt"))?;
-                return Ok(Some(Layout {
-                    byte_rate,
-                    data_offset: body,
-                }));
-            }
-            _ => {}
-        }
-        // Chunks are padded to an even length.
-        at = body.saturating_add(size).saturating_add(size & 1);
-    }
-    Ok(None)
 }

@@ -6,13 +6,13 @@ use std::time::Instant;
 use super::ConnectArgs;
 use anyhow::Context;
 use clap::Args;
+use voice_search::client;
 use voice_search::config::DEFAULT_MAX_MESSAGE_BYTES;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{
     RecognitionConfig, SearchOptions, StreamingVoiceSearchConfig, UtteranceResult,
     VoiceSearchRequest,
 };
-use voice_search::service::client;
 
 #[derive(Args)]
 pub(crate) struct ClientArgs {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use voice_search::app::App;
 use voice_search::audio::{AudioFormat, Encoding};
+use voice_search::client;
 use voice_search::config::ServeConfig;
 use voice_search::eval::{self, ClipResult, Report, RunInfo};
 use voice_search::monitor::UtteranceFeatures;
@@ -17,7 +18,6 @@ use voice_search::pipeline::HitOptions;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::SearchOptions;
 use voice_search::search::import;
-use voice_search::service::client;
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -155,7 +155,7 @@ pub(crate) fn evaluate_in_process(
     };
     // One untimed utterance first, so that no clip pays for warming caches.
     if let (false, Some(first)) = (args.text_queries, entries.first()) {
-        pipeline.run(&std::fs::read(&first.audio)?, &format, &options, None)?;
+        pipeline.run_bytes(&std::fs::read(&first.audio)?, &format, &options, None)?;
     }
     let bar = progress_bar(entries.len() as u64, "clips");
     let mut clips = Vec::with_capacity(entries.len());
@@ -180,7 +180,7 @@ pub(crate) fn evaluate_in_process(
         } else {
             let bytes = std::fs::read(&entry.audio)
                 .with_context(|| format!("reading {}", entry.audio.display()))?;
-            let outcome = pipeline.run(&bytes, &format, &options, Some(&hit_options))?;
+            let outcome = pipeline.run_bytes(&bytes, &format, &options, Some(&hit_options))?;
             scores = Some((
                 outcome.transcript.no_speech_prob,
                 outcome.transcript.avg_logprob,

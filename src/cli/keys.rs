@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use voice_search::keys::{add_key, KeyLimits, Role};
+use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCommand {

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use voice_search::asr::{EncoderWindow, Precision, TranscribeOptions, Whisper};
-use voice_search::service::client::{connect, ServerChannel, ServerTarget};
+use voice_search::client::{connect, ServerChannel, ServerTarget};
 
 /// Where the catalog index lives unless told otherwise.
 pub(crate) const DEFAULT_INDEX: &str = "data/index";

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::features::UtteranceFeatures;
-use crate::audio::{self, AudioFormat};
+use crate::audio;
 
 /// Why capture failed; the utterance itself is never affected.
 #[derive(Debug, thiserror::Error)]
@@ -130,15 +130,12 @@ impl Capture {
     /// Keeps one utterance, then deletes the oldest captures beyond the bounds.
     pub fn store(
         &self,
-        bytes: &[u8],
-        format: &AudioFormat,
+        decoded: &audio::Decoded,
         transcript: &str,
         hits: Vec<String>,
         features: UtteranceFeatures,
     ) -> Result<(), CaptureError> {
-        let decoded =
-            audio::decode(bytes, format).map_err(|e| CaptureError::Audio(e.to_string()))?;
-        let wav = float_wav(&decoded)?;
+        let wav = float_wav(decoded)?;
         let now = SystemTime::now();
         let unix_ms = now
             .duration_since(UNIX_EPOCH)
@@ -261,7 +258,6 @@ pub fn labelling_manifest(dir: &Path) -> Result<String, CaptureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::Encoding;
 
     fn features() -> UtteranceFeatures {
         UtteranceFeatures {
@@ -291,20 +287,15 @@ mod tests {
             max_age: Duration::from_millis(200),
         })
         .unwrap();
-        let format = AudioFormat {
-            encoding: Encoding::Linear16,
-            sample_rate: Some(16_000),
-            channels: Some(1),
+        let audio = audio::Decoded {
+            samples: vec![0.0; 1600],
+            sample_rate: 16_000,
+            channels: 1,
         };
-        let audio = vec![0u8; 3200];
         assert!(capture.wants());
-        capture
-            .store(&audio, &format, "", Vec::new(), features())
-            .unwrap();
+        capture.store(&audio, "", Vec::new(), features()).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        capture
-            .store(&audio, &format, "", Vec::new(), features())
-            .unwrap();
+        capture.store(&audio, "", Vec::new(), features()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         // A restart takes stock of what is on disk and applies the bounds.
         std::thread::sleep(Duration::from_millis(300));

@@ -11,7 +11,7 @@ pub mod metrics;
 
 use std::sync::Arc;
 
-use crate::audio::AudioFormat;
+use crate::audio::{AudioFormat, Decoded};
 use crate::pipeline::UtteranceOutcome;
 use crate::search::QueryEngine;
 
@@ -54,7 +54,7 @@ impl Monitor {
 
     /// Records a final result's features in the drift window (and the PSI gauges), and
     /// keeps the utterance when capture wants it. Blocking: call it off the async runtime.
-    pub fn observe(&self, outcome: &UtteranceOutcome, format: &AudioFormat, bytes: &[u8]) {
+    pub fn observe(&self, outcome: &UtteranceOutcome, format: &AudioFormat, decoded: &Decoded) {
         let features = self.features(outcome, format);
         let report = self.drift.observe(features.clone());
         for row in &report.features {
@@ -62,7 +62,7 @@ impl Monitor {
         }
         if let Some(capture) = self.capture.as_ref().filter(|c| c.wants()) {
             let hits = outcome.hits.iter().map(|h| h.hit.id.clone()).collect();
-            match capture.store(bytes, format, &outcome.transcript.text, hits, features) {
+            match capture.store(decoded, &outcome.transcript.text, hits, features) {
                 Ok(()) => self.metrics.captured(),
                 Err(error) => tracing::warn!(%error, "utterance not captured"),
             }

@@ -43,6 +43,26 @@ pub enum PipelineError {
     NoIndex,
 }
 
+/// An utterance's samples as decoded once, and how long decoding took (a stage of its
+/// timings).
+#[derive(Debug, Clone)]
+pub struct DecodedAudio {
+    pub decoded: Decoded,
+    pub took: Duration,
+}
+
+impl DecodedAudio {
+    /// Decodes with `decode` (whole, within a limit, or a prefix), timed.
+    pub fn timed(decode: impl FnOnce() -> Result<Decoded, AudioError>) -> Result<Self, AudioError> {
+        let started = Instant::now();
+        let decoded = decode()?;
+        Ok(Self {
+            decoded,
+            took: started.elapsed(),
+        })
+    }
+}
+
 /// Which hits to return for an utterance.
 #[derive(Debug, Clone)]
 pub struct HitOptions {
@@ -175,40 +195,29 @@ impl Pipeline {
         self.bias.as_ref()
     }
 
-    /// Front end and transcription; hits too when `hits` is given.
+    /// [`Pipeline::run`] of a whole utterance's bytes (the eval's and the benches' way in;
+    /// the server decodes within its limits on the worker).
+    pub fn run_bytes(
+        &self,
+        bytes: &[u8],
+        format: &AudioFormat,
+        options: &TranscribeOptions,
+        hits: Option<&HitOptions>,
+    ) -> Result<UtteranceOutcome, PipelineError> {
+        let audio = DecodedAudio::timed(|| audio::decode(bytes, format))?;
+        self.run(&audio, options, hits)
+    }
+
+    /// Front end and transcription of decoded audio (a whole utterance, or the part heard
+    /// so far for an interim result); hits too when `hits` is given.
     pub fn run(
         &self,
-        bytes: &[u8],
-        format: &AudioFormat,
+        audio: &DecodedAudio,
         options: &TranscribeOptions,
         hits: Option<&HitOptions>,
     ) -> Result<UtteranceOutcome, PipelineError> {
-        let started = Instant::now();
-        let decoded = audio::decode(bytes, format)?;
-        self.run_decoded(decoded, started.elapsed(), options, hits)
-    }
-
-    /// Like [`Pipeline::run`] for the part of an utterance heard so far (an interim
-    /// result): audio cut short by a chunk boundary is read up to its last whole frame.
-    pub fn run_prefix(
-        &self,
-        bytes: &[u8],
-        format: &AudioFormat,
-        options: &TranscribeOptions,
-        hits: Option<&HitOptions>,
-    ) -> Result<UtteranceOutcome, PipelineError> {
-        let started = Instant::now();
-        let decoded = audio::decode_prefix(bytes, format)?;
-        self.run_decoded(decoded, started.elapsed(), options, hits)
-    }
-
-    fn run_decoded(
-        &self,
-        decoded: Decoded,
-        decode: Duration,
-        options: &TranscribeOptions,
-        hits: Option<&HitOptions>,
-    ) -> Result<UtteranceOutcome, PipelineError> {
+        let decode = audio.took;
+        let decoded = &audio.decoded;
         let whisper = self.whisper.as_ref().ok_or(PipelineError::NoModel)?;
         let started = Instant::now();
         let prepared = audio::prepare_decoded(decoded)?;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::intent::CarrierSplit;
 use super::query::{popularity_prior, PageBudget, QueryEngine, SearchHit, SearchRequest};
-use super::spoken::{SoundKey, SpokenEntry};
+use super::sound::SoundKey;
+use super::spoken::SpokenEntry;
 use super::text::{analyze, edit_distance, fuzzy_distance};
 use super::SearchError;
 

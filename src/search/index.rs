@@ -26,8 +26,10 @@ use tantivy::{
 
 use super::document::{CatalogDocument, ATTRIBUTE_FIELDS};
 use super::schema::{self, Fields, SCHEMA_VERSION};
-use super::spoken::{spoken_forms, SpokenCatalog};
-use super::text::{analyze, phonetic_codes};
+use super::sound::phonetic_codes;
+use super::spoken::spoken_forms;
+use super::spoken_catalog::SpokenCatalog;
+use super::text::analyze;
 use super::SearchError;
 
 /// The file beside tantivy's own that records which schema version wrote the index.

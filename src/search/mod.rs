@@ -16,7 +16,9 @@ pub mod numbers;
 pub mod page;
 pub mod query;
 pub mod schema;
+pub mod sound;
 pub mod spoken;
+pub mod spoken_catalog;
 pub mod text;
 
 use std::path::PathBuf;
@@ -27,7 +29,9 @@ pub use index::{CatalogIndex, CommitFiles, IndexStats, Refresh, UpsertCounts};
 pub use intent::{CarrierPhrases, CarrierSplit, Intent};
 pub use page::PageTokens;
 pub use query::{Matching, QueryEngine, SearchHit, SearchRequest, SearchResults};
-pub use spoken::{CatalogChange, SoundAlike, SoundKey, SpokenCatalog, SpokenEntry};
+pub use sound::SoundKey;
+pub use spoken::SpokenEntry;
+pub use spoken_catalog::{CatalogChange, SoundAlike, SpokenCatalog};
 
 /// Everything that can go wrong in search and catalog maintenance.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,8 @@ use super::index::CatalogIndex;
 use super::intent::{CarrierPhrases, Intent};
 use super::page::{PageTokens, MAX_RESULT_WINDOW};
 use super::schema::{self, category_hash};
-use super::text::{analyze, edit_distance, fuzzy_distance, phonetic_codes};
+use super::sound::phonetic_codes;
+use super::text::{analyze, edit_distance, fuzzy_distance};
 use super::SearchError;
 
 /// Field weights of exact matches.

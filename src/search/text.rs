@@ -3,8 +3,6 @@
 //! and numbers written as digits whether they were spelled ("part two", "nineteen eighty
 //! four") or written as Roman numerals ("Part II").
 
-use rphonetic::DoubleMetaphone;
-
 use super::numbers::{roman_value, tens, unit};
 
 /// Words of a text in the shared form.
@@ -110,22 +108,6 @@ fn numbers_to_digits(words: Vec<String>) -> Vec<String> {
     out
 }
 
-/// Sound-alike codes of a word (Double Metaphone, primary and alternate), so that
-/// "chaikovsky" meets "tchaikovsky". Digits have no sound code.
-pub fn phonetic_codes(word: &str) -> Vec<String> {
-    if word.len() < 3 || word.chars().any(|c| c.is_ascii_digit()) {
-        return Vec::new();
-    }
-    let encoder = DoubleMetaphone::new(Some(8));
-    let result = encoder.double_metaphone(word);
-    let mut codes = vec![result.primary()];
-    if result.alternate() != result.primary() {
-        codes.push(result.alternate());
-    }
-    codes.retain(|c| !c.is_empty());
-    codes
-}
-
 /// Edits allowed when matching a word of this length fuzzily: none for short words,
 /// where one edit makes another word, one from 5 letters, two from 8.
 pub fn fuzzy_distance(word: &str) -> u8 {
@@ -136,42 +118,16 @@ pub fn fuzzy_distance(word: &str) -> u8 {
     }
 }
 
-/// Levenshtein distance with adjacent transpositions, giving up above `limit`. Runs on
-/// every catalog word of a similar length per query word, so it keeps three rows on the
-/// stack for words up to `MAX_FUZZY_LEN` letters and stops as soon as a row exceeds
-/// the limit.
+/// Edit distance with adjacent transpositions (optimal string alignment), giving up
+/// above `limit`. Runs on every catalog word of a similar length per query word, so it is
+/// rapidfuzz's bit-parallel distance with a cutoff; words are ASCII after [`analyze`].
 pub fn edit_distance(a: &str, b: &str, limit: u8) -> Option<u8> {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let limit = limit as usize;
-    if a.len().abs_diff(b.len()) > limit || b.len() >= MAX_FUZZY_LEN {
+    if a.len().abs_diff(b.len()) > usize::from(limit) || b.len() >= MAX_FUZZY_LEN {
         return (a == b).then_some(0);
     }
-    let mut rows = [[0usize; MAX_FUZZY_LEN]; 3];
-    for (j, cell) in rows[1].iter_mut().enumerate().take(b.len() + 1) {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        let [before, previous, current] = &mut rows;
-        current[0] = i;
-        let mut row_min = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut value = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                value = value.min(before[j - 2] + 1);
-            }
-            current[j] = value;
-            row_min = row_min.min(value);
-        }
-        if row_min > limit {
-            return None;
-        }
-        rows.rotate_left(1);
-    }
-    let distance = rows[1][b.len()];
-    (distance <= limit).then_some(distance as u8)
+    let cutoff = rapidfuzz::distance::osa::Args::default().score_cutoff(usize::from(limit));
+    rapidfuzz::distance::osa::distance_with_args(a.bytes(), b.bytes(), &cutoff)
+        .map(|edits| edits as u8)
 }
 
 /// Longest word compared fuzzily; longer ones match only exactly.
@@ -183,10 +139,6 @@ mod tests {
 
     fn n(text: &str) -> String {
         analyze(text).join(" ")
-    }
-
-    fn phonetic_key(word: &str) -> String {
-        phonetic_codes(word).into_iter().next().unwrap_or_default()
     }
 
     #[test]
@@ -213,12 +165,6 @@ mod tests {
         assert_eq!(n("Rocky IV"), "rocky 4");
         assert_eq!(n("malcolm x"), "malcolm x");
         assert_eq!(n("oh brother"), "oh brother");
-    }
-
-    #[test]
-    fn sound_alikes_share_a_code() {
-        assert_eq!(phonetic_key("chaikovsky"), phonetic_key("tchaikovsky"));
-        assert_eq!(phonetic_key("reykyavik"), phonetic_key("reykjavik"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::proto::streaming_voice_search_request::Request as StreamRequest;
 use crate::proto::{self, AudioEncoding, RecognitionConfig};
 use crate::search::query::MAX_PAGE_SIZE;
 use crate::search::{CatalogDocument, SearchHit, UpsertCounts};
-use crate::stream::{Inbound, StreamConfig, StreamResult};
+use crate::voice::{Inbound, StreamConfig, StreamResult};
 
 /// Keys of the document fields the proto names; everything else travels in `attributes`.
 const NAMED_FIELDS: [&str; 5] = ["id", "title", "body", "category", "popularity"];

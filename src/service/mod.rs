@@ -1,13 +1,15 @@
-//! The gRPC face of the library: tonic services that translate requests, call the
-//! library and map its errors (`status.rs`), plus health and reflection, and the
-//! streaming [`client`] the command line and the eval use. No search or speech logic
-//! lives here.
+//! The gRPC face of the library: tonic services that translate requests (`convert.rs`),
+//! call the library and map its errors (`status.rs`), one layer counting calls
+//! (`metrics.rs`), API keys at the door ([`auth`]), connections before gRPC sees them
+//! (`connections.rs`), gRPC-Web and the page (`web.rs`), health and reflection. No search
+//! or speech logic lives here.
 
-mod auth;
+pub mod auth;
 mod catalog;
-pub mod client;
+
 mod connections;
 mod convert;
+mod metrics;
 mod monitor;
 mod search;
 mod status;
@@ -47,7 +49,7 @@ pub enum ServeError {
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
-    Keys(#[from] crate::keys::KeyError),
+    Keys(#[from] auth::keys::KeyError),
     #[error("cannot read {path} for TLS: {source}")]
     TlsFile {
         path: std::path::PathBuf,
@@ -69,7 +71,7 @@ pub async fn serve(
     let ring = config
         .api_keys
         .as_deref()
-        .map(crate::keys::KeyRing::load)
+        .map(auth::keys::KeyRing::load)
         .transpose()?;
     let tls = tls_config(config)?;
     let exposed = !config.listen.ip().is_loopback();
@@ -180,21 +182,21 @@ pub async fn serve(
     routes
         .add_service(health_service)
         .add_service(
-            VoiceSearchServer::new(VoiceSearchService::new(voice, monitor.clone()))
+            VoiceSearchServer::new(VoiceSearchService::new(voice))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            SearchServer::new(SearchService::new(engine, monitor.clone()))
+            SearchServer::new(SearchService::new(engine))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
         .add_service(
-            CatalogServer::new(CatalogService::new(index, fleet, monitor.clone()))
+            CatalogServer::new(CatalogService::new(index, fleet))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
-        .add_service(MonitorServer::new(MonitorService::new(monitor)));
+        .add_service(MonitorServer::new(MonitorService::new(monitor.clone())));
     if config.reflection {
         routes
             .add_service(reflection_v1)
@@ -215,6 +217,7 @@ pub async fn serve(
             config.web.then_some(web::ServePage),
         ))
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(metrics::CountCalls::new(monitor))
         .layer(auth::RequireKeys::new(ring))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(connections, on_shutdown);

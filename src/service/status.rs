@@ -4,10 +4,9 @@ use tonic::{Code, Status};
 
 use crate::asr::AsrError;
 use crate::audio::AudioError;
-use crate::monitor::Metrics;
 use crate::pipeline::PipelineError;
 use crate::search::SearchError;
-use crate::stream::{SessionError, StreamError, StreamsFull, UtteranceError};
+use crate::voice::{SessionError, StreamError, StreamsFull, UtteranceError};
 use crate::workers::{JobFailed, PoolFull};
 
 impl From<AudioError> for Status {
@@ -159,13 +158,6 @@ pub async fn blocking<T: Send + 'static>(
         tracing::error!(%error, "a blocking task failed");
         Status::internal("the server failed on this request; the failure is logged")
     })?
-}
-
-/// Counts an RPC's answer by its status code, and passes it on.
-pub fn counted<T>(metrics: &Metrics, rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
-    let code = result.as_ref().err().map_or(Code::Ok, Status::code);
-    metrics.request(rpc, code_name(code));
-    result
 }
 
 /// The canonical name of a status code, as gRPC documents it.

@@ -35,18 +35,24 @@ fn flac_fixtures_are_their_wavs_sample_for_sample() {
 #[test]
 fn chunks_of_any_size_give_what_the_whole_stream_gives() {
     let bytes = fixture_bytes("q0008.flac");
-    let (whole, whole_seconds) = UtteranceBuffer::whole(flac(), 30.0, bytes.clone())
+    let (whole, _) = UtteranceBuffer::whole(flac(), 30.0, bytes.clone())
         .unwrap()
         .finish()
         .unwrap();
+    assert_eq!(whole, bytes);
     for size in [1, 333, 8_192] {
         let mut buffer = UtteranceBuffer::new(flac(), 30.0);
         for chunk in bytes.chunks(size) {
             buffer.push(chunk).unwrap();
         }
-        assert_eq!(buffer.finish().unwrap(), (whole.clone(), whole_seconds));
+        let (chunked, seconds) = buffer.finish().unwrap();
+        assert_eq!(chunked, bytes);
+        // The header declares the length, counted before any decode.
+        assert!((seconds - 2.176).abs() < 0.01, "{seconds}");
     }
-    assert!((whole_seconds - 2.176).abs() < 0.01, "{whole_seconds}");
+    // The one decode the server makes is the plain decode, within the limit.
+    let within = audio::decode_within(&bytes, &flac(), 30.0).unwrap();
+    assert_eq!(within, audio::decode(&bytes, &flac()).unwrap());
     let prefix = audio::decode_prefix(&bytes[..bytes.len() / 2], &flac()).unwrap();
     assert!(prefix.duration_seconds() > 0.5 && prefix.duration_seconds() < 2.1);
 }
@@ -60,9 +66,12 @@ fn silence_that_hides_its_length_is_refused_while_it_streams() {
         "refused only after {sent} of {} bytes",
         bytes.len()
     );
-    // Sent whole, it is refused as well.
-    let whole = UtteranceBuffer::whole(flac(), 30.0, bytes).unwrap_err();
-    assert!(matches!(whole, AudioError::TooLong { .. }), "{whole}");
+    // Sent whole, its one decode stops just past the limit and refuses it.
+    let whole = audio::decode_within(&bytes, &flac(), 30.0).unwrap_err();
+    assert!(
+        matches!(whole, AudioError::TooLong { limit, .. } if limit == 30.0),
+        "{whole}"
+    );
 }
 
 #[test]

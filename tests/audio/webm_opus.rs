@@ -42,17 +42,21 @@ fn a_webm_opus_clip_transcribes_as_its_wav_does() {
 #[test]
 fn chunks_of_any_size_give_what_the_whole_stream_gives() {
     let webm = fixture_bytes("q0004.webm");
-    let whole = UtteranceBuffer::whole(webm_opus(), 30.0, webm.clone())
+    let (whole, _) = UtteranceBuffer::whole(webm_opus(), 30.0, webm.clone())
         .unwrap()
         .finish()
         .unwrap();
+    assert_eq!(whole, webm);
     for size in [1, 250, 4_096] {
         let mut buffer = UtteranceBuffer::new(webm_opus(), 30.0);
         for chunk in webm.chunks(size) {
             buffer.push(chunk).unwrap();
         }
-        assert_eq!(buffer.finish().unwrap(), whole);
+        assert_eq!(buffer.finish().unwrap().0, webm);
     }
+    // The one decode the server makes is the plain decode, within the limit.
+    let within = audio::decode_within(&webm, &webm_opus(), 30.0).unwrap();
+    assert_eq!(within, audio::decode(&webm, &webm_opus()).unwrap());
     let prefix = audio::decode_prefix(&webm[..webm.len() / 2], &webm_opus()).unwrap();
     assert!(prefix.duration_seconds() > 0.5 && prefix.duration_seconds() < 2.0);
 }

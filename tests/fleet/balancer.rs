@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::pb::health_check_response::ServingStatus;
+use voice_search::client;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
@@ -18,7 +19,6 @@ use voice_search::proto::{
     AudioEncoding, RecognitionConfig, SearchRequest, StreamingVoiceSearchConfig,
     StreamingVoiceSearchRequest,
 };
-use voice_search::service::client;
 
 use super::harness::{
     channel, free_port, search_ids, secret_file, upsert, wait_for, Envoy, Replica, ReplicaSpec,

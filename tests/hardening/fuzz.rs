@@ -16,7 +16,7 @@ use voice_search::monitor::{DriftMonitor, Monitor};
 use voice_search::pipeline::{HitOptions, Pipeline};
 use voice_search::search::page::PageTokens;
 use voice_search::search::CatalogDocument;
-use voice_search::stream::{Inbound, SessionLimits, StreamConfig, Voice, VoiceLimits};
+use voice_search::voice::{Inbound, SessionLimits, StreamConfig, Voice, VoiceLimits};
 use voice_search::workers::{PoolSize, WorkerPool};
 
 use crate::asr::import::{synthetic, write_ct2};
@@ -118,7 +118,10 @@ fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
         if format.validate().is_err() {
             continue;
         }
-        let whole = UtteranceBuffer::whole(format, 30.0, bytes.clone()).map(|_| ());
+        // The verdict the server reaches: the buffer's checks, then the one decode.
+        let decoded = |bytes: Vec<u8>| audio::decode_within(&bytes, &format, 30.0).map(|_| ());
+        let whole = UtteranceBuffer::whole(format, 30.0, bytes.clone())
+            .and_then(|mut buffer| decoded(buffer.take()));
         let mut buffer = UtteranceBuffer::new(format, 30.0);
         let mut chunked = Ok(());
         let mut at = 0;
@@ -127,7 +130,7 @@ fn mutated_audio_gets_a_verdict_the_same_whole_or_chunked() {
             chunked = buffer.push(&bytes[at..end]);
             at = end;
         }
-        let chunked = chunked.and_then(|()| buffer.finish().map(|_| ()));
+        let chunked = chunked.and_then(|()| decoded(buffer.finish()?.0));
         tried += 1;
         accepted += usize::from(whole.is_ok());
         assert_eq!(

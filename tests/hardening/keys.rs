@@ -9,11 +9,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use voice_search::keys::{add_key, KeyLimits, Role};
+use voice_search::client::{ApiKey, ServerChannel};
 use voice_search::proto::catalog_client::CatalogClient;
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::{Document, SearchRequest, UpsertDocumentsRequest};
-use voice_search::service::client::{ApiKey, ServerChannel};
+use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 
 use crate::common::server::{test_config, TestServer};
 

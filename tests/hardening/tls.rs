@@ -9,9 +9,9 @@ use std::process::Command;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use voice_search::config::ServeConfig;
-use voice_search::keys::{add_key, KeyLimits, Role};
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::SearchRequest;
+use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 
 use crate::common::server::{test_config, TestServer};
 

@@ -2,10 +2,10 @@
 //! FLOAT32 and FLAC, Ogg Opus and WebM Opus files as they are, in pieces, and each answers
 //! with the WAV's words; a file of none of these is refused before anything is sent.
 
-use voice_search::proto::voice_search_client::VoiceSearchClient;
-use voice_search::service::client::{
+use voice_search::client::{
     connect, stream_recording, ClientError, Recording, SendOptions, ServerTarget,
 };
+use voice_search::proto::voice_search_client::VoiceSearchClient;
 
 use crate::common::fixture_path;
 use crate::common::server::{test_config, TestServer};

@@ -7,7 +7,7 @@ use voice_search::asr::TranscribeOptions;
 use voice_search::audio::{AudioError, AudioFormat, Encoding};
 use voice_search::config::ServeConfig;
 use voice_search::pipeline::HitOptions;
-use voice_search::stream::{Inbound, SessionError, StreamConfig, StreamError};
+use voice_search::voice::{Inbound, SessionError, StreamConfig, StreamError};
 
 use super::{linear16, CONFERENCE};
 use crate::common::server::test_config;

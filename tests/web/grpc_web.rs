@@ -12,10 +12,10 @@ use tonic::codegen::http::{header, HeaderMap, Method, Request, StatusCode, Uri};
 use tonic::Code;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 use voice_search::config::ServeConfig;
-use voice_search::keys::{add_key, KeyLimits, Role};
 use voice_search::proto::search_client::SearchClient;
 use voice_search::proto::voice_search_client::VoiceSearchClient;
 use voice_search::proto::{AudioEncoding, RecognitionConfig, SearchRequest, TranscribeRequest};
+use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 
 use crate::common::server::{test_config, TestServer};
 

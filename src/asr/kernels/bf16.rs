@@ -26,15 +26,7 @@ pub struct Bf16Matrix {
 
 /// Whether this CPU runs the bfloat16 kernel.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::cpu::has_avx512_bf16()
 }
 
 impl Bf16Matrix {
@@ -163,7 +155,7 @@ impl Bf16Head {
                 let scaled: Vec<f32> = queries.iter().map(|q| q * scale).collect();
                 let mut weights = self.keys.forward(&scaled, None);
                 for row in weights.chunks_exact_mut(self.keys.outputs) {
-                    super::softmax_in_place(row);
+                    super::math::softmax_in_place(row);
                 }
                 self.values.forward(&weights, None)
             })

@@ -146,7 +146,7 @@ impl HalfMatrix {
         let n = xs.len();
         let zeros = vec![0f32; self.cols];
         let xs = &Self::in_fours(xs, &zeros);
-        super::blockwise_log_softmax_at(n, self.rows, BLOCK, targets, |range| {
+        super::math::blockwise_log_softmax_at(n, self.rows, BLOCK, targets, |range| {
             // Rows of the last group of four beyond `n` are zeros, computed and dropped.
             let mut logits = vec![0f32; range.len() * xs.len()];
             self.block_products(range, xs, &mut logits);
@@ -157,10 +157,7 @@ impl HalfMatrix {
 
 fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the features the function is compiled for were just detected.
         return unsafe { dot_half_f16c(row, x) };
     }
@@ -170,10 +167,7 @@ fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
 /// Three half-precision rows against four vectors: `[row][vector]`.
 fn dot_half_3x4(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the features the function is compiled for were just detected.
         return unsafe { dot_half_3x4_f16c(rows, xs) };
     }

@@ -51,15 +51,7 @@ pub struct Int8Matrix {
 
 /// Whether this CPU runs the 8-bit kernel.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::cpu::has_avx512_vnni()
 }
 
 impl Int8Matrix {
@@ -138,7 +130,7 @@ impl Int8Matrix {
             let n = rows.len();
             let (slice_normalizers, slice_chosen) =
                 self.with_quantized(&flat, |quantized, scales| {
-                    super::blockwise_log_softmax_at(
+                    super::math::blockwise_log_softmax_at(
                         n,
                         self.outputs,
                         OUTPUTS_PER_BLOCK,

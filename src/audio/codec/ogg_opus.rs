@@ -7,14 +7,10 @@
 
 use std::io::Cursor;
 
-use super::buffer::MAX_DECODED_SAMPLES;
-use super::decode::check_declared;
-use super::{AudioError, AudioFormat, Decoded};
+use super::opus::{parse_head, OpusHead, OpusSamples, OPUS_RATE};
+use crate::audio::format::MAX_DECODED_SAMPLES;
+use crate::audio::{AudioError, AudioFormat, Decoded};
 
-/// Opus always runs at 48 kHz; granule positions count samples at this rate.
-pub const OPUS_RATE: u32 = 48_000;
-/// Longest Opus packet: 120 ms.
-pub(super) const MAX_PACKET_FRAMES: usize = 5_760;
 const PAGE_HEADER_BYTES: usize = 27;
 
 /// What the pages received so far declare.
@@ -26,16 +22,6 @@ pub struct OggScan {
     serial: Option<u32>,
     /// The latest granule position a page gave.
     granule: Option<u64>,
-}
-
-/// The identification header's fields that decoding needs (Ogg's first packet, WebM's
-/// codec private data).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct OpusHead {
-    pub channels: u16,
-    pub pre_skip: u64,
-    /// The rate the encoder was given (0: not said); Opus itself always decodes at 48 kHz.
-    pub input_rate: u32,
 }
 
 impl OggScan {
@@ -108,29 +94,6 @@ fn page_at(bytes: &[u8], at: usize) -> Result<Option<Page<'_>>, AudioError> {
     }))
 }
 
-pub(super) fn parse_head(body: &[u8]) -> Result<OpusHead, AudioError> {
-    if body.len() < 19 || &body[..8] != b"OpusHead" {
-        return Err(corrupt(
-            "the first page holds no OpusHead: is this Ogg Opus (not Vorbis, not WebM)?".into(),
-        ));
-    }
-    if body[8] >> 4 != 0 {
-        return Err(unsupported(&format!("OpusHead version {}", body[8])));
-    }
-    let channels = u16::from(body[9]);
-    if body[18] != 0 || !(1..=2).contains(&channels) {
-        return Err(unsupported(&format!(
-            "{channels} channels in channel mapping family {}: mono or stereo (family 0) is read",
-            body[18]
-        )));
-    }
-    Ok(OpusHead {
-        channels,
-        pre_skip: u64::from(u16::from_le_bytes([body[10], body[11]])),
-        input_rate: u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")),
-    })
-}
-
 /// Decodes an Ogg Opus utterance. A `prefix` (the start of an utterance still arriving)
 /// is decoded up to its last whole page. A rate the client declared must be the one the
 /// encoder was given (as Google Speech-to-Text has it), channels the header's.
@@ -175,73 +138,6 @@ pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Deco
         }
     }
     Ok(opus.finish())
-}
-
-impl OpusHead {
-    /// A rate the client declared must be the one the encoder was given (as Google
-    /// Speech-to-Text has it; 48 kHz when the header does not say), channels the header's.
-    pub(super) fn check_declared(&self, declared: &AudioFormat) -> Result<(), AudioError> {
-        let input_rate = if self.input_rate == 0 {
-            OPUS_RATE
-        } else {
-            self.input_rate
-        };
-        check_declared(declared, input_rate, self.channels)
-    }
-}
-
-/// Opus packets of one stream decoded in order, the encoder's pre-skip dropped, up to a
-/// number of samples.
-pub(super) struct OpusSamples {
-    decoder: opus_decoder::OpusDecoder,
-    channels: u16,
-    /// One packet's samples: at most 120 ms.
-    frame: Vec<f32>,
-    skip: usize,
-    samples: Vec<f32>,
-    most: usize,
-    /// Packets decoded so far, for naming one that fails.
-    packets: usize,
-}
-
-impl OpusSamples {
-    pub(super) fn new(head: OpusHead, most: usize) -> Result<Self, String> {
-        let channels = usize::from(head.channels);
-        Ok(Self {
-            decoder: opus_decoder::OpusDecoder::new(OPUS_RATE, channels)
-                .map_err(|error| format!("the Opus decoder: {error}"))?,
-            channels: head.channels,
-            frame: vec![0f32; MAX_PACKET_FRAMES * channels],
-            skip: head.pre_skip as usize * channels,
-            samples: Vec::new(),
-            most,
-            packets: 0,
-        })
-    }
-
-    /// Decodes one packet; false once `most` samples are in.
-    pub(super) fn push(&mut self, packet: &[u8]) -> Result<bool, String> {
-        self.packets += 1;
-        let frames = self
-            .decoder
-            .decode_float(packet, &mut self.frame, false)
-            .map_err(|error| format!("Opus packet {}: {error}", self.packets))?;
-        let new = &self.frame[..frames * usize::from(self.channels)];
-        let skipped = self.skip.min(new.len());
-        self.skip -= skipped;
-        let new = &new[skipped..];
-        let room = self.most - self.samples.len();
-        self.samples.extend_from_slice(&new[..new.len().min(room)]);
-        Ok(self.samples.len() < self.most)
-    }
-
-    pub(super) fn finish(self) -> Decoded {
-        Decoded {
-            samples: self.samples,
-            sample_rate: OPUS_RATE,
-            channels: self.channels,
-        }
-    }
 }
 
 fn corrupt(what: String) -> AudioError {

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 
 use super::tree::{Parent, PromptPass, TokenTree};
 use super::trie::{TokenTrie, TrieNode};
-use super::{AsrError, Whisper};
+use crate::asr::{AsrError, Whisper};
 
 /// What scoring needs of a transcribed utterance: its (single) window's decoding
 /// prompt as the decoder left it, over the window's cross-attention cache.
 #[derive(Clone)]
 pub struct AcousticContext {
-    pub(super) prompt: PromptPass,
+    pub(in crate::asr) prompt: PromptPass,
 }
 
 /// A reading to score: `text` after the transcript's first `after_words` words, closed

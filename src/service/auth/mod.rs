@@ -7,6 +7,8 @@
 //! and so is one holding as many streams open as it may (a stream's place is held until
 //! its response ends).
 
+pub mod keys;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +19,7 @@ use tonic::codegen::{http, BoxFuture};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::keys::{KeyRing, Role};
+use keys::{KeyRing, Role};
 
 /// Methods that need a role other than `search` (which every other call needs).
 const ROLE_OF_METHOD: &[(&str, Role)] = &[

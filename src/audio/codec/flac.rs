@@ -13,30 +13,33 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::default::codecs::FlacDecoder;
 use symphonia::default::formats::FlacReader;
 
-use super::decode::{check_channels, check_declared, check_rate};
 use super::trial::{most_samples, TrialDecodes};
-use super::{AudioError, AudioFormat, Decoded};
+use crate::audio::format::{check_channels, check_declared, check_rate};
+use crate::audio::{AudioError, AudioFormat, Decoded};
 
 /// Audio bytes (past the metadata blocks) before the first trial decode.
 pub const FIRST_TRIAL_BYTES: usize = 1024;
 /// "fLaC", a metadata block header and STREAMINFO's first 18 bytes.
 const STREAMINFO_BYTES: usize = 4 + 4 + 18;
 
-/// Checks a FLAC stream still arriving (`bytes`, the utterance so far) against
-/// `max_seconds` where it is due: the header's total once it has arrived, the audio
-/// itself at each doubling of its audio bytes and at the `last` check.
+/// Checks a FLAC stream (`bytes`, the utterance so far) against `max_seconds` where it is
+/// due: the header's total once it has arrived and, while it is `streaming`, the audio
+/// itself at each doubling of its audio bytes.
 pub fn check(
     trials: &mut TrialDecodes,
     bytes: &[u8],
     max_seconds: f64,
-    last: bool,
+    streaming: bool,
 ) -> Result<(), AudioError> {
     if let Some((rate, total)) = stream_info(bytes)? {
         trials.declared(total as f64 / rate as f64);
     }
+    if !streaming {
+        return Ok(());
+    }
     let audio_bytes = audio_offset(bytes).map(|at| bytes.len() - at);
-    trials.run(audio_bytes, last, |prefix| {
-        decode_frames(bytes, prefix, None, Some(max_seconds))
+    trials.run(audio_bytes, || {
+        decode_frames(bytes, true, None, Some(max_seconds))
     })
 }
 
@@ -81,9 +84,15 @@ fn stream_info(bytes: &[u8]) -> Result<Option<(u32, u64)>, AudioError> {
     Ok((total > 0).then_some((rate, total)))
 }
 
-/// Decodes a FLAC utterance; a `prefix` (still arriving) up to its last whole frame.
-pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Decoded, AudioError> {
-    decode_frames(bytes, prefix, Some(declared), None)
+/// Decodes a FLAC utterance; a `prefix` (still arriving) up to its last whole frame, and
+/// no further than just past `most_seconds`.
+pub fn decode(
+    bytes: &[u8],
+    prefix: bool,
+    declared: &AudioFormat,
+    most_seconds: Option<f64>,
+) -> Result<Decoded, AudioError> {
+    decode_frames(bytes, prefix, Some(declared), most_seconds)
 }
 
 /// Decodes frames in order until the bytes end or just past `most_seconds`.

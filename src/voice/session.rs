@@ -1,6 +1,6 @@
 //! One streaming session: the utterances of a stream as their audio arrives, with the
 //! per-utterance and per-stream length limits and the schedule of interim results.
-//! The driver in `stream/mod.rs` feeds it chunks and runs what it hands back.
+//! The driver in `voice/mod.rs` feeds it chunks and runs what it hands back.
 
 use crate::audio::{AudioError, AudioFormat, UtteranceBuffer};
 
@@ -33,6 +33,9 @@ pub struct SessionLimits {
 pub struct Utterance {
     pub index: u32,
     pub bytes: Vec<u8>,
+    /// Its length as counted against the stream's limit so far: for FLAC and WebM, what
+    /// the checks while it streamed found ([`Session::settle`] counts the rest).
+    pub counted_seconds: f64,
 }
 
 /// The state of one stream after its config.
@@ -101,7 +104,17 @@ impl Session {
         self.finished_seconds += seconds;
         self.interim_at_seconds = 0.0;
         self.index += 1;
-        Ok(Utterance { index, bytes })
+        Ok(Utterance {
+            index,
+            bytes,
+            counted_seconds: seconds,
+        })
+    }
+
+    /// Counts the rest of a finished utterance's length once its decode has measured it
+    /// (`counted` is what [`Utterance::counted_seconds`] said), for the stream's limit.
+    pub fn settle(&mut self, counted: f64, measured: f64) {
+        self.finished_seconds += (measured - counted).max(0.0);
     }
 
     /// Whether audio has arrived since the last utterance was finished.
@@ -176,6 +189,19 @@ mod tests {
         session.push(&[0; 4 * HALF_SECOND]).unwrap();
         session.finish_utterance().unwrap();
         session.push(&[0; 2 * HALF_SECOND]).unwrap();
+        assert!(matches!(
+            session.push(&[0; 2 * HALF_SECOND]),
+            Err(SessionError::StreamTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn a_length_measured_by_the_decode_counts_against_the_stream() {
+        let mut session = session(false);
+        session.push(&[0; 2 * HALF_SECOND]).unwrap();
+        let utterance = session.finish_utterance().unwrap();
+        assert_eq!(utterance.counted_seconds, 1.0);
+        session.settle(utterance.counted_seconds, 2.5);
         assert!(matches!(
             session.push(&[0; 2 * HALF_SECOND]),
             Err(SessionError::StreamTooLong { .. })

@@ -23,9 +23,9 @@ use tokio_stream::{Stream, StreamExt};
 pub use session::{Session, SessionError, SessionLimits, Utterance, INTERIM_EVERY_SECONDS};
 
 use crate::asr::TranscribeOptions;
-use crate::audio::{AudioError, AudioFormat, UtteranceBuffer};
+use crate::audio::{self, AudioError, AudioFormat, UtteranceBuffer};
 use crate::monitor::Monitor;
-use crate::pipeline::{HitOptions, Pipeline, PipelineError, UtteranceOutcome};
+use crate::pipeline::{DecodedAudio, HitOptions, Pipeline, PipelineError, UtteranceOutcome};
 use crate::workers::{JobFailed, JobHandle, PoolFull, WorkerPool};
 
 /// Limits of the voice front door.
@@ -257,8 +257,9 @@ impl Voice {
         }
     }
 
-    /// Queues a whole utterance on the pool: the pipeline run, then the monitor's record
-    /// of it (drift window, capture). Unary calls and stream finals both come here.
+    /// Queues a whole utterance on the pool: its one decode (the last check of its
+    /// length), the pipeline run, then the monitor's record of it (drift window,
+    /// capture). Unary calls and stream finals both come here.
     fn submit(
         &self,
         bytes: Vec<u8>,
@@ -267,10 +268,13 @@ impl Voice {
         hits: Option<HitOptions>,
     ) -> Result<PendingOutcome, PoolFull> {
         let (pipeline, monitor) = (self.pipeline.clone(), self.monitor.clone());
+        let max_seconds = self.limits.session.max_utterance_seconds;
         self.pool.submit(move |cancelled| {
             let options = options.cancelled_by(cancelled);
-            let outcome = pipeline.run(&bytes, &format, &options, hits.as_ref())?;
-            monitor.observe(&outcome, &format, &bytes);
+            let audio = DecodedAudio::timed(|| audio::decode_within(&bytes, &format, max_seconds))?;
+            drop(bytes);
+            let outcome = pipeline.run(&audio, &options, hits.as_ref())?;
+            monitor.observe(&outcome, &format, &audio.decoded);
             Ok(outcome)
         })
     }
@@ -283,6 +287,8 @@ type PendingOutcome = JobHandle<Result<UtteranceOutcome, PipelineError>>;
 struct InFlight {
     index: u32,
     is_final: bool,
+    /// A final's length as counted against the stream's limit so far.
+    counted_seconds: f64,
     /// When the utterance ended (final results), for the end-to-end latency.
     ended: Instant,
     outcome: PendingOutcome,
@@ -340,6 +346,9 @@ impl StreamDriver<'_> {
                 {
                     let done = in_flight.take().expect("guarded");
                     last_activity = Instant::now();
+                    if let (true, Ok(Ok(outcome))) = (done.is_final, &result) {
+                        session.settle(done.counted_seconds, outcome.audio.duration_seconds);
+                    }
                     match self.result(&done, result) {
                         // A client that stops reading holds the stream only until its
                         // time is up, never past it.
@@ -438,6 +447,7 @@ impl StreamDriver<'_> {
         Ok(InFlight {
             index: utterance.index,
             is_final: true,
+            counted_seconds: utterance.counted_seconds,
             ended,
             outcome,
         })
@@ -455,12 +465,14 @@ impl StreamDriver<'_> {
             .pool
             .submit_spare(move |cancelled| {
                 let options = options.cancelled_by(cancelled);
-                pipeline.run_prefix(&bytes, &format, &options, hits.as_ref())
+                let audio = DecodedAudio::timed(|| audio::decode_prefix(&bytes, &format))?;
+                pipeline.run(&audio, &options, hits.as_ref())
             })
             .ok()?;
         Some(InFlight {
             index,
             is_final: false,
+            counted_seconds: 0.0,
             ended: Instant::now(),
             outcome,
         })

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use super::model::{DecoderCache, WhisperModel};
-use super::AsrError;
+use crate::asr::model::{DecoderCache, WhisperModel};
+use crate::asr::AsrError;
 
 /// Where a continuation hangs: `None` is the end of the prompt, `Some(id)` a node.
 pub type Parent = Option<usize>;

@@ -1,11 +1,12 @@
 //! The length check of audio that compresses past telling its length from its bytes
-//! (FLAC, WebM Opus): the utterance so far is decoded again each time the bytes measured
-//! have doubled, and once more when it is whole, each trial stopping just past the limit.
-//! A small stream that expands past the limit is so refused without ever being decoded
-//! past it, and the work stays in proportion to the bytes.
+//! (FLAC, WebM Opus): while it streams, the utterance so far is decoded again each time
+//! the bytes measured have doubled, each trial stopping just past the limit; once whole,
+//! its one decode ([`crate::audio::decode_within`]) stops there too. A small stream that
+//! expands past the limit is so refused without ever being decoded past it, and the work
+//! stays in proportion to the bytes.
 
-use super::buffer::MAX_DECODED_SAMPLES;
-use super::{AudioError, Decoded};
+use crate::audio::format::MAX_DECODED_SAMPLES;
+use crate::audio::{AudioError, Decoded};
 
 /// Most samples a decode of `channels` at `rate` may give: never past the byte limit's
 /// worth ([`MAX_DECODED_SAMPLES`]), nor, for a trial, past one frame beyond `seconds`.
@@ -30,22 +31,21 @@ impl TrialDecodes {
         }
     }
 
-    /// Runs `trial` (given whether the bytes are only a prefix) when one is due: `measured`
-    /// bytes (`None` while they cannot be measured yet) reached the mark, or this is the
-    /// `last` check. A prefix whose headers have not all arrived has no audio yet (`Empty`).
+    /// Runs `trial` of the bytes so far (a prefix) when one is due: `measured` bytes
+    /// (`None` while they cannot be measured yet) reached the mark. A prefix whose headers
+    /// have not all arrived has no audio yet (`Empty`).
     pub fn run(
         &mut self,
         measured: Option<usize>,
-        last: bool,
-        trial: impl FnOnce(bool) -> Result<Decoded, AudioError>,
+        trial: impl FnOnce() -> Result<Decoded, AudioError>,
     ) -> Result<(), AudioError> {
-        if !last && measured.is_none_or(|bytes| bytes < self.next_at) {
+        if measured.is_none_or(|bytes| bytes < self.next_at) {
             return Ok(());
         }
         self.next_at = measured.unwrap_or(0).saturating_mul(2);
-        match trial(!last) {
+        match trial() {
             Ok(decoded) => self.seconds = self.seconds.max(decoded.duration_seconds()),
-            Err(AudioError::Empty) if !last => {}
+            Err(AudioError::Empty) => {}
             Err(error) => return Err(error),
         }
         Ok(())

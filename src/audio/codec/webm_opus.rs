@@ -11,29 +11,30 @@ use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::default::formats::MkvReader;
 
-use super::ogg_opus::{parse_head, OpusSamples, OPUS_RATE};
+use super::opus::{parse_head, OpusSamples, OPUS_RATE};
 use super::trial::{most_samples, TrialDecodes};
-use super::{AudioError, AudioFormat, Decoded};
+use crate::audio::{AudioError, AudioFormat, Decoded};
 
 /// Bytes of a stream before its first trial decode.
 pub const FIRST_TRIAL_BYTES: usize = 4 * 1024;
 
 /// Checks a WebM stream still arriving (`bytes`, the utterance so far) against
-/// `max_seconds` where it is due: at each doubling of its bytes and at the `last` check.
-pub fn check(
-    trials: &mut TrialDecodes,
-    bytes: &[u8],
-    max_seconds: f64,
-    last: bool,
-) -> Result<(), AudioError> {
-    trials.run(Some(bytes.len()), last, |prefix| {
-        decode_packets(bytes, prefix, None, Some(max_seconds))
+/// `max_seconds` where it is due: at each doubling of its bytes.
+pub fn check(trials: &mut TrialDecodes, bytes: &[u8], max_seconds: f64) -> Result<(), AudioError> {
+    trials.run(Some(bytes.len()), || {
+        decode_packets(bytes, true, None, Some(max_seconds))
     })
 }
 
-/// Decodes a WebM Opus utterance, up to its last whole block.
-pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Decoded, AudioError> {
-    decode_packets(bytes, prefix, Some(declared), None)
+/// Decodes a WebM Opus utterance, up to its last whole block, and no further than just
+/// past `most_seconds`.
+pub fn decode(
+    bytes: &[u8],
+    prefix: bool,
+    declared: &AudioFormat,
+    most_seconds: Option<f64>,
+) -> Result<Decoded, AudioError> {
+    decode_packets(bytes, prefix, Some(declared), most_seconds)
 }
 
 fn decode_packets(
