@@ -314,138 +314,160 @@ pub fn convert(model_bin: &[u8], ct2_config: &[u8]) -> Result<Converted, AsrErro
     let variables = read_model_bin(model_bin)?;
     let ct2_config: Value = serde_json::from_slice(ct2_config)
         .map_err(|e| AsrError::Import(format!("config.json: {e}")))?;
-
     let mut c = Converter {
         variables,
         out: BTreeMap::new(),
     };
-    let count_layers = |c: &Converter, side: &str| {
-        (0..)
-            .take_while(|i| {
-                c.variables
-                    .contains_key(&format!("{side}/layer_{i}/ffn/linear_0/weight"))
-            })
-            .count()
-    };
-    let encoder_layers = count_layers(&c, "encoder");
-    let decoder_layers = count_layers(&c, "decoder");
+    let encoder_layers = c.count_layers("encoder");
+    let decoder_layers = c.count_layers("decoder");
     if encoder_layers == 0 || decoder_layers == 0 {
         return Err(AsrError::MissingTensor(
             "encoder/layer_0/ffn/linear_0/weight".into(),
         ));
     }
-
-    c.copy("encoder/conv1/weight", "model.encoder.conv1.weight")?;
-    c.copy("encoder/conv1/bias", "model.encoder.conv1.bias")?;
-    c.copy("encoder/conv2/weight", "model.encoder.conv2.weight")?;
-    c.copy("encoder/conv2/bias", "model.encoder.conv2.bias")?;
-    c.copy(
-        "encoder/position_encodings/encodings",
-        "model.encoder.embed_positions.weight",
-    )?;
-    for i in 0..encoder_layers {
-        let (from, to) = (
-            format!("encoder/layer_{i}"),
-            format!("model.encoder.layers.{i}"),
-        );
-        c.self_attention(&from, &to)?;
-        c.feed_forward(&from, &to)?;
-    }
-    c.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
-
-    c.copy(
-        "decoder/embeddings/weight",
-        "model.decoder.embed_tokens.weight",
-    )?;
-    c.copy(
-        "decoder/position_encodings/encodings",
-        "model.decoder.embed_positions.weight",
-    )?;
-    for i in 0..decoder_layers {
-        let (from, to) = (
-            format!("decoder/layer_{i}"),
-            format!("model.decoder.layers.{i}"),
-        );
-        c.self_attention(&from, &to)?;
-        c.attention_common(&format!("{from}/attention"), &format!("{to}.encoder_attn"))?;
-        c.linear(
-            &format!("{from}/attention/linear_0"),
-            &format!("{to}.encoder_attn.q_proj"),
-        )?;
-        c.split(
-            &format!("{from}/attention/linear_1"),
-            &[
-                (&format!("{to}.encoder_attn.k_proj"), false),
-                (&format!("{to}.encoder_attn.v_proj"), true),
-            ],
-        )?;
-        c.linear(
-            &format!("{from}/attention/linear_2"),
-            &format!("{to}.encoder_attn.out_proj"),
-        )?;
-        c.feed_forward(&from, &to)?;
-    }
-    c.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
-
-    let dims = |name: &str, rank: usize| {
-        let dims = c
-            .out
-            .get(name)
-            .map(|t| t.dims().to_vec())
-            .unwrap_or_default();
-        if dims.len() == rank {
-            Ok(dims)
-        } else {
-            Err(AsrError::BadShape {
-                name: name.to_string(),
-                expected: format!("{rank} dimensions"),
-                found: format!("{dims:?}"),
-            })
-        }
-    };
-    let embed = dims("model.decoder.embed_tokens.weight", 2)?;
-    let (vocab_size, d_model) = (embed[0], embed[1]);
-    let conv1 = dims("model.encoder.conv1.weight", 3)?;
-    let heads = |side: &str| {
-        c.scalar(&format!("{side}/num_heads"))
-            .or_else(|_| c.scalar(&format!("{side}/layer_0/self_attention/num_heads")))
-    };
-    let encoder_heads = heads("encoder").unwrap_or((d_model / 64) as i64);
-    let decoder_heads = heads("decoder").unwrap_or((d_model / 64) as i64);
-    let ids = |key: &str| -> Value {
-        match ct2_config.get(key) {
-            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
-            Some(other) => other.clone(),
-            None => Value::Null,
-        }
-    };
-    let config = json!({
-        "architectures": ["WhisperForConditionalGeneration"],
-        "model_type": "whisper",
-        "activation_function": "gelu",
-        "d_model": d_model,
-        "encoder_layers": encoder_layers,
-        "decoder_layers": decoder_layers,
-        "encoder_attention_heads": encoder_heads,
-        "decoder_attention_heads": decoder_heads,
-        "encoder_ffn_dim": dims("model.encoder.layers.0.fc1.weight", 2)?[0],
-        "decoder_ffn_dim": dims("model.decoder.layers.0.fc1.weight", 2)?[0],
-        "num_mel_bins": conv1[1],
-        "vocab_size": vocab_size,
-        "max_source_positions": dims("model.encoder.embed_positions.weight", 2)?[0],
-        "max_target_positions": dims("model.decoder.embed_positions.weight", 2)?[0],
-        "is_multilingual": vocab_size >= MULTILINGUAL_VOCAB,
-        "suppress_tokens": ids("suppress_ids"),
-        "begin_suppress_tokens": ids("suppress_ids_begin"),
-        "alignment_heads": ids("alignment_heads"),
-        "lang_ids": ids("lang_ids"),
-        "eos_token_id": 50256,
-        "decoder_start_token_id": 50257,
-        "torch_dtype": "float16",
-    });
-
+    c.encoder(encoder_layers)?;
+    c.decoder(decoder_layers)?;
+    let config = c.hf_config(&ct2_config, encoder_layers, decoder_layers)?;
     Ok(Converted {
         tensors: c.out.into_iter().collect(),
         config,
     })
+}
+
+impl Converter {
+    /// Layers of one side (`encoder` or `decoder`), counted by their feed-forward weights.
+    fn count_layers(&self, side: &str) -> usize {
+        (0..)
+            .take_while(|i| {
+                self.variables
+                    .contains_key(&format!("{side}/layer_{i}/ffn/linear_0/weight"))
+            })
+            .count()
+    }
+
+    /// The encoder's stem, positions, layers and final norm.
+    fn encoder(&mut self, layers: usize) -> Result<(), AsrError> {
+        self.copy("encoder/conv1/weight", "model.encoder.conv1.weight")?;
+        self.copy("encoder/conv1/bias", "model.encoder.conv1.bias")?;
+        self.copy("encoder/conv2/weight", "model.encoder.conv2.weight")?;
+        self.copy("encoder/conv2/bias", "model.encoder.conv2.bias")?;
+        self.copy(
+            "encoder/position_encodings/encodings",
+            "model.encoder.embed_positions.weight",
+        )?;
+        for i in 0..layers {
+            let (from, to) = (
+                format!("encoder/layer_{i}"),
+                format!("model.encoder.layers.{i}"),
+            );
+            self.self_attention(&from, &to)?;
+            self.feed_forward(&from, &to)?;
+        }
+        self.layer_norm("encoder/layer_norm", "model.encoder.layer_norm")?;
+        Ok(())
+    }
+
+    /// The decoder's embeddings, layers (self- and cross-attention) and final norm.
+    fn decoder(&mut self, layers: usize) -> Result<(), AsrError> {
+        self.copy(
+            "decoder/embeddings/weight",
+            "model.decoder.embed_tokens.weight",
+        )?;
+        self.copy(
+            "decoder/position_encodings/encodings",
+            "model.decoder.embed_positions.weight",
+        )?;
+        for i in 0..layers {
+            let (from, to) = (
+                format!("decoder/layer_{i}"),
+                format!("model.decoder.layers.{i}"),
+            );
+            self.self_attention(&from, &to)?;
+            self.attention_common(&format!("{from}/attention"), &format!("{to}.encoder_attn"))?;
+            self.linear(
+                &format!("{from}/attention/linear_0"),
+                &format!("{to}.encoder_attn.q_proj"),
+            )?;
+            self.split(
+                &format!("{from}/attention/linear_1"),
+                &[
+                    (&format!("{to}.encoder_attn.k_proj"), false),
+                    (&format!("{to}.encoder_attn.v_proj"), true),
+                ],
+            )?;
+            self.linear(
+                &format!("{from}/attention/linear_2"),
+                &format!("{to}.encoder_attn.out_proj"),
+            )?;
+            self.feed_forward(&from, &to)?;
+        }
+        self.layer_norm("decoder/layer_norm", "model.decoder.layer_norm")?;
+        Ok(())
+    }
+
+    /// The Hugging Face `config.json`, derived from the converted shapes and CTranslate2's
+    /// config.
+    fn hf_config(
+        &self,
+        ct2_config: &Value,
+        encoder_layers: usize,
+        decoder_layers: usize,
+    ) -> Result<Value, AsrError> {
+        let dims = |name: &str, rank: usize| {
+            let dims = self
+                .out
+                .get(name)
+                .map(|t| t.dims().to_vec())
+                .unwrap_or_default();
+            if dims.len() == rank {
+                Ok(dims)
+            } else {
+                Err(AsrError::BadShape {
+                    name: name.to_string(),
+                    expected: format!("{rank} dimensions"),
+                    found: format!("{dims:?}"),
+                })
+            }
+        };
+        let embed = dims("model.decoder.embed_tokens.weight", 2)?;
+        let (vocab_size, d_model) = (embed[0], embed[1]);
+        let conv1 = dims("model.encoder.conv1.weight", 3)?;
+        let heads = |side: &str| {
+            self.scalar(&format!("{side}/num_heads"))
+                .or_else(|_| self.scalar(&format!("{side}/layer_0/self_attention/num_heads")))
+        };
+        let encoder_heads = heads("encoder").unwrap_or((d_model / 64) as i64);
+        let decoder_heads = heads("decoder").unwrap_or((d_model / 64) as i64);
+        let ids = |key: &str| -> Value {
+            match ct2_config.get(key) {
+                Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
+                Some(other) => other.clone(),
+                None => Value::Null,
+            }
+        };
+        Ok(json!({
+            "architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper",
+            "activation_function": "gelu",
+            "d_model": d_model,
+            "encoder_layers": encoder_layers,
+            "decoder_layers": decoder_layers,
+            "encoder_attention_heads": encoder_heads,
+            "decoder_attention_heads": decoder_heads,
+            "encoder_ffn_dim": dims("model.encoder.layers.0.fc1.weight", 2)?[0],
+            "decoder_ffn_dim": dims("model.decoder.layers.0.fc1.weight", 2)?[0],
+            "num_mel_bins": conv1[1],
+            "vocab_size": vocab_size,
+            "max_source_positions": dims("model.encoder.embed_positions.weight", 2)?[0],
+            "max_target_positions": dims("model.decoder.embed_positions.weight", 2)?[0],
+            "is_multilingual": vocab_size >= MULTILINGUAL_VOCAB,
+            "suppress_tokens": ids("suppress_ids"),
+            "begin_suppress_tokens": ids("suppress_ids_begin"),
+            "alignment_heads": ids("alignment_heads"),
+            "lang_ids": ids("lang_ids"),
+            "eos_token_id": 50256,
+            "decoder_start_token_id": 50257,
+            "torch_dtype": "float16",
+        }))
+    }
 }

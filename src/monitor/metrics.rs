@@ -14,6 +14,69 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Real-time factor buckets: processing time over audio time.
 const RTF_BUCKETS: &[f64] = &[0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0];
 
+/// Makes each metric and registers it in one step.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<M>,
+    ) -> M {
+        let metric = metric.expect("valid metric");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("each metric registered once");
+        metric
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> prometheus::Gauge {
+        self.add(prometheus::Gauge::new(name, help))
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> prometheus::Counter {
+        self.add(prometheus::Counter::new(name, help))
+    }
+
+    fn int_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        ))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ))
+    }
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -41,157 +104,95 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let metrics = Self {
-            requests: IntCounterVec::new(
-                Opts::new("voicesearch_requests_total", "RPCs answered, by method and gRPC status code"),
+        let r = Registrar(&registry);
+        Self {
+            requests: r.int_counter_vec(
+                "voicesearch_requests_total",
+                "RPCs answered, by method and gRPC status code",
                 &["rpc", "code"],
-            )
-            .expect("valid metric"),
-            active_streams: IntGauge::new(
+            ),
+            active_streams: r.int_gauge(
                 "voicesearch_active_streams",
                 "StreamingVoiceSearch streams open now",
-            )
-            .expect("valid metric"),
-            queued_utterances: IntGauge::new(
+            ),
+            queued_utterances: r.int_gauge(
                 "voicesearch_queued_utterances",
                 "Utterances waiting for a transcription worker",
-            )
-            .expect("valid metric"),
-            busy_workers: IntGauge::new(
+            ),
+            busy_workers: r.int_gauge(
                 "voicesearch_busy_workers",
                 "Transcription workers running an utterance",
-            )
-            .expect("valid metric"),
-            index_documents: IntGauge::new(
+            ),
+            index_documents: r.int_gauge(
                 "voicesearch_index_documents",
                 "Documents in the catalog index",
-            )
-            .expect("valid metric"),
-            model: IntGaugeVec::new(
-                Opts::new("voicesearch_model_info", "The speech model loaded (value 1)"),
+            ),
+            model: r.int_gauge_vec(
+                "voicesearch_model_info",
+                "The speech model loaded (value 1)",
                 &["model"],
-            )
-            .expect("valid metric"),
-            model_size_bytes: IntGauge::new(
+            ),
+            model_size_bytes: r.int_gauge(
                 "voicesearch_model_size_bytes",
                 "Size of the speech model's weights on disk",
-            )
-            .expect("valid metric"),
-            stage_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "voicesearch_stage_seconds",
-                    "Time per utterance in each stage: decode, front_end (normalize, voice \
-                     activity, resample), mel, encoder, decoder, search, rescore (catalog \
-                     biasing: constrained beam, candidates, forced scoring)",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+            stage_seconds: r.histogram_vec(
+                "voicesearch_stage_seconds",
+                "Time per utterance in each stage: decode, front_end (normalize, voice activity, resample), mel, encoder, decoder, search, rescore (catalog biasing: constrained beam, candidates, forced scoring)",
+                LATENCY_BUCKETS,
                 &["stage"],
-            )
-            .expect("valid metric"),
-            end_to_end_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "voicesearch_utterance_latency_seconds",
-                    "From the end of an utterance (its last message) to its final result sent",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            audio_seconds: prometheus::Counter::new(
+            ),
+            end_to_end_seconds: r.histogram(
+                "voicesearch_utterance_latency_seconds",
+                "From the end of an utterance (its last message) to its final result sent",
+                LATENCY_BUCKETS,
+            ),
+            audio_seconds: r.counter(
                 "voicesearch_audio_seconds_total",
                 "Seconds of audio in the utterances processed",
-            )
-            .expect("valid metric"),
-            utterances: IntCounterVec::new(
-                Opts::new(
-                    "voicesearch_utterances_total",
-                    "Utterances with a final result, by whether speech was transcribed",
-                ),
+            ),
+            utterances: r.int_counter_vec(
+                "voicesearch_utterances_total",
+                "Utterances with a final result, by whether speech was transcribed",
                 &["speech"],
-            )
-            .expect("valid metric"),
-            real_time_factor: Histogram::with_opts(
-                HistogramOpts::new(
-                    "voicesearch_real_time_factor",
-                    "Processing time over audio time per utterance (below 1 is faster than real time)",
-                )
-                .buckets(RTF_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            drift_psi: GaugeVec::new(
-                Opts::new(
-                    "voicesearch_drift_psi",
-                    "Population stability index of each feature's recent window against the baseline",
-                ),
+            ),
+            real_time_factor: r.histogram(
+                "voicesearch_real_time_factor",
+                "Processing time over audio time per utterance (below 1 is faster than real time)",
+                RTF_BUCKETS,
+            ),
+            drift_psi: r.gauge_vec(
+                "voicesearch_drift_psi",
+                "Population stability index of each feature's recent window against the baseline",
                 &["feature"],
-            )
-            .expect("valid metric"),
-            captured: IntCounter::new(
+            ),
+            captured: r.int_counter(
                 "voicesearch_captured_utterances_total",
                 "Utterances kept in the capture folder for labelling",
-            )
-            .expect("valid metric"),
-            queue_wait_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "voicesearch_queue_wait_seconds",
-                    "From an utterance queued (its end) to a transcription worker taking it: \
-                     the signal to scale replicas on",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            catalog_generation: IntGauge::new(
+            ),
+            queue_wait_seconds: r.histogram(
+                "voicesearch_queue_wait_seconds",
+                "From an utterance queued (its end) to a transcription worker taking it: the signal to scale replicas on",
+                LATENCY_BUCKETS,
+            ),
+            catalog_generation: r.int_gauge(
                 "voicesearch_catalog_generation",
                 "A follower's catalog generation served, a writer's newest published (0 standalone)",
-            )
-            .expect("valid metric"),
-            catalog_generation_age_seconds: prometheus::Gauge::new(
+            ),
+            catalog_generation_age_seconds: r.gauge(
                 "voicesearch_catalog_generation_age_seconds",
                 "Seconds since that generation was published",
-            )
-            .expect("valid metric"),
-            snapshot_store_up: IntGauge::new(
+            ),
+            snapshot_store_up: r.int_gauge(
                 "voicesearch_snapshot_store_up",
                 "1 while the snapshot store answered the last call, 0 after a failure",
-            )
-            .expect("valid metric"),
-            snapshot_store_failures: IntCounter::new(
+            ),
+            snapshot_store_failures: r.int_counter(
                 "voicesearch_snapshot_store_failures_total",
                 "Failed rounds with the snapshot store (publishes or polls)",
-            )
-            .expect("valid metric"),
+            ),
             registry,
-        };
-        for collector in metrics.collectors() {
-            metrics
-                .registry
-                .register(collector)
-                .expect("each metric registered once");
         }
-        metrics
-    }
-
-    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![
-            Box::new(self.requests.clone()),
-            Box::new(self.active_streams.clone()),
-            Box::new(self.queued_utterances.clone()),
-            Box::new(self.busy_workers.clone()),
-            Box::new(self.index_documents.clone()),
-            Box::new(self.model.clone()),
-            Box::new(self.model_size_bytes.clone()),
-            Box::new(self.stage_seconds.clone()),
-            Box::new(self.end_to_end_seconds.clone()),
-            Box::new(self.audio_seconds.clone()),
-            Box::new(self.utterances.clone()),
-            Box::new(self.real_time_factor.clone()),
-            Box::new(self.drift_psi.clone()),
-            Box::new(self.captured.clone()),
-            Box::new(self.queue_wait_seconds.clone()),
-            Box::new(self.catalog_generation.clone()),
-            Box::new(self.catalog_generation_age_seconds.clone()),
-            Box::new(self.snapshot_store_up.clone()),
-            Box::new(self.snapshot_store_failures.clone()),
-        ]
     }
 
     /// How long an utterance waited for a transcription worker.

@@ -67,25 +67,13 @@ pub async fn serve(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let max_bytes = config.max_message_bytes;
     let ring = config
         .api_keys
         .as_deref()
         .map(auth::keys::KeyRing::load)
         .transpose()?;
     let tls = tls_config(config)?;
-    let exposed = !config.listen.ip().is_loopback();
-    match &ring {
-        Some(ring) => tracing::info!(keys = ring.len(), "calls need an API key"),
-        None if exposed => tracing::warn!(
-            listen = %config.listen,
-            "serving without API keys on an address others can reach: anyone who can connect may rewrite the catalog (see --api-keys)"
-        ),
-        None => {}
-    }
-    if exposed && tls.is_none() {
-        tracing::warn!(listen = %config.listen, "serving plaintext on an address others can reach: audio, queries and keys travel unencrypted (see --tls-cert)");
-    }
+    warn_if_exposed(config, ring.as_ref(), tls.is_some());
     let App {
         index,
         engine,
@@ -98,40 +86,17 @@ pub async fn serve(
     } = app;
     // Serving only now: the model and (for a follower) a catalog generation are loaded.
     let (health, health_service) = tonic_health::server::health_reporter();
-    // A fleet replica without its model would fail every voice call the balancer sent it;
-    // a standalone server still serves search and the catalog.
-    if pipeline.whisper().is_none() && fleet.role() != crate::fleet::Role::Standalone {
-        tracing::warn!("no speech model: this replica reports NOT_SERVING");
-        refuse_voice(&health).await;
-    } else {
-        health
-            .set_serving::<VoiceSearchServer<VoiceSearchService>>()
-            .await;
-    }
-    health.set_serving::<SearchServer<SearchService>>().await;
-    health.set_serving::<CatalogServer<CatalogService>>().await;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    start_serving(&health, pipeline.whisper().is_some(), fleet.role()).await;
 
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
-    let replication = match replication {
-        Some(Replication::Publish(publisher)) => Some(tokio::spawn(
-            publisher.run(stop_seen.clone(), PUBLISH_RETRY_MAX),
-        )),
-        Some(Replication::Follow(follower)) => Some(tokio::spawn(follower.run(
-            index.clone(),
-            config.snapshot_poll(),
-            stop_seen.clone(),
-        ))),
-        None => None,
-    };
+    let replication = replication.map(|replication| match replication {
+        Replication::Publish(publisher) => {
+            tokio::spawn(publisher.run(stop_seen.clone(), PUBLISH_RETRY_MAX))
+        }
+        Replication::Follow(follower) => {
+            tokio::spawn(follower.run(index.clone(), config.snapshot_poll(), stop_seen.clone()))
+        }
+    });
     let stopped = move || {
         let mut stop_seen = stop_seen.clone();
         async move {
@@ -151,26 +116,10 @@ pub async fn serve(
     let draining = Arc::new(Notify::new());
     let drain_delay = config.drain_delay();
     let on_shutdown = {
-        let draining = draining.clone();
-        let health = health.clone();
+        let (draining, health) = (draining.clone(), health.clone());
         async move {
             shutdown.await;
-            // Health first, so that balancers stop sending new calls before the
-            // listener closes.
-            refuse_voice(&health).await;
-            health
-                .set_not_serving::<SearchServer<SearchService>>()
-                .await;
-            health
-                .set_not_serving::<CatalogServer<CatalogService>>()
-                .await;
-            if !drain_delay.is_zero() {
-                tracing::info!(
-                    ?drain_delay,
-                    "shutting down: health NOT_SERVING, still answering while balancers notice"
-                );
-                tokio::time::sleep(drain_delay).await;
-            }
+            stop_serving(&health, drain_delay).await;
             stopping.send(true).ok();
             tracing::info!("shutting down: no new connections, draining in-flight calls");
             draining.notify_one();
@@ -178,6 +127,75 @@ pub async fn serve(
     };
 
     let keepalive = config.keepalive();
+    let services = Services {
+        voice,
+        engine,
+        index,
+        fleet,
+        monitor: monitor.clone(),
+    };
+    let routes = routes(config, health_service, services)?;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    // HTTP/1.1 too: browsers without TLS speak gRPC-Web over it.
+    let server = builder
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .layer(tower::util::option_layer(web::cors(&config.cors_origin)))
+        .layer(tower::util::option_layer(
+            config.web.then_some(web::ServePage),
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(metrics::CountCalls::new(monitor))
+        .layer(auth::RequireKeys::new(ring))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(connections, on_shutdown);
+
+    let grace = config.shutdown_grace();
+    tokio::select! {
+        result = server => result?,
+        _ = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; closing the calls still open");
+        }
+    }
+    metrics_server.abort();
+    if let Some(replication) = replication {
+        replication.abort();
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// What the gRPC services answer from.
+struct Services {
+    voice: crate::voice::Voice,
+    engine: Arc<crate::search::QueryEngine>,
+    index: Arc<crate::search::CatalogIndex>,
+    fleet: Arc<crate::fleet::FleetStatus>,
+    monitor: Arc<crate::monitor::Monitor>,
+}
+
+/// Every service, each with the configured message limits, and reflection when
+/// asked for.
+fn routes(
+    config: &ServeConfig,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    services: Services,
+) -> Result<Routes, ServeError> {
+    let max_bytes = config.max_message_bytes;
+    let Services {
+        voice,
+        engine,
+        index,
+        fleet,
+        monitor,
+    } = services;
     let mut routes = Routes::builder();
     routes
         .add_service(health_service)
@@ -198,43 +216,81 @@ pub async fn serve(
         )
         .add_service(MonitorServer::new(MonitorService::new(monitor.clone())));
     if config.reflection {
-        routes
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+        add_reflection(&mut routes)?;
     }
+    Ok(routes.routes())
+}
 
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+/// Warns when the server is reachable from other machines without API keys or without
+/// TLS.
+fn warn_if_exposed(config: &ServeConfig, ring: Option<&auth::keys::KeyRing>, tls: bool) {
+    let exposed = !config.listen.ip().is_loopback();
+    match ring {
+        Some(ring) => tracing::info!(keys = ring.len(), "calls need an API key"),
+        None if exposed => tracing::warn!(
+            listen = %config.listen,
+            "serving without API keys on an address others can reach: anyone who can connect may rewrite the catalog (see --api-keys)"
+        ),
+        None => {}
     }
-    // HTTP/1.1 too: browsers without TLS speak gRPC-Web over it.
-    let server = builder
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive))
-        .layer(tower::util::option_layer(web::cors(&config.cors_origin)))
-        .layer(tower::util::option_layer(
-            config.web.then_some(web::ServePage),
-        ))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(metrics::CountCalls::new(monitor))
-        .layer(auth::RequireKeys::new(ring))
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(connections, on_shutdown);
+    if exposed && !tls {
+        tracing::warn!(listen = %config.listen, "serving plaintext on an address others can reach: audio, queries and keys travel unencrypted (see --tls-cert)");
+    }
+}
 
-    let grace = config.shutdown_grace();
-    tokio::select! {
-        result = server => result?,
-        _ = async { draining.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "grace period over; closing the calls still open");
-        }
-    }
-    metrics_server.abort();
-    if let Some(replication) = replication {
-        replication.abort();
-    }
-    tracing::info!("server stopped");
+/// Server reflection (v1 and v1alpha) over our protos and health's.
+fn add_reflection(routes: &mut tonic::service::RoutesBuilder) -> Result<(), ServeError> {
+    let configure = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes
+        .add_service(configure().build_v1()?)
+        .add_service(configure().build_v1alpha()?);
     Ok(())
+}
+
+/// Health SERVING for what this replica can answer. A fleet replica without its model
+/// would fail every voice call the balancer sent it; a standalone server still serves
+/// search and the catalog.
+async fn start_serving(
+    health: &tonic_health::server::HealthReporter,
+    has_model: bool,
+    role: crate::fleet::Role,
+) {
+    if !has_model && role != crate::fleet::Role::Standalone {
+        tracing::warn!("no speech model: this replica reports NOT_SERVING");
+        refuse_voice(health).await;
+    } else {
+        health
+            .set_serving::<VoiceSearchServer<VoiceSearchService>>()
+            .await;
+    }
+    health.set_serving::<SearchServer<SearchService>>().await;
+    health.set_serving::<CatalogServer<CatalogService>>().await;
+}
+
+/// At shutdown, health turns NOT_SERVING first, so that balancers stop sending new calls
+/// before the listener closes; the server keeps answering for `drain_delay`.
+async fn stop_serving(
+    health: &tonic_health::server::HealthReporter,
+    drain_delay: std::time::Duration,
+) {
+    refuse_voice(health).await;
+    health
+        .set_not_serving::<SearchServer<SearchService>>()
+        .await;
+    health
+        .set_not_serving::<CatalogServer<CatalogService>>()
+        .await;
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            ?drain_delay,
+            "shutting down: health NOT_SERVING, still answering while balancers notice"
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
 }
 
 /// Health NOT_SERVING for the server as a whole (what a balancer's checks ask) and for

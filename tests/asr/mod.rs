@@ -1,8 +1,10 @@
 //! Whisper with the real tiny.en weights (fetched by `models/fetch.sh`): the importer and
 //! the loader's errors (`import`), log-mel against reference values, and transcription of
 //! speech, silence, noise, long audio and phrase hints; the 8-bit paths against f32
-//! (`precision`) and the short encoder window against the whole one (`window`).
+//! (`precision`) and the short encoder window against the whole one (`window`); mutated
+//! CTranslate2 models (`fuzz`).
 
+mod fuzz;
 pub(crate) mod import;
 mod precision;
 mod window;

@@ -212,105 +212,152 @@ impl Whisper {
             .room_after(boundary[deepest])
             .saturating_sub(1)
             .min(trie.max_depth());
-        let root = trie.root();
-        let first_tokens: Vec<u32> = trie.children(root).map(|(token, _)| token).collect();
-        let asks: Vec<(Parent, Vec<u32>)> = entries
-            .iter()
-            .map(|&entry| (boundary[entry], first_tokens.clone()))
-            .collect();
-        let entry_scores = tree.log_probs(&asks)?;
-        /// A path: its entry, last tree node, summed log-probability and length, and
-        /// the extension under consideration (token, trie child, its log-probability).
-        struct Step {
-            entry: usize,
-            at: Parent,
-            sum: f32,
-            len: usize,
-            token: u32,
-            child: TrieNode,
-            logprob: f32,
-        }
-        let mut frontier: Vec<Step> = Vec::new();
-        for (&entry, scores) in entries.iter().zip(entry_scores) {
-            for ((token, child), logprob) in trie.children(root).zip(scores) {
-                frontier.push(Step {
-                    entry,
-                    at: boundary[entry],
-                    sum: 0.0,
-                    len: 0,
-                    token,
-                    child,
-                    logprob,
-                });
-            }
-        }
-        let mut best: HashMap<u32, (f32, usize)> = HashMap::new();
-        let mut record = |payload: u32, mean: f32, entry: usize| {
-            let slot = best.entry(payload).or_insert((f32::NEG_INFINITY, entry));
-            if mean > slot.0 {
-                *slot = (mean, entry);
-            }
-        };
+        let mut frontier = first_steps(tree, trie, &entries, &boundary)?;
+        let mut reached = Reached::default();
         for _ in 0..max_depth {
-            // Each beam keeps its own `width` best, so that one entry point cannot
-            // crowd out the others.
-            frontier.sort_by(|a, b| {
-                a.entry
-                    .cmp(&b.entry)
-                    .then((b.sum + b.logprob).total_cmp(&(a.sum + a.logprob)))
-            });
-            let mut kept = Vec::with_capacity(width * entries.len());
-            let mut count: HashMap<usize, usize> = HashMap::new();
-            for step in frontier {
-                let taken = count.entry(step.entry).or_default();
-                if *taken >= width {
-                    continue;
-                }
-                *taken += 1;
-                let mean = (step.sum + step.logprob) / (step.len + 1) as f32;
-                // A path into a branch that holds one entry (or readings of the same
-                // entries only) has found it.
-                match trie.settled_payloads(step.child) {
-                    Some(payloads) => {
-                        for payload in payloads {
-                            record(payload, mean, step.entry);
-                        }
-                    }
-                    None => kept.push(step),
-                }
-            }
+            let kept = keep_best(frontier, width, entries.len(), trie, &mut reached);
             if kept.is_empty() || tree.len() + kept.len() > MAX_TREE_NODES {
                 break;
             }
-            let nodes: Vec<usize> = kept.iter().map(|s| tree.add(s.at, s.token)).collect();
-            let asks: Vec<(Parent, Vec<u32>)> = kept
-                .iter()
-                .zip(&nodes)
-                .map(|(s, &node)| (Some(node), trie.children(s.child).map(|(t, _)| t).collect()))
-                .collect();
-            let scores = tree.log_probs(&asks)?;
-            let mut next = Vec::new();
-            for ((step, node), child_scores) in kept.into_iter().zip(nodes).zip(scores) {
-                let sum = step.sum + step.logprob;
-                let len = step.len + 1;
-                for &payload in trie.payloads(step.child) {
-                    record(payload, sum / len as f32, step.entry);
-                }
-                for ((token, child), logprob) in trie.children(step.child).zip(child_scores) {
-                    next.push(Step {
-                        entry: step.entry,
-                        at: Some(node),
-                        sum,
-                        len,
-                        token,
-                        child,
-                        logprob,
-                    });
+            frontier = extend(tree, trie, kept, &mut reached)?;
+        }
+        Ok(reached.best_first(limit))
+    }
+}
+
+/// A path of the constrained beam: its entry, last tree node, summed log-probability and
+/// length, and the extension under consideration (token, trie child, its
+/// log-probability).
+struct Step {
+    entry: usize,
+    at: Parent,
+    sum: f32,
+    len: usize,
+    token: u32,
+    child: TrieNode,
+    logprob: f32,
+}
+
+/// The first steps of every beam: each of the trie's first tokens after each entry point.
+fn first_steps(
+    tree: &mut TokenTree,
+    trie: &TokenTrie,
+    entries: &[usize],
+    boundary: &[Parent],
+) -> Result<Vec<Step>, AsrError> {
+    let root = trie.root();
+    let first_tokens: Vec<u32> = trie.children(root).map(|(token, _)| token).collect();
+    let asks: Vec<(Parent, Vec<u32>)> = entries
+        .iter()
+        .map(|&entry| (boundary[entry], first_tokens.clone()))
+        .collect();
+    let entry_scores = tree.log_probs(&asks)?;
+    let mut frontier = Vec::new();
+    for (&entry, scores) in entries.iter().zip(entry_scores) {
+        for ((token, child), logprob) in trie.children(root).zip(scores) {
+            frontier.push(Step {
+                entry,
+                at: boundary[entry],
+                sum: 0.0,
+                len: 0,
+                token,
+                child,
+                logprob,
+            });
+        }
+    }
+    Ok(frontier)
+}
+
+/// Each beam's `width` best steps (so that one entry point cannot crowd out the others);
+/// a step into a branch that holds one entry (or readings of the same entries only) has
+/// found it and goes no further.
+fn keep_best(
+    mut frontier: Vec<Step>,
+    width: usize,
+    beams: usize,
+    trie: &TokenTrie,
+    reached: &mut Reached,
+) -> Vec<Step> {
+    frontier.sort_by(|a, b| {
+        a.entry
+            .cmp(&b.entry)
+            .then((b.sum + b.logprob).total_cmp(&(a.sum + a.logprob)))
+    });
+    let mut kept = Vec::with_capacity(width * beams);
+    let mut count: HashMap<usize, usize> = HashMap::new();
+    for step in frontier {
+        let taken = count.entry(step.entry).or_default();
+        if *taken >= width {
+            continue;
+        }
+        *taken += 1;
+        let mean = (step.sum + step.logprob) / (step.len + 1) as f32;
+        match trie.settled_payloads(step.child) {
+            Some(payloads) => {
+                for payload in payloads {
+                    reached.record(payload, mean, step.entry);
                 }
             }
-            frontier = next;
+            None => kept.push(step),
         }
-        let mut matches: Vec<BeamMatch> = best
+    }
+    kept
+}
+
+/// Takes the kept steps into the tree, records the entries they end, and gives the next
+/// steps: each of the trie's children after each.
+fn extend(
+    tree: &mut TokenTree,
+    trie: &TokenTrie,
+    kept: Vec<Step>,
+    reached: &mut Reached,
+) -> Result<Vec<Step>, AsrError> {
+    let nodes: Vec<usize> = kept.iter().map(|s| tree.add(s.at, s.token)).collect();
+    let asks: Vec<(Parent, Vec<u32>)> = kept
+        .iter()
+        .zip(&nodes)
+        .map(|(s, &node)| (Some(node), trie.children(s.child).map(|(t, _)| t).collect()))
+        .collect();
+    let scores = tree.log_probs(&asks)?;
+    let mut next = Vec::new();
+    for ((step, node), child_scores) in kept.into_iter().zip(nodes).zip(scores) {
+        let sum = step.sum + step.logprob;
+        let len = step.len + 1;
+        for &payload in trie.payloads(step.child) {
+            reached.record(payload, sum / len as f32, step.entry);
+        }
+        for ((token, child), logprob) in trie.children(step.child).zip(child_scores) {
+            next.push(Step {
+                entry: step.entry,
+                at: Some(node),
+                sum,
+                len,
+                token,
+                child,
+                logprob,
+            });
+        }
+    }
+    Ok(next)
+}
+
+/// The entries the beams reached, each at its best mean log-probability and the entry
+/// point it was reached from.
+#[derive(Default)]
+struct Reached(HashMap<u32, (f32, usize)>);
+
+impl Reached {
+    fn record(&mut self, payload: u32, mean: f32, entry: usize) {
+        let slot = self.0.entry(payload).or_insert((f32::NEG_INFINITY, entry));
+        if mean > slot.0 {
+            *slot = (mean, entry);
+        }
+    }
+
+    fn best_first(self, limit: usize) -> Vec<BeamMatch> {
+        let mut matches: Vec<BeamMatch> = self
+            .0
             .into_iter()
             .map(|(payload, (mean_logprob, after_words))| BeamMatch {
                 payload,
@@ -325,6 +372,6 @@ impl Whisper {
                 .then(a.payload.cmp(&b.payload))
         });
         matches.truncate(limit);
-        Ok(matches)
+        matches
     }
 }

@@ -1,13 +1,18 @@
-//! Streaming voice search with the real model and a real index: the library's stream
-//! driven by plain events (`session`), the streaming client with every file format
-//! (`client`), and StreamingVoiceSearch on a real server: several utterances per stream,
-//! interim results, chunking invariance (`results`), every bad input with the server
-//! answering afterwards, the full queue, the stream limit and cancellation (`limits`).
+//! The voice front door with the real model and a real index: the unary RPCs with a
+//! precise status for every bad input (`unary`); the library's stream driven by plain
+//! events (`session`), the streaming client with every file format (`client`), and
+//! StreamingVoiceSearch on a real server: several utterances per stream, interim results,
+//! chunking invariance (`results`), every bad input with the server answering afterwards,
+//! the full queue, the stream limit and cancellation (`limits`), clients that stop
+//! reading (`slow_clients`); random event sequences (`fuzz`).
 
 mod client;
+mod fuzz;
 mod limits;
 mod results;
 mod session;
+mod slow_clients;
+mod unary;
 
 use std::time::Duration;
 

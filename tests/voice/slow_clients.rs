@@ -1,4 +1,4 @@
-//! Clients that stop reading (defect 4): whatever a client reads, its stream ends at
+//! Clients that stop reading: whatever a client reads, its stream ends at
 //! `max_stream_seconds`, no more than a few results wait for it, and the end still says
 //! why; a client that never reads again is dropped, which gives its stream's place back.
 
@@ -15,8 +15,8 @@ use voice_search::proto::{
     StreamingVoiceSearchResponse, UpsertDocumentsRequest,
 };
 
+use super::{audio, config, configure, end, linear16, Client};
 use crate::common::server::{test_config, TestServer};
-use crate::streaming::{audio, config, configure, end, linear16, Client};
 
 const MAX_STREAM_SECONDS: f64 = 10.0;
 /// Short utterances ("you will now be"), so that many fit in the stream's audio limit.

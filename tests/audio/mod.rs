@@ -1,4 +1,5 @@
-//! The audio front end on generated signals and on fixture clips.
+//! The audio front end on generated signals and on fixture clips; lying headers, chunking
+//! and unbounded utterances (`errors`); mutated input of every format (`fuzz`).
 
 use std::f32::consts::PI;
 use std::io::Cursor;
@@ -7,7 +8,9 @@ use voice_search::audio::{
     self, decode, normalize, resample, vad, AudioError, AudioFormat, Encoding, UtteranceBuffer,
 };
 
+mod errors;
 mod flac;
+pub(crate) mod fuzz;
 mod ogg_opus;
 mod webm_opus;
 

@@ -1,5 +1,10 @@
 //! The server itself: health, reflection, shutdown and the demo catalog, through real
-//! gRPC clients.
+//! gRPC clients; silent and unresponsive connections (`connections`), who may call what
+//! (`keys`), and TLS (`tls`).
+
+mod connections;
+mod keys;
+mod tls;
 
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
