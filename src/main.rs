@@ -71,7 +71,7 @@ const DEFAULT_LOG_FILTER: &str = "info,symphonia_format_mkv=warn";
 fn main() -> anyhow::Result<()> {
     // candle splits large element-wise ops over a pool of spinning threads of its own,
     // beside the rayon pool every matrix product here runs on; on few cores the two pools
-    // take turns spinning (dev p50 246 -> 223 ms at concurrency 1 with candle's off).
+    // take turns spinning, which slows every utterance.
     // Set before any thread starts, so nothing reads the environment meanwhile.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");

@@ -58,10 +58,8 @@ impl std::str::FromStr for EncoderWindow {
 
 /// Padding computed after the last sample of speech.
 pub const TAIL_SECONDS: usize = 2;
-/// Least audio computed, speech and padding. With the silent pass, floors of 4 to 10 s
-/// gave the same dev top-1 (0.928, with session 10's reranker) and WER 0.239 to 0.250 (top-5 0.928 to 0.952, one
-/// clip either way); 6 s keeps a margin above the lowest measured and computes a fifth
-/// of the window for most queries.
+/// Least audio computed, speech and padding: a margin above the shortest floor that kept
+/// dev accuracy (docs/benchmarks.md), computing a fifth of the window for most queries.
 pub const MIN_SECONDS: usize = 6;
 /// The loudest feature of every short window (log10 mel energy 1.12, scaled as Whisper
 /// scales it): the median peak of the dev set's speech after the front end's loudness

@@ -121,11 +121,8 @@ impl Bf16Matrix {
 /// attends to them (a window's decoding passes, or one encoder block): both products of
 /// attention at twice an f32 FMA's rate, the softmax between them in f32.
 ///
-/// `cargo bench --bench kernels -- decoding_step`, 6 heads over 1500 keys, against the
-/// f32 kernels (one-query, blocked): 1 query 40 µs (88, 107), 6 queries 124 (412, 214),
-/// 24 queries 303 (1665, 473), 126 queries 1.43 ms (8.34, 2.13); packing the 6 heads
-/// 264 µs. `-- encoder_elementwise/attention`, 500 queries with packing: 5.5 ms
-/// (blocked f32 8.0, candle 28.3).
+/// Against the f32 kernels: `cargo bench --bench kernels -- decoding_step` (6 heads over
+/// 1500 keys) and `-- encoder_elementwise/attention`.
 pub struct Bf16Head {
     /// Keys as the rows of a matrix: the scores are its products with the queries.
     keys: Bf16Matrix,

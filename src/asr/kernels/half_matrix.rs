@@ -1,16 +1,12 @@
 //! The decoder's weights for passes of a few rows: a decoding step, a beam or a small
 //! token tree multiplies a handful of vectors by them (the 51,864-wide output
 //! projection above all), where memory bandwidth, not arithmetic, sets the pace. The
-//! weights stay in half precision, as they ship, so nothing is lost; 8 bits with a
-//! scale per row (f32 vectors) halved the bytes but changed 20 dev transcripts and
-//! moved a first hit, for about 3 ms per utterance.
+//! weights stay in half precision, as they ship, so nothing is lost (8 bits with a scale
+//! per row changed dev transcripts for little time saved; docs/benchmarks.md).
 //!
-//! `cargo bench --bench kernels` on the 2-core AVX2 development VM (51,864 x 384, f16
-//! weights), against candle's matrix product and log-softmax: 1 row 2.0 ms (candle 5.2),
-//! 6 rows 6.4 (12.5), 24 rows 15.1 (29.4), 96 rows 57 (101), 192 rows 118 (217). The same
-//! tiles gave no clear win on the decoder's own 384- and 1536-wide projections at 48 and
-//! 96 rows (0.74 against 0.75 ms, 1.93 against 1.43, 2.0 against 1.73), so past 32 rows
-//! those stay with candle.
+//! `cargo bench --bench kernels` compares them with candle's matrix product and
+//! log-softmax; past 32 rows the decoder's own 384- and 1536-wide projections stay with
+//! candle, where these tiles gain nothing.
 
 use candle_core::Tensor;
 use rayon::prelude::*;

@@ -8,14 +8,10 @@
 //! Without VNNI (checked at run time) [`Int8Matrix::new`] gives `None` and the caller
 //! keeps its f32 path.
 //!
-//! `cargo bench --bench kernels -- encoder_projection`, the encoder's projections over
-//! 1500 positions on the 2-core Zen 4 development VM, against candle's f32 product (the
-//! gemm crate, AVX-512): 384 -> 384 0.86 ms (candle 3.74), 384 -> 1536 3.72 (14.1),
-//! 1536 -> 384 2.84 (12.8). `-- log_softmax_at` (51,864 x 384, the rows of a scoring
-//! tree), blocks of the vocabulary across both cores, against the half-precision tiles:
-//! 24 rows 2.1 ms (10.7), 96 rows 7.5 (33.8), 192 rows 16.7 (70.6). Computing every
-//! row's whole vocabulary into one matrix first, as it did before, took 35.2 ms for 96
-//! rows (with the other core busy).
+//! `cargo bench --bench kernels -- encoder_projection` compares the encoder's projections
+//! over 1500 positions with candle's f32 product, and `-- log_softmax_at` (51,864 x 384,
+//! the rows of a scoring tree) the blocks of the vocabulary across the cores with the
+//! half-precision tiles; the blocks never hold every row's whole vocabulary at once.
 
 use rayon::prelude::*;
 

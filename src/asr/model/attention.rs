@@ -10,9 +10,8 @@ use crate::asr::kernels;
 use crate::asr::precision::{Products, Projection};
 
 /// Queries up to which unmasked attention takes the one-query kernel rather than the
-/// blocked matrix products: over 1500 keys of 6 heads (`cargo bench --bench kernels --
-/// decoding_step/att`), 1 query 93 against 145 µs, 2 171 / 215, 4 300 / 257, 6 428 /
-/// 269, 24 (a beam pass) 1.20 / 0.54 ms.
+/// blocked matrix products: where the one-query kernel is the faster over 1500 keys
+/// (`cargo bench --bench kernels -- decoding_step/att`).
 const ATTEND_ONE_QUERIES: usize = 2;
 
 /// Multi-head attention.

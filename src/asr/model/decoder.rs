@@ -299,10 +299,10 @@ impl Decoder {
     /// row's normalizer, with which [`Decoder::logit`] gives any other token's
     /// log-probability later. The vocabulary streams through once for all rows, each
     /// block keeping its share of every row's normalizer (`benches/kernels.rs`). With an
-    /// 8-bit decoder the normalizers come from the 8-bit vocabulary (five times faster
-    /// than the half-precision one); a beam's few rows still take the asked tokens'
-    /// logits from the half-precision rows, since those decide its choices (8-bit ones
-    /// cost a dev top-1 hit), while a scoring tree's many rows take them in 8 bits too.
+    /// 8-bit decoder the normalizers come from the 8-bit vocabulary (a sum over every
+    /// token, which 8-bit errors barely move); a beam's few rows still take the asked
+    /// tokens' logits from the half-precision rows, since those decide its choices, while
+    /// a scoring tree's many rows take them in 8 bits too (docs/benchmarks.md).
     pub fn target_log_probs(
         &self,
         hidden: &[&[f32]],
