@@ -105,6 +105,9 @@ fn attend_visible(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], scale: f32, out
 /// AVX2 and FMA when the processor has them, since the generic build's SSE code runs
 /// these loops at half the speed.
 fn attend_row(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
+    debug_assert!(
+        k.len() == v.len() && k.len().is_multiple_of(q.len().max(1)) && out.len() == q.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if cpu::has_avx2_fma() {
         // SAFETY: the features the function is compiled for were just detected.

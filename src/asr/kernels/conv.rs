@@ -64,6 +64,8 @@ impl Conv3 {
                 }
             });
         let mut out = vec![0f32; time_out * self.out_channels];
+        debug_assert_eq!(columns.len(), time_out * width);
+        debug_assert_eq!(self.weight.len(), self.out_channels * width);
         // SAFETY: columns is [time_out × width], weight read transposed is
         // [width × out_channels], out is [time_out × out_channels]; all row-major.
         unsafe {

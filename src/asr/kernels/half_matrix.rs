@@ -152,6 +152,7 @@ impl HalfMatrix {
 }
 
 fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
+    debug_assert_eq!(row.len(), x.len(), "a weight per value");
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the features the function is compiled for were just detected.
@@ -162,6 +163,9 @@ fn dot_half(row: &[half::f16], x: &[f32]) -> f32 {
 
 /// Three half-precision rows against four vectors: `[row][vector]`.
 fn dot_half_3x4(rows: [&[half::f16]; 3], xs: [&[f32]; 4]) -> [[f32; 4]; 3] {
+    debug_assert!(rows
+        .iter()
+        .all(|row| xs.iter().all(|x| x.len() == row.len())));
     #[cfg(target_arch = "x86_64")]
     if super::cpu::has_avx2_fma_f16c() {
         // SAFETY: the features the function is compiled for were just detected.

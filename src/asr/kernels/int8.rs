@@ -146,6 +146,8 @@ impl Int8Matrix {
 
     /// `f` of the rows of `x` quantized, and their scales.
     fn with_quantized<R>(&self, x: &[f32], f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
+        debug_assert!(self.inputs >= 1 && self.inputs <= self.padded_inputs);
+        debug_assert!(x.len().is_multiple_of(self.inputs), "whole rows");
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
         // VNNI.
@@ -168,6 +170,11 @@ impl Int8Matrix {
         range: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
+        let rows = scales.len();
+        debug_assert_eq!(quantized.len(), rows * self.padded_inputs, "whole rows");
+        debug_assert!(range.end <= self.outputs && range.start <= range.end);
+        debug_assert_eq!(out.len(), rows * range.len(), "a value per row and output");
+        debug_assert!(bias.is_none_or(|bias| bias.len() == self.outputs));
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
         // VNNI.
