@@ -3,16 +3,14 @@
 //! never a panic, with at most one error and that one last.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio_stream::StreamExt;
 use voice_search::audio::{AudioFormat, Encoding};
-use voice_search::monitor::{DriftMonitor, Monitor};
-use voice_search::pipeline::{HitOptions, Pipeline};
+use voice_search::pipeline::HitOptions;
 use voice_search::voice::{Inbound, SessionLimits, StreamConfig, Voice, VoiceLimits};
-use voice_search::workers::{PoolSize, WorkerPool};
 
 fn voice() -> &'static (tokio::runtime::Runtime, Voice) {
     static VOICE: OnceLock<(tokio::runtime::Runtime, Voice)> = OnceLock::new();
@@ -21,22 +19,14 @@ fn voice() -> &'static (tokio::runtime::Runtime, Voice) {
             .enable_time()
             .build()
             .unwrap();
-        let voice = Voice::new(
-            Pipeline::default(),
-            WorkerPool::new(PoolSize {
-                workers: 1,
-                queue_depth: 4,
-            }),
-            Arc::new(Monitor::new(DriftMonitor::new(None, 10), None, None)),
-            VoiceLimits {
-                session: SessionLimits {
-                    max_utterance_seconds: 2.0,
-                    max_stream_seconds: 6.0,
-                },
-                idle_timeout: Duration::from_secs(5),
-                max_streams: 4,
+        let voice = Voice::without_model(VoiceLimits {
+            session: SessionLimits {
+                max_utterance_seconds: 2.0,
+                max_stream_seconds: 6.0,
             },
-        );
+            idle_timeout: Duration::from_secs(5),
+            max_streams: 4,
+        });
         (runtime, voice)
     })
 }

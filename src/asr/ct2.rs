@@ -263,78 +263,7 @@ impl Converter {
     fn attention_common(&mut self, from: &str, to: &str) -> Result<(), AsrError> {
         self.layer_norm(&format!("{from}/layer_norm"), &format!("{to}_layer_norm"))
     }
-}
 
-fn candle(error: candle_core::Error) -> AsrError {
-    AsrError::Import(error.to_string())
-}
-
-/// Converts the CTranslate2 Whisper folder `from` into a Hugging Face folder `to`
-/// (`model.safetensors`, `config.json`, `tokenizer.json`).
-pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
-    let read = |name: &str| {
-        std::fs::read(from.join(name)).map_err(|e| AsrError::Io {
-            path: from.join(name),
-            source: e,
-        })
-    };
-    let converted = convert(&read("model.bin")?, &read("config.json")?)?;
-    let tokenizer = read("tokenizer.json")?;
-    std::fs::create_dir_all(to).map_err(|e| AsrError::Io {
-        path: to.to_owned(),
-        source: e,
-    })?;
-    candle_core::safetensors::save(&converted.tensors, to.join("model.safetensors"))
-        .map_err(candle)?;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(to.join(name), bytes).map_err(|e| AsrError::Io {
-            path: to.join(name),
-            source: e,
-        })
-    };
-    write(
-        "config.json",
-        serde_json::to_string_pretty(&converted.config)
-            .expect("serializable")
-            .as_bytes(),
-    )?;
-    write("tokenizer.json", &tokenizer)?;
-    Ok(())
-}
-
-/// A CTranslate2 model in the Hugging Face layout.
-pub struct Converted {
-    pub tensors: HashMap<String, Tensor>,
-    /// What `config.json` holds.
-    pub config: Value,
-}
-
-/// Converts a CTranslate2 `model.bin` and its `config.json`.
-pub fn convert(model_bin: &[u8], ct2_config: &[u8]) -> Result<Converted, AsrError> {
-    let variables = read_model_bin(model_bin)?;
-    let ct2_config: Value = serde_json::from_slice(ct2_config)
-        .map_err(|e| AsrError::Import(format!("config.json: {e}")))?;
-    let mut c = Converter {
-        variables,
-        out: BTreeMap::new(),
-    };
-    let encoder_layers = c.count_layers("encoder");
-    let decoder_layers = c.count_layers("decoder");
-    if encoder_layers == 0 || decoder_layers == 0 {
-        return Err(AsrError::MissingTensor(
-            "encoder/layer_0/ffn/linear_0/weight".into(),
-        ));
-    }
-    c.encoder(encoder_layers)?;
-    c.decoder(decoder_layers)?;
-    let config = c.hf_config(&ct2_config, encoder_layers, decoder_layers)?;
-    Ok(Converted {
-        tensors: c.out.into_iter().collect(),
-        config,
-    })
-}
-
-impl Converter {
     /// Layers of one side (`encoder` or `decoder`), counted by their feed-forward weights.
     fn count_layers(&self, side: &str) -> usize {
         (0..)
@@ -470,4 +399,73 @@ impl Converter {
             "torch_dtype": "float16",
         }))
     }
+}
+
+fn candle(error: candle_core::Error) -> AsrError {
+    AsrError::Import(error.to_string())
+}
+
+/// Converts the CTranslate2 Whisper folder `from` into a Hugging Face folder `to`
+/// (`model.safetensors`, `config.json`, `tokenizer.json`).
+pub fn import(from: &Path, to: &Path) -> Result<(), AsrError> {
+    let read = |name: &str| {
+        std::fs::read(from.join(name)).map_err(|e| AsrError::Io {
+            path: from.join(name),
+            source: e,
+        })
+    };
+    let converted = convert(&read("model.bin")?, &read("config.json")?)?;
+    let tokenizer = read("tokenizer.json")?;
+    std::fs::create_dir_all(to).map_err(|e| AsrError::Io {
+        path: to.to_owned(),
+        source: e,
+    })?;
+    candle_core::safetensors::save(&converted.tensors, to.join("model.safetensors"))
+        .map_err(candle)?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(to.join(name), bytes).map_err(|e| AsrError::Io {
+            path: to.join(name),
+            source: e,
+        })
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&converted.config)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
+    write("tokenizer.json", &tokenizer)?;
+    Ok(())
+}
+
+/// A CTranslate2 model in the Hugging Face layout.
+pub struct Converted {
+    pub tensors: HashMap<String, Tensor>,
+    /// What `config.json` holds.
+    pub config: Value,
+}
+
+/// Converts a CTranslate2 `model.bin` and its `config.json`.
+pub fn convert(model_bin: &[u8], ct2_config: &[u8]) -> Result<Converted, AsrError> {
+    let variables = read_model_bin(model_bin)?;
+    let ct2_config: Value = serde_json::from_slice(ct2_config)
+        .map_err(|e| AsrError::Import(format!("config.json: {e}")))?;
+    let mut c = Converter {
+        variables,
+        out: BTreeMap::new(),
+    };
+    let encoder_layers = c.count_layers("encoder");
+    let decoder_layers = c.count_layers("decoder");
+    if encoder_layers == 0 || decoder_layers == 0 {
+        return Err(AsrError::MissingTensor(
+            "encoder/layer_0/ffn/linear_0/weight".into(),
+        ));
+    }
+    c.encoder(encoder_layers)?;
+    c.decoder(decoder_layers)?;
+    let config = c.hf_config(&ct2_config, encoder_layers, decoder_layers)?;
+    Ok(Converted {
+        tensors: c.out.into_iter().collect(),
+        config,
+    })
 }

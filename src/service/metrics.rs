@@ -24,7 +24,7 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 pub struct CountCalls {
     monitor: Arc<Monitor>,
     /// Method name by request path, for every method of the protos' services.
-    methods: Arc<HashMap<String, String>>,
+    methods: Arc<HashMap<String, Arc<str>>>,
 }
 
 impl CountCalls {
@@ -37,7 +37,7 @@ impl CountCalls {
 }
 
 /// `/package.Service/Method` -> `Method` for every service the protos declare.
-fn known_methods() -> HashMap<String, String> {
+fn known_methods() -> HashMap<String, Arc<str>> {
     let files = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
         .expect("the compiled-in descriptor set is valid");
     files
@@ -50,7 +50,7 @@ fn known_methods() -> HashMap<String, String> {
                 service.method.iter().map(move |method| {
                     (
                         format!("{prefix}{}", method.name()),
-                        method.name().to_string(),
+                        Arc::from(method.name()),
                     )
                 })
             })
@@ -114,7 +114,7 @@ where
 /// One call, counted once.
 struct Call {
     monitor: Arc<Monitor>,
-    method: String,
+    method: Arc<str>,
     counted: bool,
 }
 

@@ -24,9 +24,9 @@ pub use session::{Session, SessionError, SessionLimits, Utterance, INTERIM_EVERY
 
 use crate::asr::TranscribeOptions;
 use crate::audio::{self, AudioError, AudioFormat, UtteranceBuffer};
-use crate::monitor::Monitor;
+use crate::monitor::{DriftMonitor, Monitor};
 use crate::pipeline::{DecodedAudio, HitOptions, Pipeline, PipelineError, UtteranceOutcome};
-use crate::workers::{JobFailed, JobHandle, PoolFull, WorkerPool};
+use crate::workers::{JobFailed, JobHandle, PoolFull, PoolSize, WorkerPool};
 
 /// Limits of the voice front door.
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +178,18 @@ impl Voice {
             limits,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
         }
+    }
+
+    /// A front door with no model or index and one worker: every utterance fails with
+    /// `NoModel`, which is enough to exercise the stream's rules (the unit tests, the
+    /// integration tests and the fuzz targets build theirs here).
+    pub fn without_model(limits: VoiceLimits) -> Self {
+        let pool = WorkerPool::new(PoolSize {
+            workers: 1,
+            queue_depth: 4,
+        });
+        let monitor = Monitor::new(DriftMonitor::new(None, 10), None, None);
+        Self::new(Pipeline::default(), pool, Arc::new(monitor), limits)
     }
 
     /// Runs one whole utterance (hits when `hits` says which).
@@ -537,29 +549,17 @@ async fn first_config<E>(
 mod tests {
     use super::*;
     use crate::audio::Encoding;
-    use crate::monitor::DriftMonitor;
-    use crate::workers::PoolSize;
     use tokio_stream::wrappers::ReceiverStream;
 
-    /// A front door with no model: every utterance fails with `NoModel`, which is enough
-    /// to exercise the stream's rules.
     fn voice(idle_timeout: Duration, max_streams: usize) -> Voice {
-        Voice::new(
-            Pipeline::default(),
-            WorkerPool::new(PoolSize {
-                workers: 1,
-                queue_depth: 4,
-            }),
-            Arc::new(Monitor::new(DriftMonitor::new(None, 10), None, None)),
-            VoiceLimits {
-                session: SessionLimits {
-                    max_utterance_seconds: 2.0,
-                    max_stream_seconds: 60.0,
-                },
-                idle_timeout,
-                max_streams,
+        Voice::without_model(VoiceLimits {
+            session: SessionLimits {
+                max_utterance_seconds: 2.0,
+                max_stream_seconds: 60.0,
             },
-        )
+            idle_timeout,
+            max_streams,
+        })
     }
 
     fn config() -> Inbound {

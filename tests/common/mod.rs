@@ -6,13 +6,9 @@ pub mod seeded;
 pub mod server;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use voice_search::monitor::{DriftMonitor, Monitor};
-use voice_search::pipeline::Pipeline;
 use voice_search::voice::{SessionLimits, Voice, VoiceLimits};
-use voice_search::workers::{PoolSize, WorkerPool};
 
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -104,20 +100,12 @@ pub fn fixture_pipeline() -> (tempfile::TempDir, voice_search::pipeline::Pipelin
 /// A front door with no model: each utterance fails with `NoModel` (enough to exercise
 /// the stream's rules) and nothing waits on a worker.
 pub fn modelless_voice() -> Voice {
-    Voice::new(
-        Pipeline::default(),
-        WorkerPool::new(PoolSize {
-            workers: 1,
-            queue_depth: 4,
-        }),
-        Arc::new(Monitor::new(DriftMonitor::new(None, 10), None, None)),
-        VoiceLimits {
-            session: SessionLimits {
-                max_utterance_seconds: 2.0,
-                max_stream_seconds: 6.0,
-            },
-            idle_timeout: Duration::from_secs(5),
-            max_streams: 4,
+    Voice::without_model(VoiceLimits {
+        session: SessionLimits {
+            max_utterance_seconds: 2.0,
+            max_stream_seconds: 6.0,
         },
-    )
+        idle_timeout: Duration::from_secs(5),
+        max_streams: 4,
+    })
 }
