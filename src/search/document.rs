@@ -103,7 +103,7 @@ impl CatalogDocument {
             Some(Value::Number(n)) if n.as_f64().is_some_and(|p| p >= 0.0) => n.as_f64(),
             Some(_) => {
                 return Err(SearchError::InvalidDocument(format!(
-                    "document {id:?}: `popularity` must be a non-negative number"
+                    "document {id:?}: `popularity` must be a finite, non-negative number"
                 )))
             }
         };

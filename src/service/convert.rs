@@ -27,10 +27,11 @@ fn document_to_json(document: proto::Document) -> Map<String, Value> {
     map.insert("body".into(), Value::String(document.body));
     map.insert("category".into(), Value::String(document.category));
     if let Some(popularity) = document.popularity {
-        map.insert(
-            "popularity".into(),
-            Number::from_f64(popularity).map_or(Value::Null, Value::Number),
-        );
+        // NaN and the infinities have no JSON number: kept as text, which validation
+        // refuses by name instead of reading the field as absent.
+        let value = Number::from_f64(popularity)
+            .map_or_else(|| Value::String(popularity.to_string()), Value::Number);
+        map.insert("popularity".into(), value);
     }
     for (key, value) in document.attributes.map(|s| s.fields).unwrap_or_default() {
         if !NAMED_FIELDS.contains(&key.as_str()) {

@@ -171,16 +171,36 @@ async fn documents_are_bounded_as_a_whole_and_their_pages_fit_a_response() {
     assert_eq!(ids.len(), 40, "every document once, over {pages} pages");
     assert!(pages > 1);
 
-    let mut negative = document("neg", "Negative", 0, 0);
-    negative.popularity = Some(-5.0);
+    let popular = |id: &str, popularity: f64| {
+        let mut bad = document(id, "Odd", 0, 0);
+        bad.popularity = Some(popularity);
+        bad
+    };
     // One word over 1 KiB in a title well under the 64 KiB field limit.
     let long_word = document("long", &"x".repeat(2_000), 0, 0);
-    for bad in [negative, long_word] {
+    let bad = [
+        popular("neg", -5.0),
+        popular("nan", f64::NAN),
+        popular("inf", f64::INFINITY),
+        long_word,
+    ];
+    for bad in bad {
+        let id = bad.id.clone();
         let status = catalog
             .upsert_documents(upsert(vec![bad]))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{id}: {}",
+            status.message()
+        );
+        assert!(
+            id == "long" || status.message().contains("popularity"),
+            "{id}: {}",
+            status.message()
+        );
     }
     server.shutdown().await.unwrap();
 }

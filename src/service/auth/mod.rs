@@ -70,7 +70,7 @@ impl RequireKeys {
         let presented = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "this server needs an API key: send it as `authorization: Bearer <key>` metadata",
@@ -186,5 +186,26 @@ impl http_body::Body for Holding {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// The token of an `authorization` value in the Bearer scheme, whose name is
+/// case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer vsk_a", "bearer vsk_a", "BEARER vsk_a"] {
+            assert_eq!(bearer_token(value), Some("vsk_a"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic vsk_a"), None);
+        assert_eq!(bearer_token("Bearervsk_a"), None);
     }
 }
