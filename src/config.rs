@@ -98,8 +98,22 @@ settings! {
     max_streams: usize = 64;
     /// Client connections open at once; one more is closed as soon as it is accepted.
     max_connections: usize = 1024;
-    /// Seconds a new connection may stay silent before its first byte; then it is closed.
+    /// Client connections one address may hold open at once. Behind a proxy or a NAT
+    /// every connection comes from its address: raise this there, up to
+    /// `max_connections`.
+    max_connections_per_address: usize = 256;
+    /// Seconds a new connection has to make its first request, the TLS handshake, the
+    /// HTTP/2 preface and the headers included; then it is closed.
     connection_start_seconds: f64 = 10.0;
+    /// Calls one HTTP/2 connection may have open at once (its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); a client queues any more.
+    max_calls_per_connection: usize = 100;
+    /// Seconds a call's request body may stop arriving before the call ends with
+    /// DEADLINE_EXCEEDED (a voice stream's pauses are `idle_timeout_seconds` instead).
+    body_idle_seconds: f64 = 10.0;
+    /// Bytes of unfinished request messages one connection may hold at once; a call
+    /// that would go past it ends with RESOURCE_EXHAUSTED.
+    max_connection_body_bytes: usize = 4 * DEFAULT_MAX_MESSAGE_BYTES;
     /// Seconds between HTTP/2 pings on a quiet connection, and how long an answer may
     /// take before the connection is dropped.
     keepalive_seconds: f64 = 30.0;
@@ -294,6 +308,7 @@ impl ServeConfig {
             ("max_stream_seconds", self.max_stream_seconds),
             ("idle_timeout_seconds", self.idle_timeout_seconds),
             ("connection_start_seconds", self.connection_start_seconds),
+            ("body_idle_seconds", self.body_idle_seconds),
             ("keepalive_seconds", self.keepalive_seconds),
             ("capture_max_age_hours", self.capture_max_age_hours),
         ] {
@@ -355,6 +370,12 @@ impl ServeConfig {
             ("workers", self.workers),
             ("max_streams", self.max_streams),
             ("max_connections", self.max_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_calls_per_connection", self.max_calls_per_connection),
+            ("max_connection_body_bytes", self.max_connection_body_bytes),
             ("drift_window", self.drift_window),
             ("max_message_bytes", self.max_message_bytes),
             ("snapshot_poll_ms", self.snapshot_poll_ms as usize),

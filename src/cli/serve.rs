@@ -35,6 +35,7 @@ pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
     raise_file_limit(config.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        let door = voice_search::service::Door::open(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -43,7 +44,8 @@ pub(crate) fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {} for metrics", config.metrics_listen))?;
         let app = App::start(&config).await?;
         tracing::info!(listen = %listener.local_addr()?, metrics = %metrics.local_addr()?, "voice-search serving gRPC, metrics at /metrics");
-        voice_search::service::serve(app, &config, listener, metrics, shutdown_signal()).await?;
+        voice_search::service::serve(app, door, &config, listener, metrics, shutdown_signal())
+            .await?;
         Ok(())
     })
 }

@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::{http, BoxFuture};
 use tonic::Code;
@@ -17,7 +16,6 @@ use tower::{Layer, Service};
 
 use super::status::code_name;
 use crate::monitor::Monitor;
-use crate::proto::FILE_DESCRIPTOR_SET;
 
 /// The layer: counts each call of a known method in `voicesearch_requests_total`.
 #[derive(Clone)]
@@ -36,25 +34,11 @@ impl CountCalls {
     }
 }
 
-/// `/package.Service/Method` -> `Method` for every service the protos declare.
+/// Method name by request path.
 fn known_methods() -> HashMap<String, Arc<str>> {
-    let files = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
-        .expect("the compiled-in descriptor set is valid");
-    files
-        .file
-        .iter()
-        .flat_map(|file| {
-            let package = file.package().to_string();
-            file.service.iter().flat_map(move |service| {
-                let prefix = format!("/{package}.{}/", service.name());
-                service.method.iter().map(move |method| {
-                    (
-                        format!("{prefix}{}", method.name()),
-                        Arc::from(method.name()),
-                    )
-                })
-            })
-        })
+    super::methods::of_protos()
+        .into_iter()
+        .map(|(path, method)| (path, method.name))
         .collect()
 }
 

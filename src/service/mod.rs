@@ -1,18 +1,20 @@
 //! The gRPC face of the library: tonic services that translate requests (`convert.rs`),
 //! call the library and map its errors (`status.rs`), one layer counting calls
 //! (`metrics.rs`), API keys at the door ([`auth`]), connections before gRPC sees them
-//! (`connections.rs`), gRPC-Web and the page (`web.rs`), health and reflection. No search
-//! or speech logic lives here.
+//! (`connections.rs`, with [`tls`]), request bodies' bounds (`bodies.rs`), gRPC-Web and
+//! the page (`web.rs`), health and reflection. No search or speech logic lives here.
 
 pub mod auth;
+mod bodies;
 mod catalog;
-
 mod connections;
 mod convert;
+mod methods;
 mod metrics;
 mod monitor;
 mod search;
 mod status;
+pub mod tls;
 mod voice;
 mod web;
 
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::Routes;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::app::{App, Replication};
 use crate::config::ServeConfig;
@@ -32,6 +34,7 @@ use crate::proto::search_server::SearchServer;
 use crate::proto::voice_search_server::VoiceSearchServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
+pub use bodies::BodyLimits;
 pub use catalog::CatalogService;
 pub use connections::ConnectionLimits;
 pub use monitor::MonitorService;
@@ -50,29 +53,52 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Keys(#[from] auth::keys::KeyError),
-    #[error("cannot read {path} for TLS: {source}")]
-    TlsFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
-/// Serves every gRPC service of `app` on `listener` and the Prometheus metrics on
-/// `metrics_listener` until `shutdown` resolves; then stops accepting and lets in-flight
-/// calls finish for the configured grace period.
+/// What the server needs from its files before anything else starts: the key ring and
+/// the TLS acceptor, each read and checked so that a bad file stops the server at once,
+/// naming the file and the cause.
+pub struct Door {
+    ring: Option<auth::keys::KeyRing>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Door {
+    pub fn open(config: &ServeConfig) -> Result<Self, ServeError> {
+        let ring = config
+            .api_keys
+            .as_deref()
+            .map(auth::keys::KeyRing::load)
+            .transpose()?;
+        if let (Some(ring), Some(path)) = (&ring, &config.api_keys) {
+            if ring.is_empty() {
+                tracing::warn!(path = %path.display(), "the key file holds no keys: every call but health and reflection will be refused (add one with `voice-search keys add`)");
+            }
+        }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor(cert, key, config.tls_client_ca.as_deref())?)
+            }
+            _ => None,
+        };
+        Ok(Self { ring, tls })
+    }
+}
+
+/// Serves every gRPC service of `app` on `listener`, through `door`, and the Prometheus
+/// metrics on `metrics_listener` until `shutdown` resolves; then stops accepting and lets
+/// in-flight calls finish for the configured grace period.
 pub async fn serve(
     app: App,
+    door: Door,
     config: &ServeConfig,
     listener: TcpListener,
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let ring = config
-        .api_keys
-        .as_deref()
-        .map(auth::keys::KeyRing::load)
-        .transpose()?;
-    let tls = tls_config(config)?;
+    let Door { ring, tls } = door;
     warn_if_exposed(config, ring.as_ref(), tls.is_some());
     let App {
         index,
@@ -111,7 +137,7 @@ pub async fn serve(
         fleet.clone(),
         stopped(),
     ));
-    let connections = connections::incoming(listener, ConnectionLimits::of(config), stopped());
+    let connections = connections::incoming(listener, ConnectionLimits::of(config), tls, stopped());
 
     let draining = Arc::new(Notify::new());
     let drain_delay = config.drain_delay();
@@ -136,20 +162,20 @@ pub async fn serve(
     };
     let routes = routes(config, health_service, services)?;
 
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    // HTTP/1.1 too: browsers without TLS speak gRPC-Web over it.
-    let server = builder
+    let max_calls = u32::try_from(config.max_calls_per_connection).unwrap_or(u32::MAX);
+    // HTTP/1.1 too: browsers speak gRPC-Web over it.
+    let server = Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(max_calls)
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
+        .layer(connections::MarkStarted)
         .layer(tower::util::option_layer(web::cors(&config.cors_origin)))
         .layer(tower::util::option_layer(
             config.web.then_some(web::ServePage),
         ))
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(bodies::BoundBodies::new(BodyLimits::of(config)))
         .layer(metrics::CountCalls::new(monitor))
         .layer(auth::RequireKeys::new(ring))
         .add_routes(routes)
@@ -302,24 +328,4 @@ async fn refuse_voice(health: &tonic_health::server::HealthReporter) {
     health
         .set_not_serving::<VoiceSearchServer<VoiceSearchService>>()
         .await;
-}
-
-/// The server's TLS identity and, for mutual TLS, the client authorities, from the PEM
-/// files the settings name; `None` without a certificate.
-fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
-    crate::tls::use_ring_for_tls();
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| ServeError::TlsFile {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
 }

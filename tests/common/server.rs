@@ -41,9 +41,10 @@ impl TestServer {
         let metrics_addr = metrics.local_addr().unwrap();
         config.metrics_listen = metrics_addr;
         let (stop, stopped) = oneshot::channel::<()>();
+        let door = voice_search::service::Door::open(&config).unwrap();
         let app = voice_search::app::App::open(&config).unwrap();
         let task = tokio::spawn(async move {
-            voice_search::service::serve(app, &config, listener, metrics, async {
+            voice_search::service::serve(app, door, &config, listener, metrics, async {
                 stopped.await.ok();
             })
             .await

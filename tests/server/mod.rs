@@ -1,7 +1,9 @@
 //! The server itself: health, reflection, shutdown and the demo catalog, through real
-//! gRPC clients; silent and unresponsive connections (`connections`), who may call what
-//! (`keys`), and TLS (`tls`).
+//! gRPC clients; connections that stall before a call or stop answering
+//! (`connections`), calls on one connection (`calls`), who may call what (`keys`), and
+//! TLS (`tls`).
 
+mod calls;
 mod connections;
 mod keys;
 mod tls;
@@ -183,5 +185,92 @@ fn the_readme_lists_every_setting_as_help_does() {
     assert!(
         readme.contains(&table),
         "the README's configuration table is out of date; it should read:\n{table}"
+    );
+}
+
+/// `voice-search serve` with `args` on ephemeral loopback ports and a fresh index
+/// folder: whether that folder exists once it stopped, and what it wrote to stderr. A
+/// server that keeps running is stopped once its stderr shows `until` or after a bound.
+fn serve_briefly(args: &[&std::ffi::OsStr], until: &str) -> (bool, String) {
+    use std::io::BufRead;
+    let folder = tempfile::tempdir().unwrap();
+    let index = folder.path().join("index");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voice-search"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--index")
+        .arg(&index)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Ok(line) =
+        seen.recv_timeout(bound.saturating_duration_since(std::time::Instant::now()))
+    {
+        text.push_str(&line);
+        text.push('\n');
+        if line.contains(until) {
+            break;
+        }
+    }
+    child.kill().ok();
+    child.wait().unwrap();
+    (index.exists(), text)
+}
+
+#[test]
+fn serve_checks_its_key_and_tls_files_before_anything_else() {
+    let folder = tempfile::tempdir().unwrap();
+    let missing = folder.path().join("no-such-keys.toml");
+    let (index_made, said) = serve_briefly(&["--api-keys".as_ref(), missing.as_ref()], "\u{0}");
+    assert!(
+        !index_made,
+        "the demo index was built before the key file was read"
+    );
+    assert!(said.contains("no-such-keys.toml"), "{said}");
+    assert!(!said.contains("serving gRPC"), "{said}");
+
+    let cert = folder.path().join("cert.pem");
+    let key = folder.path().join("key.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let tls = [
+        "--tls-cert".as_ref(),
+        cert.as_ref(),
+        "--tls-key".as_ref(),
+        key.as_ref(),
+    ];
+    let (index_made, said) = serve_briefly(&tls, "\u{0}");
+    assert!(
+        !index_made,
+        "the demo index was built before the TLS files were read"
+    );
+    assert!(
+        said.contains("cert.pem") && said.contains("PEM certificate"),
+        "{said}"
+    );
+
+    let empty = folder.path().join("empty-keys.toml");
+    std::fs::write(&empty, "").unwrap();
+    let (_, said) = serve_briefly(&["--api-keys".as_ref(), empty.as_ref()], "holds no keys");
+    assert!(
+        said.contains("holds no keys"),
+        "an empty key file gave no warning:\n{said}"
     );
 }

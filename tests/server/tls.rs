@@ -211,3 +211,83 @@ async fn our_client_streams_over_mutual_tls_with_a_key_and_is_refused_without() 
         "{refused}"
     );
 }
+
+/// A rustls client configuration that trusts `pki`'s authority and offers `alpn`.
+fn rustls_client(pki: &Pki, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    voice_search::tls::use_ring_for_tls();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+/// A TLS client's first flight, its ClientHello, as bytes.
+fn client_hello(pki: &Pki) -> Vec<u8> {
+    let name = "localhost".try_into().unwrap();
+    let mut client = rustls::ClientConnection::new(rustls_client(pki, &[b"h2"]), name).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test]
+async fn every_step_of_a_tls_start_has_a_deadline() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let pki = Pki::new();
+    let server = TestServer::start(ServeConfig {
+        max_connections: 3,
+        connection_start_seconds: 0.5,
+        ..pki.server_config(false)
+    })
+    .await;
+    let mut record_header = TcpStream::connect(server.addr).await.unwrap();
+    record_header
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8])
+        .await
+        .unwrap();
+    let mut hello = TcpStream::connect(server.addr).await.unwrap();
+    hello.write_all(&client_hello(&pki)).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(rustls_client(&pki, &[b"h2"]));
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut handshaken = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    use super::connections::closed_by_server;
+    assert!(
+        closed_by_server(&mut record_header).await,
+        "half a TLS record"
+    );
+    assert!(closed_by_server(&mut hello).await, "a ClientHello alone");
+    assert!(
+        closed_by_server(&mut handshaken).await,
+        "a handshake and no HTTP/2 preface"
+    );
+    assert!(searches(&server, Some(trusting(&pki))).await);
+}
+
+#[tokio::test]
+async fn a_browser_on_http1_gets_the_page_over_tls() {
+    let pki = Pki::new();
+    let server = TestServer::start(pki.server_config(false)).await;
+    let connector = tokio_rustls::TlsConnector::from(rustls_client(&pki, &[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let stream = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("a TLS handshake offering only http/1.1");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let page = super::connections::get_page(stream).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
+    assert!(
+        page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"),
+        "{page:.200}"
+    );
+}

@@ -1,9 +1,9 @@
 //! gRPC-Web over HTTP/1.1 on the gRPC port: `Transcribe` and `Search` answer as they do
 //! over native gRPC, with their statuses (a missing API key's too); CORS preflights are
 //! answered for the configured origins only; the page is served, without a key, unless
-//! turned off.
+//! turned off; a unary call carrying a second message is refused.
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -38,7 +38,18 @@ async fn http1(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, String) {
-    let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+    http1_with_body(server, method, path, headers, bytes::Bytes::new()).await
+}
+
+/// One plain HTTP/1.1 request with `body` to the gRPC port: status, headers, body.
+async fn http1_with_body(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: bytes::Bytes,
+) -> (StatusCode, HeaderMap, String) {
+    let client: Client<HttpConnector, Full<bytes::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder()
         .method(method)
@@ -47,7 +58,7 @@ async fn http1(
         request = request.header(name, value);
     }
     let response = client
-        .request(request.body(Empty::new()).unwrap())
+        .request(request.body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let (parts, body) = response.into_parts();
@@ -205,4 +216,37 @@ async fn the_page_is_served_unless_turned_off() {
     let (status, _, _) = http1(&without, Method::GET, "/", &[]).await;
     assert_ne!(status, StatusCode::OK);
     without.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unary_call_with_a_second_message_is_refused() {
+    use prost::Message;
+    let server = TestServer::start(test_config()).await;
+    let message = SearchRequest {
+        query: "heat".into(),
+        page_size: 1,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        body.push(0);
+        body.extend((message.len() as u32).to_be_bytes());
+        body.extend(&message);
+    }
+    let (status, headers, _) = http1_with_body(
+        &server,
+        Method::POST,
+        "/voicesearch.v1.Search/Search",
+        &[("content-type", "application/grpc-web+proto")],
+        body.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["grpc-status"],
+        (Code::InvalidArgument as i32).to_string().as_str(),
+        "{headers:?}"
+    );
+    server.shutdown().await.unwrap();
 }
