@@ -3,9 +3,10 @@
 //! than after it has filled memory. This is the only place the limit is checked:
 //! streamed and unary utterances alike pass through a buffer.
 
+use super::codec::flac::FlacScan;
 use super::codec::ogg_opus::OggScan;
-use super::codec::trial::TrialDecodes;
-use super::codec::{flac, wav, webm_opus};
+use super::codec::trial::LengthTrials;
+use super::codec::{wav, webm_opus};
 use super::format::{ByteLayout, MAX_UTTERANCE_BYTES};
 use super::{AudioError, AudioFormat, Encoding};
 
@@ -20,8 +21,10 @@ pub struct UtteranceBuffer {
     layout: Option<ByteLayout>,
     /// For Ogg Opus: what the pages so far declare.
     ogg: Option<OggScan>,
-    /// For FLAC and WebM Opus: the trial decodes so far.
-    trials: Option<TrialDecodes>,
+    /// For FLAC: its metadata walk and length trials so far.
+    flac: Option<FlacScan>,
+    /// For WebM Opus: its length trials so far.
+    webm: Option<LengthTrials>,
 }
 
 /// A WAV stream whose data chunk has not begun after this many bytes is refused, so that
@@ -51,7 +54,9 @@ impl UtteranceBuffer {
             bytes: Vec::new(),
             layout,
             ogg: (format.encoding == Encoding::OggOpus).then(OggScan::default),
-            trials: first_trial_bytes(format.encoding).map(TrialDecodes::new),
+            flac: (format.encoding == Encoding::Flac).then(FlacScan::default),
+            webm: (format.encoding == Encoding::WebmOpus)
+                .then(|| LengthTrials::new(webm_opus::FIRST_TRIAL_BYTES)),
         }
     }
 
@@ -74,9 +79,9 @@ impl UtteranceBuffer {
     }
 
     /// The utterance length limit, checked as early as the bytes allow: a WAV header is
-    /// validated as soon as it has arrived, each Ogg page as it completes, and, while it
-    /// streams (`trials`), a FLAC or WebM stream at each doubling of its bytes (and FLAC's
-    /// header at once). What compresses past telling its length is checked last by its
+    /// validated as soon as it has arrived, each Ogg page as it completes, FLAC's header and
+    /// metadata as they arrive and, while it streams (`trials`), a FLAC or WebM stream's
+    /// packet lengths at each doubling of its bytes. What compresses past telling its length is checked last by its
     /// one decode, on a worker ([`crate::audio::decode_within`]).
     fn check(&mut self, trials: bool) -> Result<(), AudioError> {
         if self.bytes.len() > MAX_UTTERANCE_BYTES {
@@ -95,13 +100,11 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             ogg.update(&self.bytes)?;
         }
-        if let Some(due) = &mut self.trials {
-            let (bytes, max) = (&self.bytes, self.max_seconds);
-            match self.format.encoding {
-                Encoding::Flac => flac::check(due, bytes, max, trials)?,
-                _ if trials => webm_opus::check(due, bytes, max)?,
-                _ => {}
-            }
+        if let Some(flac) = &mut self.flac {
+            flac.check(&self.bytes, self.max_seconds, trials)?;
+        }
+        if let Some(webm) = self.webm.as_mut().filter(|_| trials) {
+            webm_opus::check(webm, &self.bytes, self.max_seconds)?;
         }
         let seconds = self.seconds();
         if seconds > self.max_seconds {
@@ -119,8 +122,11 @@ impl UtteranceBuffer {
         if let Some(ogg) = &self.ogg {
             return ogg.seconds();
         }
-        if let Some(trials) = &self.trials {
-            return trials.seconds();
+        if let Some(flac) = &self.flac {
+            return flac.seconds();
+        }
+        if let Some(webm) = &self.webm {
+            return webm.seconds();
         }
         self.layout.map_or(0.0, |layout| {
             self.bytes.len().saturating_sub(layout.data_offset) as f64 / layout.byte_rate
@@ -153,16 +159,8 @@ impl UtteranceBuffer {
         if let Some(ogg) = &mut self.ogg {
             *ogg = OggScan::default();
         }
-        self.trials = first_trial_bytes(self.format.encoding).map(TrialDecodes::new);
+        let fresh = Self::new(self.format, self.max_seconds);
+        (self.flac, self.webm) = (fresh.flac, fresh.webm);
         std::mem::take(&mut self.bytes)
-    }
-}
-
-/// Bytes before the first trial decode, for the encodings checked by trial decodes.
-fn first_trial_bytes(encoding: Encoding) -> Option<usize> {
-    match encoding {
-        Encoding::Flac => Some(flac::FIRST_TRIAL_BYTES),
-        Encoding::WebmOpus => Some(webm_opus::FIRST_TRIAL_BYTES),
-        _ => None,
     }
 }

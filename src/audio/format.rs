@@ -53,6 +53,16 @@ pub enum AudioError {
     TooLong { seconds: f64, limit: f64 },
     #[error("the utterance holds more than {limit} bytes, the limit whatever its format")]
     TooManyBytes { limit: usize },
+    #[error(
+        "the audio decodes to more than {limit} samples ({seconds:.1} s at {rate} Hz and \
+         {channels} channels), the most one utterance may: send fewer channels or a lower rate"
+    )]
+    TooManySamples {
+        limit: usize,
+        seconds: f64,
+        rate: u32,
+        channels: u16,
+    },
     #[error("resampling failed: {0}")]
     Resample(String),
 }
@@ -70,6 +80,16 @@ pub const MAX_UTTERANCE_BYTES: usize = 32 * 1024 * 1024;
 /// Most samples compressed audio may decode to: what the byte limit holds as FLOAT32, so
 /// that no encoding expands past what the same utterance could carry uncompressed.
 pub const MAX_DECODED_SAMPLES: usize = MAX_UTTERANCE_BYTES / 4;
+
+/// The refusal of audio at `rate` and `channels` that decodes past [`MAX_DECODED_SAMPLES`].
+pub fn too_many_samples(rate: u32, channels: u16) -> AudioError {
+    AudioError::TooManySamples {
+        limit: MAX_DECODED_SAMPLES,
+        seconds: (MAX_DECODED_SAMPLES / usize::from(channels.max(1))) as f64 / f64::from(rate),
+        rate,
+        channels,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {

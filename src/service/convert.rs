@@ -283,8 +283,9 @@ pub fn audio_format(config: &RecognitionConfig) -> Result<AudioFormat, Status> {
     let format = AudioFormat {
         encoding,
         sample_rate: Some(config.sample_rate_hz).filter(|&r| r != 0),
+        // Unset: from the header for every format that has one, else mono.
         channels: match (encoding, channels) {
-            (Encoding::Wav, 0) => None,
+            (encoding, 0) if encoding.is_self_describing() => None,
             (_, 0) => Some(1),
             (_, n) => Some(n),
         },
@@ -395,5 +396,34 @@ impl From<UpsertCounts> for proto::UpsertDocumentsResponse {
             added: counts.added,
             replaced: counts.replaced,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audio_format;
+    use crate::proto::{AudioEncoding, RecognitionConfig};
+
+    #[test]
+    fn unset_channels_come_from_the_header_wherever_there_is_one() {
+        let channels_of = |encoding: AudioEncoding, channels: u32| {
+            let config = RecognitionConfig {
+                encoding: encoding.into(),
+                sample_rate_hz: 16_000,
+                channels,
+                ..Default::default()
+            };
+            audio_format(&config).unwrap().channels
+        };
+        for encoding in [
+            AudioEncoding::Wav,
+            AudioEncoding::Flac,
+            AudioEncoding::OggOpus,
+            AudioEncoding::WebmOpus,
+        ] {
+            assert_eq!(channels_of(encoding, 0), None, "{encoding:?}");
+            assert_eq!(channels_of(encoding, 2), Some(2), "{encoding:?}");
+        }
+        assert_eq!(channels_of(AudioEncoding::Linear16, 0), Some(1));
     }
 }

@@ -12,9 +12,9 @@ use crate::workers::{JobFailed, PoolFull};
 impl From<AudioError> for Status {
     fn from(error: AudioError) -> Self {
         match error {
-            AudioError::TooLong { .. } | AudioError::TooManyBytes { .. } => {
-                Status::out_of_range(error.to_string())
-            }
+            AudioError::TooLong { .. }
+            | AudioError::TooManyBytes { .. }
+            | AudioError::TooManySamples { .. } => Status::out_of_range(error.to_string()),
             AudioError::Resample(_) => Status::internal(error.to_string()),
             AudioError::Empty
             | AudioError::SampleRateOutOfRange(_)

@@ -100,3 +100,52 @@ fn cut_or_foreign_flac_gets_a_precise_error() {
         "{mismatch}"
     );
 }
+
+/// `bytes` (a FLAC stream) with `blocks` empty PADDING blocks after its STREAMINFO.
+fn padded(bytes: &[u8], blocks: usize) -> Vec<u8> {
+    let last = bytes[4] & 0x80;
+    let mut padded = bytes[..4].to_vec();
+    padded.push(bytes[4] & 0x7F);
+    padded.extend_from_slice(&bytes[5..4 + 4 + 34]);
+    for index in 0..blocks {
+        let flag = if index + 1 == blocks { last } else { 0 };
+        padded.extend_from_slice(&[0x01 | flag, 0, 0, 0]);
+    }
+    padded.extend_from_slice(&bytes[4 + 4 + 34..]);
+    padded
+}
+
+#[test]
+fn metadata_is_bounded_before_the_audio() {
+    let bytes = fixture_bytes("q0008.flac");
+    // A few padding blocks are FLAC as tools write it.
+    let few = padded(&bytes, 3);
+    assert_eq!(
+        audio::decode(&few, &flac()).unwrap(),
+        audio::decode(&bytes, &flac()).unwrap()
+    );
+    // Thousands of them, streamed in small messages, are refused once past the bound.
+    let many = padded(&bytes, 100_000);
+    let mut buffer = UtteranceBuffer::new(flac(), 30.0);
+    let mut sent = 0;
+    let refused = many.chunks(256).find_map(|chunk| {
+        sent += chunk.len();
+        buffer.push(chunk).err()
+    });
+    assert!(
+        matches!(&refused, Some(AudioError::CorruptFlac(what)) if what.contains("metadata")),
+        "{refused:?}"
+    );
+    assert!(sent < 4 * 1024, "refused only after {sent} bytes");
+}
+
+#[test]
+fn past_the_decoded_samples_cap_a_stream_is_refused_not_cut() {
+    // Ten minutes of 16 kHz mono decode past the cap; its header says no total.
+    let bytes = fixture_bytes("silence_10min.flac");
+    let refused = audio::decode(&bytes, &flac()).unwrap_err();
+    assert!(
+        matches!(refused, AudioError::TooManySamples { .. }),
+        "{refused}"
+    );
+}

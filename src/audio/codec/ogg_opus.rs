@@ -8,7 +8,7 @@
 use std::io::Cursor;
 
 use super::opus::{parse_head, OpusHead, OpusSamples, OPUS_RATE};
-use crate::audio::format::MAX_DECODED_SAMPLES;
+use crate::audio::format::{too_many_samples, MAX_DECODED_SAMPLES};
 use crate::audio::{AudioError, AudioFormat, Decoded};
 
 const PAGE_HEADER_BYTES: usize = 27;
@@ -120,10 +120,7 @@ pub fn decode(bytes: &[u8], prefix: bool, declared: &AudioFormat) -> Result<Deco
         .ok()
         .and_then(|frames| frames.checked_mul(channels))
         .filter(|&wanted| wanted <= MAX_DECODED_SAMPLES)
-        .ok_or(AudioError::TooLong {
-            seconds: scan.seconds(),
-            limit: (MAX_DECODED_SAMPLES / channels) as f64 / OPUS_RATE as f64,
-        })?;
+        .ok_or_else(|| too_many_samples(OPUS_RATE, head.channels))?;
     let mut reader = ogg::PacketReader::new(Cursor::new(&bytes[..scan.scanned]));
     let mut opus = OpusSamples::new(head, wanted).map_err(corrupt)?;
     let mut packets = 0usize;

@@ -119,3 +119,39 @@ fn corrupt(what: String) -> AudioError {
 fn unsupported(what: &str) -> AudioError {
     AudioError::UnsupportedOgg(what.to_string())
 }
+
+/// Samples per channel at 48 kHz that an Opus packet holds, from its TOC byte and, for a
+/// packet of several frames, its frame count byte (RFC 6716, section 3.1); 0 for an empty
+/// or cut packet.
+pub(in crate::audio) fn packet_frames(packet: &[u8]) -> usize {
+    let Some(&toc) = packet.first() else {
+        return 0;
+    };
+    let config = usize::from(toc >> 3);
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][config % 4],
+        12..=15 => [480, 960][config % 2],
+        _ => [120, 240, 480, 960][config % 4],
+    };
+    let count = match toc & 0x03 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => packet.get(1).map_or(0, |&byte| usize::from(byte & 0x3F)),
+    };
+    frame * count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packet_frames;
+
+    #[test]
+    fn a_packet_says_its_length_in_its_toc() {
+        // SILK 20 ms, one frame; CELT 2.5 ms, two frames; hybrid 10 ms, code 3 with 5.
+        assert_eq!(packet_frames(&[1 << 3]), 960);
+        assert_eq!(packet_frames(&[(16 << 3) | 1]), 240);
+        assert_eq!(packet_frames(&[(12 << 3) | 3, 5]), 2400);
+        assert_eq!(packet_frames(&[(31 << 3) | 3]), 0, "a cut code-3 packet");
+        assert_eq!(packet_frames(&[]), 0);
+    }
+}
