@@ -36,6 +36,10 @@ pub enum AsrError {
     Inference(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(
+        "the phrase hints come to {tokens} tokens; the decoder's prompt holds at most {limit}: send fewer or shorter hints"
+    )]
+    HintsTooLong { tokens: usize, limit: usize },
     #[error("precision {0} needs AVX-512 VNNI (and BF16 for bf16), which this CPU lacks: use f32")]
     Unsupported(Precision),
 }

@@ -84,6 +84,13 @@ impl Whisper {
             .tokenizer
             .encode(format!(" {joined}"), false)
             .map_err(|e| AsrError::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
+        let tokens = encoding.get_ids();
+        if tokens.len() > decode::MAX_PROMPT_TOKENS {
+            return Err(AsrError::HintsTooLong {
+                tokens: tokens.len(),
+                limit: decode::MAX_PROMPT_TOKENS,
+            });
+        }
+        Ok(tokens.to_vec())
     }
 }

@@ -297,8 +297,32 @@ pub fn audio_format(config: &RecognitionConfig) -> Result<AudioFormat, Status> {
 /// Most transcripts one utterance may ask for, as Google Speech-to-Text allows.
 const MAX_ALTERNATIVES: usize = 10;
 
+/// Most characters of all phrase hints together, checked before any tokenizing; the
+/// decoder's prompt bounds them in tokens after.
+const MAX_HINT_CHARS: usize = 2_000;
+
+/// Phrase hints are words or names: bounded, and without control characters.
+fn check_hints(hints: &[String]) -> Result<(), Status> {
+    let chars: usize = hints.iter().map(|hint| hint.chars().count()).sum();
+    if chars > MAX_HINT_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "the phrase hints hold {chars} characters together; the limit is {MAX_HINT_CHARS}"
+        )));
+    }
+    for (index, hint) in hints.iter().enumerate() {
+        if let Some(control) = hint.chars().find(|c| c.is_control()) {
+            return Err(Status::invalid_argument(format!(
+                "phrase hint {index} holds the control character U+{:04X}: hints are words or names",
+                u32::from(control)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How to transcribe, from the wire config.
 pub fn transcribe_options(config: &RecognitionConfig) -> Result<TranscribeOptions, Status> {
+    check_hints(&config.phrase_hints)?;
     let alternatives = match config.max_alternatives as usize {
         n if n > MAX_ALTERNATIVES => {
             return Err(Status::invalid_argument(format!(

@@ -56,7 +56,9 @@ impl From<SearchError> for Status {
 impl From<AsrError> for Status {
     fn from(error: AsrError) -> Self {
         match error {
-            AsrError::Language(..) => Status::invalid_argument(error.to_string()),
+            AsrError::Language(..) | AsrError::HintsTooLong { .. } => {
+                Status::invalid_argument(error.to_string())
+            }
             AsrError::Cancelled => Status::cancelled(error.to_string()),
             AsrError::Io { .. }
             | AsrError::Folder(..)

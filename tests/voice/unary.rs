@@ -190,6 +190,36 @@ async fn bad_audio_gets_a_precise_status_and_the_server_goes_on() {
             Code::InvalidArgument,
             "English-only",
         ),
+        (
+            "a NUL in a hint",
+            RecognitionConfig {
+                phrase_hints: vec!["Szczecin".into(), "yes\0".into()],
+                ..wav_config()
+            },
+            good.clone(),
+            Code::InvalidArgument,
+            "U+0000",
+        ),
+        (
+            "hints of 5,000 characters",
+            RecognitionConfig {
+                phrase_hints: vec!["\u{FFFD}".repeat(5_000)],
+                ..wav_config()
+            },
+            good.clone(),
+            Code::InvalidArgument,
+            "5000 characters",
+        ),
+        (
+            "hints past the prompt's tokens",
+            RecognitionConfig {
+                phrase_hints: vec!["Zqx Vrk".into(); 150],
+                ..wav_config()
+            },
+            good.clone(),
+            Code::InvalidArgument,
+            "tokens",
+        ),
     ];
     for (what, config, audio, code, message) in cases {
         let status = transcribe(&mut voice, config, audio).await.unwrap_err();
