@@ -31,6 +31,8 @@ pub async fn serve_metrics(
             metrics.fleet(&fleet.state());
             metrics.queued_utterances.set(pool.queued() as i64);
             metrics.busy_workers.set(pool.running() as i64);
+            let failing = index.write_error().is_some();
+            metrics.index_writes_failing.set(i64::from(failing));
             if let Ok(stats) = tokio::task::spawn_blocking(move || index.stats()).await {
                 match stats {
                     Ok(stats) => metrics.index_documents.set(stats.document_count as i64),

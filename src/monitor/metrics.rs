@@ -85,6 +85,7 @@ pub struct Metrics {
     pub queued_utterances: IntGauge,
     pub busy_workers: IntGauge,
     pub index_documents: IntGauge,
+    pub index_writes_failing: IntGauge,
     model: IntGaugeVec,
     model_size_bytes: IntGauge,
     stage_seconds: HistogramVec,
@@ -126,6 +127,10 @@ impl Metrics {
             index_documents: r.int_gauge(
                 "voicesearch_index_documents",
                 "Documents in the catalog index",
+            ),
+            index_writes_failing: r.int_gauge(
+                "voicesearch_index_writes_failing",
+                "1 while the last catalog write failed (a full disk, say), else 0",
             ),
             model: r.int_gauge_vec(
                 "voicesearch_model_info",

@@ -34,6 +34,27 @@ use super::SearchError;
 
 /// The file beside tantivy's own that records which schema version wrote the index.
 pub const VERSION_FILE: &str = "voice-search-index.json";
+/// Bytes of the file that tells whether the disk has room after a writer died.
+const SPACE_PROBE_BYTES: usize = 64 * 1024;
+
+/// Why a write failed: in tantivy, which may mean a full disk, or elsewhere.
+enum Failed {
+    Index(tantivy::TantivyError),
+    Other(SearchError),
+}
+
+impl From<tantivy::TantivyError> for Failed {
+    fn from(error: tantivy::TantivyError) -> Self {
+        Failed::Index(error)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -113,8 +134,11 @@ pub struct CatalogIndex {
     index: Index,
     fields: Fields,
     reader: IndexReader,
-    /// Absent when opened read-only or as a follower.
-    writer: Option<Mutex<IndexWriter>>,
+    /// Absent when opened read-only or as a follower. Empty after a write failed: the
+    /// next write starts a new writer from the last commit.
+    writer: Option<Mutex<Option<IndexWriter>>>,
+    /// Why the last write failed; `None` once one succeeds.
+    write_error: Mutex<Option<String>>,
     path: PathBuf,
     /// The spoken forms of every committed document; empty when opened read-only.
     spoken: SpokenCatalog,
@@ -202,7 +226,7 @@ impl CatalogIndex {
                     tantivy::TantivyError::LockFailure(..) => SearchError::Locked(path.to_owned()),
                     other => other.into(),
                 })?;
-            Some(Mutex::new(writer))
+            Some(Mutex::new(Some(writer)))
         } else {
             None
         };
@@ -228,6 +252,7 @@ impl CatalogIndex {
             fields,
             reader,
             writer,
+            write_error: Mutex::new(None),
             path: path.to_owned(),
             spoken: SpokenCatalog::default(),
             swap: RwLock::new(()),
@@ -391,38 +416,52 @@ impl CatalogIndex {
 
     /// Inserts or replaces documents by id and commits; returns once they are durable.
     pub fn upsert(&self, documents: &[CatalogDocument]) -> Result<UpsertCounts, SearchError> {
-        let mut writer = self.writer()?;
-        let searcher = self.searcher();
-        let mut counts = UpsertCounts::default();
-        let mut seen = HashSet::new();
-        for document in documents {
-            let id_term = Term::from_field_text(self.fields.id, &document.id);
-            let existed =
-                !seen.insert(document.id.clone()) || self.contains(&searcher, &id_term)?;
-            if existed {
-                counts.replaced += 1;
-            } else {
-                counts.added += 1;
+        let counts = self.write(|writer| {
+            let searcher = self.searcher();
+            let mut counts = UpsertCounts::default();
+            let mut seen = HashSet::new();
+            for document in documents {
+                let id_term = Term::from_field_text(self.fields.id, &document.id);
+                let existed = !seen.insert(document.id.clone())
+                    || self.contains(&searcher, &id_term).map_err(Failed::Other)?;
+                if existed {
+                    counts.replaced += 1;
+                } else {
+                    counts.added += 1;
+                }
+                writer.delete_term(id_term);
+                writer.add_document(self.to_tantivy(document))?;
             }
-            writer.delete_term(id_term);
-            writer.add_document(self.to_tantivy(document))?;
-        }
-        self.commit(&mut writer)?;
+            self.commit(writer)?;
+            Ok(counts)
+        })?;
         self.spoken.upsert(documents);
         Ok(counts)
     }
 
     /// Deletes a document by id and commits; false when there was none.
     pub fn delete(&self, id: &str) -> Result<bool, SearchError> {
-        let mut writer = self.writer()?;
         let id_term = Term::from_field_text(self.fields.id, id);
-        if !self.contains(&self.searcher(), &id_term)? {
-            return Ok(false);
+        let deleted = self.write(|writer| {
+            if !self
+                .contains(&self.searcher(), &id_term)
+                .map_err(Failed::Other)?
+            {
+                return Ok(false);
+            }
+            writer.delete_term(id_term.clone());
+            self.commit(writer)?;
+            Ok(true)
+        })?;
+        if deleted {
+            self.spoken.remove(id);
         }
-        writer.delete_term(id_term);
-        self.commit(&mut writer)?;
-        self.spoken.remove(id);
-        Ok(true)
+        Ok(deleted)
+    }
+
+    /// Why the last write failed, while writes fail.
+    pub fn write_error(&self) -> Option<String> {
+        lock(&self.write_error).clone()
     }
 
     /// The stored document with this id.
@@ -505,15 +544,56 @@ impl CatalogIndex {
         Ok(searcher.search(&query, &Count)? > 0)
     }
 
-    fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, SearchError> {
-        let writer = self.writer.as_ref().ok_or_else(|| match self.follow {
+    /// Runs `write` on the writer, one write at a time. A write that fails is not kept:
+    /// its writer is dropped with whatever it held, and the next write starts a new one
+    /// from the last commit, so that a disk that was full and has room again takes
+    /// writes without a restart.
+    fn write<T>(
+        &self,
+        write: impl FnOnce(&mut IndexWriter) -> Result<T, Failed>,
+    ) -> Result<T, SearchError> {
+        let slot = self.writer.as_ref().ok_or_else(|| match self.follow {
             Some(_) => SearchError::Follower,
             None => SearchError::ReadOnly(self.path.clone()),
         })?;
-        Ok(writer.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut slot = lock(slot);
+        let result = match &mut *slot {
+            Some(writer) => write(writer),
+            None => match self.index.writer_with_num_threads(1, WRITER_MEMORY_BYTES) {
+                Ok(writer) => write(slot.insert(writer)),
+                Err(error) => Err(Failed::Index(error)),
+            },
+        };
+        let result = result.map_err(|failed| {
+            *slot = None;
+            let error = match failed {
+                Failed::Index(error) if self.disk_is_full(&error) => {
+                    SearchError::DiskFull(self.path.clone())
+                }
+                Failed::Index(error) => error.into(),
+                Failed::Other(error) => error,
+            };
+            tracing::warn!(%error, "a catalog write failed and was not kept");
+            error
+        });
+        *lock(&self.write_error) = result.as_ref().err().map(ToString::to_string);
+        result
     }
 
-    fn commit(&self, writer: &mut IndexWriter) -> Result<(), SearchError> {
+    /// Whether `error` comes of a full disk: it says so, or (a writer thread that died
+    /// says only that it died) a small file no longer fits beside the index.
+    fn disk_is_full(&self, error: &tantivy::TantivyError) -> bool {
+        let full = |error: &std::io::Error| error.kind() == std::io::ErrorKind::StorageFull;
+        if let tantivy::TantivyError::IoError(error) = error {
+            return full(error);
+        }
+        let probe = self.path.join(".space-probe");
+        let written = std::fs::write(&probe, [0u8; SPACE_PROBE_BYTES]);
+        std::fs::remove_file(&probe).ok();
+        written.is_err_and(|error| full(&error))
+    }
+
+    fn commit(&self, writer: &mut IndexWriter) -> Result<(), Failed> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

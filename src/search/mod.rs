@@ -75,6 +75,11 @@ pub enum SearchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the disk holding the index is full ({0}): this write was not kept, and every \
+         acknowledged one is; free space and retry"
+    )]
+    DiskFull(PathBuf),
     #[error("index error: {0}")]
     Index(String),
 }

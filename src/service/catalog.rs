@@ -161,6 +161,7 @@ impl Catalog for CatalogService {
                 timestamp(UNIX_EPOCH + std::time::Duration::from_millis(fleet.published_at_unix_ms))
             }),
             snapshot_store_error: fleet.store_error.unwrap_or_default(),
+            index_write_error: self.index.write_error().unwrap_or_default(),
         }))
     }
 }

@@ -48,6 +48,7 @@ impl From<SearchError> for Status {
             | SearchError::Follower => Status::failed_precondition(error.to_string()),
             // Retryable: another replica, or this one after its next poll, has it.
             SearchError::CatalogBehind { .. } => Status::unavailable(error.to_string()),
+            SearchError::DiskFull(_) => Status::resource_exhausted(error.to_string()),
             SearchError::Io { .. } | SearchError::Index(_) => Status::internal(error.to_string()),
         }
     }

@@ -15,8 +15,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where the Prometheus endpoint listens.
     pub metrics_addr: SocketAddr,
-    /// Holds the server's index folder until the server is gone.
-    _index: tempfile::TempDir,
+    /// Holds the server's index folder, when the test did not give one, until the
+    /// server is gone.
+    _index: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -34,6 +35,13 @@ impl TestServer {
     pub async fn start(mut config: ServeConfig) -> Self {
         let index = tempfile::tempdir().unwrap();
         config.index = index.path().to_owned();
+        let mut server = Self::start_in(config).await;
+        server._index = Some(index);
+        server
+    }
+
+    /// Starts a server with `config`, its index where `config.index` says.
+    pub async fn start_in(mut config: ServeConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
@@ -52,7 +60,7 @@ impl TestServer {
         Self {
             addr,
             metrics_addr,
-            _index: index,
+            _index: None,
             stop: Some(stop),
             task,
         }

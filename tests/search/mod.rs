@@ -1,9 +1,11 @@
 //! Catalog search on a real index on disk: the spoken-query features, each case failing
 //! if its feature is removed (`ranking`); writes, durability including `kill -9`, import,
 //! the gRPC surface and read-only opening (`catalog`); forged page tokens, unbounded
-//! documents and echoed input (`errors`); mutated documents and page tokens (`fuzz`).
+//! documents and echoed input (`errors`); mutated documents and page tokens (`fuzz`); a
+//! full disk under the index (`disk`).
 
 mod catalog;
+mod disk;
 mod errors;
 mod fuzz;
 mod ranking;
