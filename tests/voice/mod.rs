@@ -4,7 +4,8 @@
 //! StreamingVoiceSearch on a real server: several utterances per stream, interim results,
 //! chunking invariance (`results`), every bad input with the server answering afterwards,
 //! the full queue, the stream limit and cancellation (`limits`), clients that stop
-//! reading (`slow_clients`); random event sequences (`fuzz`).
+//! reading (`slow_clients`); random event sequences (`fuzz`); streams and searches
+//! together for a bounded while (`soak`).
 
 mod client;
 mod fuzz;
@@ -12,6 +13,7 @@ mod limits;
 mod results;
 mod session;
 mod slow_clients;
+mod soak;
 mod unary;
 
 use std::time::Duration;
