@@ -12,9 +12,8 @@ logistic regression, fitted by Newton's method; no third-party packages.
 
 The figures printed are cross-validated: clips are split into folds by target document
 (both clips of one target fall in the same fold), each fold scored by a model fitted on
-the others. The confidence floor (`reject_below`: below it the hits fall back to text
-search order) is chosen on those held-out scores. The weights written are then fitted
-on all clips.
+the others. The hits are always in the model's order; how sure it is is the confidence,
+whose calibration is printed. The weights written are then fitted on all clips.
 """
 
 import argparse
@@ -25,7 +24,6 @@ import random
 # Filled from the reports' own feature names, so the list is written once, in Rust.
 FEATURES = []
 L2 = 0.1
-FLOORS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 BINS = 10
 
 
@@ -118,18 +116,10 @@ def confidence(weights, bias, x):
     return sigmoid(bias + sum(a * b for a, b in zip(weights, x)))
 
 
-def decide(clip, weights, bias, floor):
+def decide(clip, weights, bias):
     """(first hit id, its confidence) as the pipeline decides."""
-    scored = sorted(
-        ((confidence(weights, bias, x), doc, x) for x, _, doc in clip["rows"]),
-        reverse=True,
-    )
-    best = scored[0]
-    if best[0] >= floor:
-        return best[1], best[0]
-    by_text = [s for s in scored if s[2][FEATURES.index("text_rank")] > 0]
-    by_text.sort(key=lambda s: -s[2][FEATURES.index("text_rank")])
-    return (by_text[0][1], by_text[0][0]) if by_text else (None, best[0])
+    best = max((confidence(weights, bias, x), doc) for x, _, doc in clip["rows"])
+    return best[1], best[0]
 
 
 def folds_of(clips, k, seed):
@@ -151,13 +141,13 @@ def held_out(clips, k, seed):
     return models
 
 
-def evaluate(clips, models, floor):
+def evaluate(clips, models):
     queries = [c for c in clips if c["expected"]]
     top1 = 0
     outcomes = []
     for clip in clips:
         weights, bias = models[clip["id"]]
-        first, conf = decide(clip, weights, bias, floor)
+        first, conf = decide(clip, weights, bias)
         correct = clip["expected"] is not None and first == clip["expected"]
         top1 += correct
         outcomes.append((conf, correct))
@@ -193,14 +183,9 @@ def main():
     queries = sum(1 for c in clips if c["expected"])
     print(f"{len(clips)} clips ({queries} queries), {sum(len(c['rows']) for c in clips)} candidates")
     models = held_out(clips, args.folds, args.seed)
-    results = [(floor, *evaluate(clips, models, floor)) for floor in FLOORS]
-    for floor, top1, _ in results:
-        print(f"held-out top-1 with reject_below {floor:.2f}: {top1:.3f}")
-    # The highest floor among the best: refuse to trust what the data does not support.
-    best_top1 = max(top1 for _, top1, _ in results)
-    floor, top1, outcomes = max((r for r in results if r[1] == best_top1), key=lambda r: r[0])
+    top1, outcomes = evaluate(clips, models)
     table, ece = reliability(outcomes)
-    print(f"\nchosen reject_below {floor:.2f}: held-out top-1 {top1:.3f}, ECE {ece:.3f}")
+    print(f"held-out top-1 {top1:.3f}, ECE {ece:.3f}")
     print("| confidence | clips | mean confidence | share right |")
     print("| --- | --- | --- | --- |")
     for lo, hi, n, mean_conf, accuracy in table:
@@ -211,7 +196,6 @@ def main():
         "features": FEATURES,
         "weights": [round(w, 5) for w in weights],
         "bias": round(bias, 5),
-        "reject_below": floor,
         "fit": {
             "reports": args.report,
             "clips": len(clips),

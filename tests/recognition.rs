@@ -64,7 +64,6 @@ fn a_name_the_transcript_garbles_is_found_through_the_catalog() {
     assert_eq!(first.source, HitSource::Acoustic);
     assert!(first.confidence > 0.5, "{}", first.confidence);
     let decision = biased.decision.unwrap();
-    assert!(!decision.rejected);
     assert!(decision.candidates.len() > 1);
     assert!(biased.timings.rescore > std::time::Duration::ZERO);
 }

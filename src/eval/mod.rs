@@ -114,9 +114,6 @@ pub enum MissReason {
     NotCandidate,
     /// Among the candidates, but another ranked above it.
     RankedBelow,
-    /// The best candidate was rejected as out of catalog and text search did not put
-    /// the expected document first.
-    Rejected,
 }
 
 impl ClipResult {
@@ -128,7 +125,6 @@ impl ClipResult {
         }
         Some(match &self.decision {
             Some(d) if !d.candidates.iter().any(|c| &c.id == expected) => MissReason::NotCandidate,
-            Some(d) if d.rejected => MissReason::Rejected,
             Some(_) => MissReason::RankedBelow,
             None if self.hits.contains(expected) => MissReason::RankedBelow,
             None => MissReason::NotCandidate,
@@ -337,12 +333,12 @@ impl Report {
             "p50 ms",
             "p95 ms",
             "rescore",
-            "misses: not candidate / ranked below / rejected"
+            "misses: not candidate / ranked below"
         );
         let row = |name: &str, s: &Summary| {
             let miss = |reason| s.misses.get(&reason).copied().unwrap_or(0);
             format!(
-                "{:<40} {:>5} {:>6.3} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1}  {} / {} / {}\n",
+                "{:<40} {:>5} {:>6.3} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1}  {} / {}\n",
                 name,
                 s.clips,
                 s.wer,
@@ -353,7 +349,6 @@ impl Report {
                 s.rescore_ms_p50,
                 miss(MissReason::NotCandidate),
                 miss(MissReason::RankedBelow),
-                miss(MissReason::Rejected),
             )
         };
         for (name, summary) in &self.by_condition {

@@ -78,11 +78,10 @@ struct LaidReadings<'t> {
     owners: Vec<ReadingOwner>,
 }
 
-/// A candidate ranked: as the reranker saw it, how it was found, and its text rank.
+/// A candidate ranked: as the reranker saw it, and how it was found.
 struct Ranked {
     scored: ScoredCandidate,
     source: HitSource,
-    text_rank: Option<usize>,
 }
 
 impl CatalogRanking<'_> {
@@ -130,7 +129,9 @@ impl CatalogRanking<'_> {
         let (best, free_reading) =
             best_readings(&laid, &scores, heard.after_carrier, candidates.len());
         let ranked = self.rank(&candidates, &best);
-        let (chosen, rejected) = choose(&ranked, self.rerank.reject_below, options.max_hits);
+        // The ranking is the reranker's even when nothing is likely: the low confidence
+        // says so, rather than a floor that hands the order back to text search.
+        let chosen = &ranked[..ranked.len().min(options.max_hits.max(1))];
         let matched = chosen
             .first()
             .map(|r| analyze(&r.scored.reading))
@@ -143,7 +144,7 @@ impl CatalogRanking<'_> {
             .engine
             .hits_by_id(&ids, &matched)?
             .into_iter()
-            .zip(&chosen)
+            .zip(chosen)
             .map(|(hit, r)| RankedHit {
                 confidence: r.scored.confidence,
                 source: r.source,
@@ -154,7 +155,6 @@ impl CatalogRanking<'_> {
             hits,
             CatalogDecision {
                 candidates: ranked.into_iter().map(|r| r.scored).collect(),
-                rejected,
                 free_reading,
             },
         ))
@@ -240,7 +240,6 @@ impl CatalogRanking<'_> {
                         features,
                     },
                     source,
-                    text_rank: candidate.text_rank,
                 }
             })
             .collect();
@@ -374,23 +373,6 @@ fn best_readings(
         }
     }
     (best, free_at(after_carrier).mean())
-}
-
-/// The hits: the ranking's first `max_hits`; when even the best is below the floor
-/// (nothing in the catalog reads as what was said), text search's order instead.
-fn choose(ranked: &[Ranked], reject_below: f32, max_hits: usize) -> (Vec<&Ranked>, bool) {
-    let rejected = ranked
-        .first()
-        .is_none_or(|best| best.scored.confidence < reject_below);
-    let mut chosen: Vec<&Ranked> = if rejected {
-        let mut by_text: Vec<&Ranked> = ranked.iter().filter(|r| r.text_rank.is_some()).collect();
-        by_text.sort_by_key(|r| r.text_rank);
-        by_text
-    } else {
-        ranked.iter().collect()
-    };
-    chosen.truncate(max_hits.max(1));
-    (chosen, rejected)
 }
 
 /// What a candidate's words earned: its text match, its sound, the beam's proposal and

@@ -123,9 +123,6 @@ pub struct ScoredCandidate {
 pub struct CatalogDecision {
     /// Every candidate, best first.
     pub candidates: Vec<ScoredCandidate>,
-    /// The best candidate was below the model's confidence floor: the hits are those of
-    /// plain text search.
-    pub rejected: bool,
     /// Mean log-probability of the free transcript's own reading of the name.
     pub free_reading: f32,
 }

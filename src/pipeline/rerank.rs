@@ -91,9 +91,6 @@ pub struct RerankModel {
     pub features: Vec<String>,
     pub weights: Vec<f32>,
     pub bias: f32,
-    /// Below this confidence the best candidate is not trusted: the hits come from
-    /// plain text search of the transcript.
-    pub reject_below: f32,
 }
 
 /// The weights fitted on the development set, compiled in.
@@ -155,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_model_for_other_features_is_refused() {
-        let text = r#"{"features":["acoustic"],"weights":[1.0],"bias":0.0,"reject_below":0.1}"#;
+        let text = r#"{"features":["acoustic"],"weights":[1.0],"bias":0.0}"#;
         assert!(matches!(
             RerankModel::from_json(text),
             Err(RerankError::Features { .. })
