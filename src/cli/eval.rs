@@ -198,6 +198,7 @@ pub(crate) fn evaluate_in_process(
         clips.push(ClipResult {
             id: entry.id.clone(),
             condition: entry.condition.clone(),
+            voice: entry.voice(),
             kind: entry.kind.clone(),
             reference: entry.text.clone(),
             hypothesis,
@@ -282,6 +283,7 @@ pub(crate) async fn evaluate_over_grpc(
             Ok(ClipResult {
                 id: entry.id.clone(),
                 condition: entry.condition.clone(),
+                voice: entry.voice(),
                 kind: entry.kind.clone(),
                 reference: entry.text.clone(),
                 hypothesis: transcript.text,

@@ -24,10 +24,26 @@ pub struct ManifestEntry {
     pub expected_doc: Option<String>,
     #[serde(default)]
     pub condition: String,
+    /// Who spoke: `engine:voice` for synthesized clips ("festival:kal_diphone").
+    #[serde(default)]
+    pub speaker: String,
     #[serde(default)]
     pub kind: String,
     #[serde(default)]
     pub duration_s: f64,
+}
+
+impl ManifestEntry {
+    /// The speaker's family, the part before `:` (the synthesis engine), which is what
+    /// a held-out set's other voices of one engine share.
+    pub fn voice(&self) -> String {
+        let family = self.speaker.split(':').next().unwrap_or_default();
+        if family.is_empty() {
+            "unknown".into()
+        } else {
+            family.to_string()
+        }
+    }
 }
 
 /// Why a manifest could not be read.
@@ -74,6 +90,8 @@ pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>, EvalError> {
 pub struct ClipResult {
     pub id: String,
     pub condition: String,
+    /// The speaker's family ([`ManifestEntry::voice`]).
+    pub voice: String,
     pub kind: String,
     pub reference: String,
     pub hypothesis: String,
@@ -251,6 +269,7 @@ pub struct Report {
     pub overall: Summary,
     pub calibration: Calibration,
     pub by_condition: BTreeMap<String, Summary>,
+    pub by_voice: BTreeMap<String, Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunInfo>,
 }
@@ -284,20 +303,25 @@ impl RunInfo {
 
 impl Report {
     pub fn new(clips: Vec<ClipResult>) -> Self {
-        let mut groups: BTreeMap<String, Vec<&ClipResult>> = BTreeMap::new();
-        for clip in &clips {
-            groups.entry(clip.condition.clone()).or_default().push(clip);
-        }
-        let by_condition = groups
-            .into_iter()
-            .map(|(k, v)| (k, summarize(&v)))
-            .collect();
+        let by = |key: fn(&ClipResult) -> &String| {
+            let mut groups: BTreeMap<String, Vec<&ClipResult>> = BTreeMap::new();
+            for clip in &clips {
+                groups.entry(key(clip).clone()).or_default().push(clip);
+            }
+            groups
+                .into_iter()
+                .map(|(k, v)| (k, summarize(&v)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let by_condition = by(|clip| &clip.condition);
+        let by_voice = by(|clip| &clip.voice);
         let overall = summarize(&clips.iter().collect::<Vec<_>>());
         Self {
             calibration: Calibration::of(&clips),
             clips,
             overall,
             by_condition,
+            by_voice,
             run: None,
         }
     }
@@ -321,7 +345,7 @@ impl Report {
         })
     }
 
-    /// A short table: one row per condition and the overall figures.
+    /// A short table: one row per condition, the overall figures, and one row per voice.
     pub fn table(&self) -> String {
         let mut out = format!(
             "{:<40} {:>5} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  {}\n",
@@ -355,6 +379,9 @@ impl Report {
             out.push_str(&row(name, summary));
         }
         out.push_str(&row("OVERALL", &self.overall));
+        for (name, summary) in &self.by_voice {
+            out.push_str(&row(&format!("voice {name}"), summary));
+        }
         if let Some(run) = &self.run {
             out.push_str(&format!(
                 "{}, concurrency {}: {:.2} utterances/s over {:.1} s; errors: {}\n",
@@ -523,6 +550,7 @@ mod tests {
         ClipResult {
             id: String::new(),
             condition: String::new(),
+            voice: String::new(),
             kind: String::new(),
             reference: String::new(),
             hypothesis: String::new(),
@@ -538,6 +566,30 @@ mod tests {
             decision: None,
             top_confidence: Some(confidence),
         }
+    }
+
+    #[test]
+    fn clips_are_summarized_by_the_family_of_their_voice() {
+        let entry = |speaker: &str| ManifestEntry {
+            id: String::new(),
+            audio: PathBuf::new(),
+            text: String::new(),
+            expected_doc: None,
+            condition: String::new(),
+            speaker: speaker.into(),
+            kind: String::new(),
+            duration_s: 0.0,
+        };
+        assert_eq!(entry("festival:kal_diphone").voice(), "festival");
+        assert_eq!(entry("piper").voice(), "piper");
+        assert_eq!(entry("").voice(), "unknown");
+        let mut right = clip(0.9, true);
+        right.voice = "festival".into();
+        let mut wrong = clip(0.9, false);
+        wrong.voice = "espeak".into();
+        let report = Report::new(vec![right, wrong]);
+        assert_eq!(report.by_voice["festival"].top1, 1.0);
+        assert_eq!(report.by_voice["espeak"].top1, 0.0);
     }
 
     #[test]
