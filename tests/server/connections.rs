@@ -202,3 +202,25 @@ async fn a_grpc_web_body_that_stops_arriving_ends_its_call() {
     assert!(answer.contains("grpc-status: 4"), "{answer}");
     search_works(&server).await;
 }
+
+#[tokio::test]
+async fn a_channel_idle_past_the_start_deadline_reconnects_for_its_first_call() {
+    let server = TestServer::start(voice_search::config::ServeConfig {
+        connection_start_seconds: 0.5,
+        ..test_config()
+    })
+    .await;
+    // Connected at once, as a client that warms its channel does, then quiet for longer
+    // than the start deadline: the server closes that connection, and the first call
+    // opens another.
+    let channel = server.channel().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let response = SearchClient::new(channel)
+        .search(SearchRequest {
+            query: "anything".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await;
+    assert!(response.is_ok(), "{response:?}");
+}
