@@ -262,6 +262,9 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
         .text
         .to_lowercase();
     assert!(text.contains("lambs"), "{text}");
+    // How often Envoy itself retried upstream, beside our client's resends.
+    let retries = envoy.admin("/stats?filter=upstream_rq_retry").await;
+    println!("envoy retry counters:\n{}", retries.trim());
 }
 
 /// Kills (`kill -9`) whichever of `replicas` holds an open stream, once one does.
