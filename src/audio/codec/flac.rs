@@ -22,7 +22,7 @@ use crate::audio::format::{
 use crate::audio::{AudioError, AudioFormat, Decoded};
 
 /// Audio bytes (past the metadata blocks) before the first trial decode.
-pub const FIRST_TRIAL_BYTES: usize = 1024;
+const FIRST_TRIAL_BYTES: usize = 1024;
 /// "fLaC", a metadata block header and STREAMINFO's first 18 bytes.
 const STREAMINFO_BYTES: usize = 4 + 4 + 18;
 

@@ -28,11 +28,6 @@ const ROLE_OF_METHOD: &[(&str, Role)] = &[
     ("/voicesearch.v1.Catalog/DeleteDocument", Role::Catalog),
     ("/voicesearch.v1.Monitor/GetDriftReport", Role::Monitor),
 ];
-/// Methods whose calls are streams, held open for as long as their responses last.
-const STREAMING_METHODS: &[&str] = &[
-    "/voicesearch.v1.VoiceSearch/StreamingVoiceSearch",
-    "/voicesearch.v1.Catalog/BulkUpsertDocuments",
-];
 /// Services any caller may use.
 const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 
@@ -41,12 +36,22 @@ const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 #[derive(Clone)]
 pub struct RequireKeys {
     ring: Option<Arc<KeyRing>>,
+    /// Paths of the methods whose calls are streams, held open for as long as their
+    /// responses last.
+    streaming: Arc<std::collections::HashSet<String>>,
 }
 
 impl RequireKeys {
     pub fn new(ring: Option<KeyRing>) -> Self {
         Self {
             ring: ring.map(Arc::new),
+            streaming: Arc::new(
+                super::methods::of_protos()
+                    .into_iter()
+                    .filter(|(_, method)| method.streams_requests)
+                    .map(|(path, _)| path)
+                    .collect(),
+            ),
         }
     }
 
@@ -97,7 +102,7 @@ impl RequireKeys {
                 over.retry_after.as_secs_f64()
             ))
         })?;
-        let place = if STREAMING_METHODS.contains(&path) {
+        let place = if self.streaming.contains(path) {
             caller.open_stream().map_err(|full| {
                 Status::resource_exhausted(format!(
                     "the key {:?} already holds {} streams open, as many as it may; close one first",
