@@ -89,12 +89,20 @@ impl CatalogBias {
         }
         let matches =
             whisper.constrained_search(tree, words, entries, &state.trie, width, limit)?;
-        Ok(matches
+        let mut reached: Vec<(f32, String, usize)> = matches
             .into_iter()
             .filter_map(|m| {
                 let id = state.ids.get(m.payload as usize)?.clone()?;
-                Some((id, m.after_words))
+                Some((m.mean_logprob, id, m.after_words))
             })
+            .collect();
+        // Ids break ties (two towns of one name share a path), so that the proposals do
+        // not depend on the order the entries were loaded in.
+        reached.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        reached.truncate(limit);
+        Ok(reached
+            .into_iter()
+            .map(|(_, id, after_words)| (id, after_words))
             .collect())
     }
 

@@ -191,7 +191,8 @@ impl Whisper {
     /// Beams of `width` paths through `trie`, one entered after each count of
     /// transcript words in `entries`, all decoded together; each step keeps a beam's
     /// likeliest extensions the trie allows. Returns the entries the paths reached (each
-    /// at its best), best first by mean log-probability, at most `limit`.
+    /// at its best), best first by mean log-probability: `limit` of them, and past it any
+    /// tied with the last (see [`Reached::best_first`]).
     pub fn constrained_search(
         &self,
         tree: &mut TokenTree,
@@ -365,13 +366,48 @@ impl Reached {
                 after_words,
             })
             .collect();
-        // Payloads break ties, since the map's order changes from one process to the next.
+        // Payloads order ties, since the map's order changes from one process to the next;
+        // matches tied with the last one kept stay, since payload numbers follow the order
+        // the entries were added in, and only the caller knows a tie-break that does not.
         matches.sort_by(|a, b| {
             b.mean_logprob
                 .total_cmp(&a.mean_logprob)
                 .then(a.payload.cmp(&b.payload))
         });
-        matches.truncate(limit);
+        let keep = match limit.checked_sub(1).and_then(|last| matches.get(last)) {
+            Some(last) => {
+                let last = last.mean_logprob;
+                limit
+                    + matches[limit..]
+                        .iter()
+                        .take_while(|m| m.mean_logprob == last)
+                        .count()
+            }
+            None => limit,
+        };
+        matches.truncate(keep);
         matches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries tied with the last one kept are all returned, whatever their payloads, so
+    /// that the caller's tie-break decides which of them stay.
+    #[test]
+    fn ties_at_the_limit_are_kept() {
+        let mut reached = Reached::default();
+        for (payload, mean) in [(4, -1.0), (9, -2.0), (1, -2.0), (7, -2.0), (3, -3.0)] {
+            reached.record(payload, mean, 0);
+        }
+        let payloads = |matches: Vec<BeamMatch>| -> Vec<u32> {
+            matches.into_iter().map(|m| m.payload).collect()
+        };
+        let mut again = Reached::default();
+        again.0.clone_from(&reached.0);
+        assert_eq!(payloads(reached.best_first(2)), [4, 1, 7, 9]);
+        assert_eq!(payloads(again.best_first(0)), Vec::<u32>::new());
     }
 }
