@@ -231,14 +231,25 @@ unsafe fn dot_half_f16c(row: &[half::f16], x: &[f32]) -> f32 {
     unsafe {
         use std::arch::x86_64::*;
         let chunks = row.len() / 8;
-        let mut acc = _mm256_setzero_ps();
-        for c in 0..chunks {
+        // Four sums in flight, so that each product waits on the one four before it rather
+        // than on the last: one chain would be bound by the latency of its additions.
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let fours = chunks / 4 * 4;
+        for c in (0..fours).step_by(4) {
+            for (k, sum) in acc.iter_mut().enumerate() {
+                // SAFETY: (c + k) * 8 + 8 <= row.len() == x.len(); unaligned loads.
+                let halves = _mm_loadu_si128(row.as_ptr().add((c + k) * 8) as *const __m128i);
+                let values = _mm256_loadu_ps(x.as_ptr().add((c + k) * 8));
+                *sum = _mm256_fmadd_ps(_mm256_cvtph_ps(halves), values, *sum);
+            }
+        }
+        for c in fours..chunks {
             // SAFETY: c * 8 + 8 <= row.len() == x.len(); unaligned loads.
             let halves = _mm_loadu_si128(row.as_ptr().add(c * 8) as *const __m128i);
-            let weights = _mm256_cvtph_ps(halves);
             let values = _mm256_loadu_ps(x.as_ptr().add(c * 8));
-            acc = _mm256_fmadd_ps(weights, values, acc);
+            acc[0] = _mm256_fmadd_ps(_mm256_cvtph_ps(halves), values, acc[0]);
         }
+        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
         let tail: f32 = row[chunks * 8..]
