@@ -159,7 +159,8 @@ async fn fleet_serves_what_the_writer_acknowledges(
             follower.addr
         );
     }
-    stop.send(true).unwrap();
+    // The load may have run its 2,000 searches and dropped its receiver already.
+    stop.send_replace(true);
     load.await.unwrap();
     let (searched, failed) = (
         searching.load(Ordering::Relaxed),
