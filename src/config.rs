@@ -127,8 +127,8 @@ settings! {
     /// Serve the voice search page at `/` on the gRPC port (browsers reach every
     /// service there through gRPC-Web).
     web: bool = true;
-    /// Origins whose pages may call the server through gRPC-Web, comma-separated
-    /// (`https://app.example.com`), or `*` for any.
+    /// Origins whose pages may call the server through gRPC-Web and open its WebSocket
+    /// stream, comma-separated (`https://app.example.com`), or `*` for any.
     cors_origin: Vec<String> = Vec::new(), shown "none, only the page served here";
     /// PEM certificate chain for TLS; with `tls_key`, the server speaks only TLS.
     tls_cert: Option<PathBuf> = None, shown "none, plaintext";

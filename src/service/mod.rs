@@ -2,13 +2,15 @@
 //! call the library and map its errors (`status.rs`), one layer counting calls
 //! (`metrics.rs`), API keys at the door ([`auth`]), connections before gRPC sees them
 //! (`connections.rs`, with [`tls`]), request bodies' bounds (`bodies.rs`), gRPC-Web and
-//! the page (`web.rs`), health and reflection. No search or speech logic lives here.
+//! the page (`web.rs`), the browsers' WebSocket stream (`websocket.rs`), the HTTP
+//! serving of each connection (`http.rs`), health and reflection. No search or speech logic lives here.
 
 pub mod auth;
 mod bodies;
 mod catalog;
 mod connections;
 mod convert;
+mod http;
 mod methods;
 mod metrics;
 mod monitor;
@@ -17,6 +19,7 @@ mod status;
 pub mod tls;
 mod voice;
 mod web;
+mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +27,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::Routes;
-use tonic::transport::Server;
 
 use crate::app::{App, Replication};
 use crate::config::ServeConfig;
@@ -40,6 +42,7 @@ pub use connections::ConnectionLimits;
 pub use monitor::MonitorService;
 pub use search::SearchService;
 pub use voice::VoiceSearchService;
+pub use websocket::{PATH as STREAM_PATH, PROTOCOL as STREAM_PROTOCOL, STATUS_CLOSE_BASE};
 
 /// Longest pause between a writer's attempts to publish to a store that fails.
 const PUBLISH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -49,8 +52,6 @@ const PUBLISH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5)
 pub enum ServeError {
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Keys(#[from] auth::keys::KeyError),
     #[error(transparent)]
@@ -152,7 +153,9 @@ pub async fn serve(
         }
     };
 
-    let keepalive = config.keepalive();
+    let stream_door =
+        websocket::StreamDoor::new(voice.clone(), &config.cors_origin, config.max_message_bytes);
+    let sockets = stream_door.sockets();
     let services = Services {
         voice,
         engine,
@@ -161,29 +164,32 @@ pub async fn serve(
         monitor: monitor.clone(),
     };
     let routes = routes(config, health_service, services)?;
-
-    let max_calls = u32::try_from(config.max_calls_per_connection).unwrap_or(u32::MAX);
-    // HTTP/1.1 too: browsers speak gRPC-Web over it.
-    let server = Server::builder()
-        .accept_http1(true)
-        .max_concurrent_streams(max_calls)
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive))
+    let keys = auth::RequireKeys::new(ring);
+    let service = tower::ServiceBuilder::new()
         .layer(connections::MarkStarted)
-        .layer(tower::util::option_layer(web::cors(&config.cors_origin)))
-        .layer(tower::util::option_layer(
-            config.web.then_some(web::ServePage),
-        ))
+        .option_layer(web::cors(&config.cors_origin))
+        .option_layer(config.web.then_some(web::ServePage))
+        .layer(websocket::ServeStream::new(stream_door, keys.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(bodies::BoundBodies::new(BodyLimits::of(config)))
         .layer(metrics::CountCalls::new(monitor))
-        .layer(auth::RequireKeys::new(ring))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(connections, on_shutdown);
+        .layer(keys)
+        .service(routes);
+    let settings = http::Http2Settings {
+        max_calls: u32::try_from(config.max_calls_per_connection).unwrap_or(u32::MAX),
+        keepalive: config.keepalive(),
+    };
+    // Drained when the calls are done and so are the WebSocket streams, which outlive
+    // their connections' HTTP.
+    let server = async {
+        http::serve(connections, service, settings, on_shutdown).await;
+        sockets.close();
+        sockets.wait().await;
+    };
 
     let grace = config.shutdown_grace();
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         _ = async { draining.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "grace period over; closing the calls still open");
         }

@@ -1,7 +1,9 @@
 //! The voice search page in a real browser: headless Chromium (Debian's package) loads it
 //! from the server, searches a typed query through gRPC-Web, then records a spoken one
-//! from a fake microphone playing a fixture and shows its transcript and hits, as a
-//! person pressing the button would see them. The screenshot is
+//! from a fake microphone playing a fixture, once sent whole over gRPC-Web and once
+//! streamed over the WebSocket, where interim results show before the button is released
+//! and the final matches the one-shot answer, as a person pressing the button would see
+//! them. The screenshot is
 //! `target/browser/voice-search-page.png` (the picture in docs/api.md).
 
 use std::process::Command;
@@ -57,6 +59,18 @@ async fn a_spoken_query_in_chromium_shows_its_transcript_and_hits() {
 
     let spoken = &shown["spoken"];
     assert_eq!(spoken["state"], "done", "{spoken}");
+    assert_eq!(spoken["path"], "websocket", "{spoken}");
+    assert!(
+        spoken["interimsBeforeRelease"].as_u64().unwrap() >= 1,
+        "an interim result before the button was released: {spoken}"
+    );
+    let whole = &shown["whole"];
+    assert_eq!(whole["path"], "grpc-web", "{whole}");
+    assert_eq!(
+        (&whole["transcript"], &whole["hits"][0]),
+        (&spoken["transcript"], &spoken["hits"][0]),
+        "the stream's final is what the one-shot call answers"
+    );
     let transcript = spoken["transcript"].as_str().unwrap().to_lowercase();
     assert!(transcript.contains("silence of the lambs"), "{spoken}");
     assert_eq!(

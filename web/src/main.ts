@@ -1,11 +1,22 @@
-// The voice search page: records one utterance with MediaRecorder (Opus), sends it to the
-// server that served the page through gRPC-Web, and shows the transcript, the hits and
-// how long the answer took. Typed queries go to the Search RPC the same way.
+// The voice search page: records an utterance with MediaRecorder (Opus) and streams it,
+// a chunk every quarter second, over the server's WebSocket twin of StreamingVoiceSearch,
+// showing interim transcripts and hits while the button is held and the final once it is
+// released, with how long that took. Where no socket opens (or when asked in the
+// settings) the whole recording goes in one gRPC-Web call instead. Typed queries go to
+// the Search RPC over gRPC-Web.
 
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { HitSource, Search, type Hit } from "./gen/voicesearch/v1/search_pb";
-import { AudioEncoding, VoiceSearch } from "./gen/voicesearch/v1/voice_search_pb";
+import {
+  AudioEncoding,
+  StreamingVoiceSearchRequestSchema,
+  StreamingVoiceSearchResponseSchema,
+  VoiceSearch,
+  type StreamingVoiceSearchRequest,
+  type UtteranceResult,
+} from "./gen/voicesearch/v1/voice_search_pb";
 
 /** The server refuses longer utterances (its default `max_utterance_seconds`). */
 const MAX_RECORDING_MS = 29_000;
@@ -13,6 +24,13 @@ const MAX_RECORDING_MS = 29_000;
 const TAP_MS = 300;
 const HITS = 5;
 const KEY_STORAGE = "voice-search-api-key";
+/** The server's WebSocket stream, and the subprotocol it speaks. */
+const STREAM_PATH = "/v1/stream";
+const STREAM_PROTOCOL = "voicesearch.v1";
+/** A socket closed with this plus a gRPC status code ended with that status. */
+const STATUS_CLOSE_BASE = 4000;
+/** How often the recorder hands over what it has heard, to go out on the socket. */
+const CHUNK_MS = 250;
 
 const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const talk = element<HTMLButtonElement>("talk");
@@ -23,6 +41,7 @@ const hits = element<HTMLOListElement>("hits");
 const typed = element<HTMLFormElement>("typed");
 const query = element<HTMLInputElement>("query");
 const apiKey = element<HTMLInputElement>("api-key");
+const oneShot = element<HTMLInputElement>("one-shot");
 
 apiKey.value = localStorage.getItem(KEY_STORAGE) ?? "";
 apiKey.addEventListener("change", () => localStorage.setItem(KEY_STORAGE, apiKey.value.trim()));
@@ -73,13 +92,20 @@ async function startRecording() {
     return fail(`No microphone: ${(error as Error).message}`);
   }
   const chunks: Blob[] = [];
+  const stream = oneShot.checked || !("WebSocket" in window) ? undefined : openStream(format.encoding);
+  document.body.dataset.interims = "0";
   recorder = new MediaRecorder(microphone, { mimeType: format.mimeType });
-  recorder.ondataavailable = (event) => chunks.push(event.data);
+  recorder.ondataavailable = (event) => {
+    chunks.push(event.data);
+    stream?.send(event.data);
+  };
   recorder.onstop = () => {
     microphone.getTracks().forEach((track) => track.stop());
-    void send(new Blob(chunks, { type: format.mimeType }), format.encoding);
+    const clip = new Blob(chunks, { type: format.mimeType });
+    if (stream) stream.finish(clip);
+    else void send(clip, format.encoding);
   };
-  recorder.start();
+  recorder.start(stream ? CHUNK_MS : undefined);
   setState("recording");
   talk.textContent = tapMode ? "Tap to stop" : "Release to search";
   status.className = "";
@@ -100,7 +126,105 @@ function stopRecording() {
   talk.textContent = "Hold to speak";
 }
 
+/** A spoken query streaming over the socket while it is recorded. */
+interface Streaming {
+  /** Sends a chunk of the recording. */
+  send(chunk: Blob): void;
+  /** The recording ended (`clip` is all of it): asks for the final. */
+  finish(clip: Blob): void;
+}
+
+/**
+ * Opens the socket for one utterance and sends its config. Frames go out in the order
+ * they were given, each after the socket opened and the one before it was sent. Should
+ * the socket not open at all (a proxy that does not pass WebSockets), the recording goes
+ * in one gRPC-Web call when it ends.
+ */
+function openStream(encoding: AudioEncoding): Streaming {
+  document.body.dataset.path = "websocket";
+  const key = apiKey.value.trim();
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const protocols = key ? [STREAM_PROTOCOL, `bearer.${key}`] : [STREAM_PROTOCOL];
+  const socket = new WebSocket(`${scheme}//${location.host}${STREAM_PATH}`, protocols);
+  socket.binaryType = "arraybuffer";
+  let opened = false;
+  let settled = false;
+  let releasedAt = 0;
+  let clip: Blob | undefined;
+  let queue = new Promise<void>((resolve) => socket.addEventListener("open", () => resolve()));
+  const sendFrame = (message: () => Promise<StreamingVoiceSearchRequest>) => {
+    queue = queue.then(async () => {
+      const frame = toBinary(StreamingVoiceSearchRequestSchema, await message());
+      if (socket.readyState === WebSocket.OPEN) socket.send(frame);
+    });
+  };
+  const request = (value: MessageInitShape<typeof StreamingVoiceSearchRequestSchema>["request"]) =>
+    create(StreamingVoiceSearchRequestSchema, { request: value });
+
+  socket.onopen = () => (opened = true);
+  socket.onmessage = (event) => {
+    const result = fromBinary(StreamingVoiceSearchResponseSchema, new Uint8Array(event.data)).result;
+    if (!result || settled) return;
+    if (!result.isFinal) return showInterim(result);
+    settled = true;
+    socket.close(1000);
+    showResult(result, performance.now() - releasedAt);
+  };
+  socket.onclose = (event) => {
+    if (settled) return;
+    settled = true;
+    if (!opened) {
+      document.body.dataset.path = "grpc-web";
+      if (clip) void send(clip, encoding);
+    } else if (event.code >= STATUS_CLOSE_BASE) {
+      fail(`The server said ${codeName(event.code - STATUS_CLOSE_BASE)}: ${event.reason}`);
+    } else {
+      fail(`The connection closed before the answer came (code ${event.code}).`);
+    }
+  };
+  sendFrame(async () =>
+    request({
+      case: "config",
+      value: {
+        recognition: { encoding, interimResults: true },
+        search: { maxHits: HITS, searchInterim: true },
+      },
+    }),
+  );
+  return {
+    send: (chunk) =>
+      sendFrame(async () => request({ case: "audio", value: new Uint8Array(await chunk.arrayBuffer()) })),
+    finish: (recorded) => {
+      clip = recorded;
+      releasedAt = performance.now();
+      if (settled && !opened) return void send(recorded, encoding);
+      if (settled) return;
+      setState("waiting");
+      status.textContent = "Searching…";
+      sendFrame(async () => request({ case: "endOfUtterance", value: {} }));
+    },
+  };
+}
+
+/** What was heard so far, while the person is still speaking. */
+function showInterim(result: UtteranceResult) {
+  const text = result.transcript?.text ?? "";
+  if (!text) return;
+  transcript.textContent = `${text}…`;
+  transcript.className = "interim";
+  if (result.hits.length) hits.replaceChildren(...result.hits.map(hitItem));
+  document.body.dataset.interims = String(Number(document.body.dataset.interims ?? 0) + 1);
+}
+
+/** A final result, `elapsedMs` after the button was released. */
+function showResult(result: UtteranceResult, elapsedMs: number) {
+  const text = result.transcript?.text ?? "";
+  query.value = text;
+  show(text || "(no speech heard)", result.hits, elapsedMs, result.audio?.durationSeconds ?? 0);
+}
+
 async function send(clip: Blob, encoding: AudioEncoding) {
+  document.body.dataset.path = "grpc-web";
   setState("waiting");
   status.textContent = "Searching…";
   const sent = performance.now();
@@ -109,10 +233,8 @@ async function send(clip: Blob, encoding: AudioEncoding) {
       config: { recognition: { encoding }, search: { maxHits: HITS } },
       audio: new Uint8Array(await clip.arrayBuffer()),
     });
-    const text = result?.transcript?.text ?? "";
-    query.value = text;
-    const seconds = result?.audio?.durationSeconds ?? 0;
-    show(text || "(no speech heard)", result?.hits ?? [], performance.now() - sent, seconds);
+    if (!result) return fail("The server sent no result.");
+    showResult(result, performance.now() - sent);
   } catch (error) {
     fail(describe(error));
   }
@@ -131,6 +253,7 @@ async function searchTyped(text: string) {
 
 function show(heard: string, found: Hit[], elapsedMs: number, audioSeconds = 0) {
   transcript.textContent = heard;
+  transcript.className = "";
   const heardFor = audioSeconds > 0 ? ` for ${audioSeconds.toFixed(1)} s of audio` : "";
   latency.textContent = `answered in ${Math.round(elapsedMs)} ms${heardFor}`;
   hits.replaceChildren(...found.map(hitItem));

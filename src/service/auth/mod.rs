@@ -6,6 +6,13 @@
 //! over its rate is RESOURCE_EXHAUSTED, saying when to retry (a stream counts as one call),
 //! and so is one holding as many streams open as it may (a stream's place is held until
 //! its response ends).
+//!
+//! A WebSocket handshake is a stream's call too. Browsers cannot set its headers, so its
+//! key may come as a `bearer.<key>` entry of `Sec-WebSocket-Protocol` instead (never in
+//! the URL, where logs keep it); its place among the key's streams travels to the socket
+//! in the request's extensions ([`StreamPlace`]), held until the socket closes; and a
+//! refusal answers with the HTTP status a WebSocket client reads (401, 403, 429) beside
+//! the gRPC status headers.
 
 pub mod keys;
 
@@ -72,15 +79,12 @@ impl RequireKeys {
             .iter()
             .find(|(method, _)| *method == path)
             .map_or(Role::Search, |&(_, role)| role);
-        let presented = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this server needs an API key: send it as `authorization: Bearer <key>` metadata",
-                )
-            })?;
+        let presented = presented_key(headers).ok_or_else(|| {
+            Status::unauthenticated(
+                "this server needs an API key: send it as `authorization: Bearer <key>` metadata \
+                 (on a WebSocket, as the subprotocol `bearer.<key>`)",
+            )
+        })?;
         let caller = ring
             .caller(presented.trim())
             .ok_or_else(|| Status::unauthenticated("the API key is not one this server knows"))?;
@@ -102,7 +106,7 @@ impl RequireKeys {
                 over.retry_after.as_secs_f64()
             ))
         })?;
-        let place = if self.streaming.contains(path) {
+        let place = if self.streaming.contains(path) || is_websocket(headers) {
             caller.open_stream().map_err(|full| {
                 Status::resource_exhausted(format!(
                     "the key {:?} already holds {} streams open, as many as it may; close one first",
@@ -148,9 +152,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let websocket = is_websocket(request.headers());
         match self.keys.check(request.uri().path(), request.headers()) {
             Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(Some(place)) if websocket => {
+                request.extensions_mut().insert(StreamPlace {
+                    _place: Arc::new(place),
+                });
+                Box::pin(self.inner.call(request))
+            }
             Ok(Some(place)) => {
                 let response = self.inner.call(request);
                 Box::pin(async move {
@@ -163,6 +174,7 @@ where
                     }))
                 })
             }
+            Err(status) if websocket => Box::pin(async move { Ok(handshake_refusal(status)) }),
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }
@@ -196,6 +208,54 @@ impl http_body::Body for Holding {
 
 /// The token of an `authorization` value in the Bearer scheme, whose name is
 /// case-insensitive (RFC 7235).
+/// A stream's place among its key's open streams, for a WebSocket to hold while it is
+/// open.
+#[derive(Clone)]
+pub struct StreamPlace {
+    _place: Arc<OwnedSemaphorePermit>,
+}
+
+/// The key a call presents: its `authorization` bearer token, or on a WebSocket
+/// handshake a `bearer.<key>` subprotocol.
+fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    authorization.or_else(|| {
+        headers
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .find_map(|protocol| protocol.trim().strip_prefix(KEY_SUBPROTOCOL))
+    })
+}
+
+/// How a WebSocket handshake names its key among its subprotocols.
+pub const KEY_SUBPROTOCOL: &str = "bearer.";
+
+/// Whether `headers` are a WebSocket handshake's.
+fn is_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// A refused WebSocket handshake: the HTTP status its client reads, with the gRPC status
+/// and message as headers.
+fn handshake_refusal(status: Status) -> http::Response<Body> {
+    let http_status = match status.code() {
+        tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => http::StatusCode::FORBIDDEN,
+        _ => http::StatusCode::TOO_MANY_REQUESTS,
+    };
+    let mut response = status.into_http();
+    *response.status_mut() = http_status;
+    response
+}
+
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)

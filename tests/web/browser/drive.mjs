@@ -1,7 +1,8 @@
 // Drives Debian's Chromium (headless) through the voice search page: a typed query, then
-// a spoken one from a fake microphone that plays a WAV file once, held down on the button
-// for as long as the clip lasts. Prints what the page showed as JSON and saves a
-// screenshot.
+// a spoken one from a fake microphone that plays a WAV file (from its start on each
+// recording), held down on the button for as long as the clip lasts, first sent whole
+// over gRPC-Web and then streamed over the WebSocket. Prints what the page showed as JSON
+// and saves a screenshot.
 //
 // node drive.mjs URL CLIP.wav HOLD_MS SCREENSHOT.png TYPED_QUERY
 
@@ -58,16 +59,32 @@ try {
   const typed = await shown();
   await page.evaluate(() => (document.body.dataset.state = "idle"));
 
-  const button = await page.locator("#talk").boundingBox();
-  await page.mouse.move(button.x + button.width / 2, button.y + button.height / 2);
-  await page.mouse.down();
-  await page.waitForFunction(() => document.body.dataset.state === "recording");
-  await page.waitForTimeout(Number(holdMs));
-  await page.mouse.up();
-  await answered();
-  const spoken = await shown();
+  // Holds the button for the clip's length and waits for the answer: streamed over the
+  // WebSocket, or sent whole over gRPC-Web when `whole`.
+  const speak = async (whole) => {
+    await page.evaluate((whole) => {
+      document.body.dataset.state = "idle";
+      document.getElementById("one-shot").checked = whole;
+    }, whole);
+    const button = await page.locator("#talk").boundingBox();
+    await page.mouse.move(button.x + button.width / 2, button.y + button.height / 2);
+    await page.mouse.down();
+    await page.waitForFunction(() => document.body.dataset.state === "recording");
+    await page.waitForTimeout(Number(holdMs));
+    // Interim results shown while the button was held.
+    const interimsBeforeRelease = Number(await page.evaluate(() => document.body.dataset.interims));
+    await page.mouse.up();
+    await answered();
+    return {
+      ...(await shown()),
+      path: await page.evaluate(() => document.body.dataset.path),
+      interimsBeforeRelease,
+    };
+  };
+  const whole = await speak(true);
+  const spoken = await speak(false);
   await page.screenshot({ path: screenshot });
-  console.log(JSON.stringify({ typed, spoken, consoleErrors }));
+  console.log(JSON.stringify({ typed, spoken, whole, consoleErrors }));
 } finally {
   await browser.close();
 }
