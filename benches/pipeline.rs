@@ -1,6 +1,7 @@
 //! One utterance end to end in process, as the server runs it: a 3 s spoken query (the
 //! q0004 fixture, 2.4 s of speech padded with silence to 3 s) through decode, front end,
-//! Whisper tiny.en and catalog search. Needs `models/fetch.sh` first.
+//! Whisper tiny.en and catalog search, without and with word times. Needs
+//! `models/fetch.sh` first.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -62,6 +63,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             pipeline
                 .run_bytes(&wav, &format, &options, Some(&hits))
+                .unwrap()
+        })
+    });
+    let timed = TranscribeOptions {
+        word_times: true,
+        ..TranscribeOptions::default()
+    };
+    group.bench_function("3 s utterance, with word times", |b| {
+        b.iter(|| {
+            pipeline
+                .run_bytes(&wav, &format, &timed, Some(&hits))
                 .unwrap()
         })
     });

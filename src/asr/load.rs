@@ -47,22 +47,33 @@ impl Whisper {
             })?;
         let mut config: WhisperConfig = serde_json::from_str(&config_text)
             .map_err(|e| AsrError::Folder(dir.to_owned(), format!("config.json: {e}")))?;
-        if config.suppress_tokens.is_empty() {
-            // Hub folders often keep these in generation_config.json instead.
-            if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
-                if let Ok(generation) = serde_json::from_str::<serde_json::Value>(&text) {
-                    let ids = |key: &str| -> Vec<u32> {
-                        generation[key].as_array().map_or(Vec::new(), |a| {
-                            a.iter()
-                                .filter_map(|v| v.as_u64().map(|v| v as u32))
-                                .collect()
-                        })
-                    };
-                    config.suppress_tokens = ids("suppress_tokens");
-                    config.begin_suppress_tokens = ids("begin_suppress_tokens");
-                }
+        // Hub folders often keep these in generation_config.json instead.
+        let generation = std::fs::read_to_string(dir.join("generation_config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        if let Some(generation) = &generation {
+            if config.suppress_tokens.is_empty() {
+                let ids = |key: &str| -> Vec<u32> {
+                    generation[key].as_array().map_or(Vec::new(), |a| {
+                        a.iter()
+                            .filter_map(|v| v.as_u64().map(|v| v as u32))
+                            .collect()
+                    })
+                };
+                config.suppress_tokens = ids("suppress_tokens");
+                config.begin_suppress_tokens = ids("begin_suppress_tokens");
+            }
+            if config.alignment_heads.is_empty() {
+                config.alignment_heads =
+                    serde_json::from_value(generation["alignment_heads"].clone())
+                        .unwrap_or_default();
             }
         }
+        if config.alignment_heads.is_empty() {
+            let multilingual = config.vocab_size > super::ENGLISH_VOCAB_SIZE;
+            config.alignment_heads = super::word_times::alignment_heads(&config, multilingual);
+        }
+        config.alignment_heads.sort_unstable();
         let tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| AsrError::Tokenizer(e.to_string()))?;
         let special = SpecialTokens::from_tokenizer(&tokenizer)?;

@@ -7,8 +7,8 @@
 //! one model. [`model`] is only the network; [`precision`] decides how its products are
 //! computed and [`kernels`] computes them; [`decode`] runs one decoding pass, [`window`]
 //! says how much of the window the encoder computes, [`constrained`] decodes and scores
-//! against the catalog's names (given as token sequences), [`mel`] computes features and
-//! [`ct2`] imports CTranslate2 folders.
+//! against the catalog's names (given as token sequences), `word_times.rs` times each
+//! word on request, [`mel`] computes features and [`ct2`] imports CTranslate2 folders.
 
 pub mod constrained;
 pub mod ct2;
@@ -23,6 +23,7 @@ pub mod tokens;
 mod transcribe;
 mod transcript;
 pub mod window;
+mod word_times;
 
 use candle_core::Device;
 use tokenizers::Tokenizer;
@@ -33,6 +34,7 @@ pub use precision::Precision;
 pub use transcribe::TranscribeOptions;
 pub use transcript::{AsrTimings, Segment, Transcript, TranscriptAlternative};
 pub use window::EncoderWindow;
+pub use word_times::WordTime;
 
 use model::WhisperModel;
 use tokens::SpecialTokens;

@@ -9,10 +9,11 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use super::decode::{self, compression_ratio, DecodeRequest, DecodeResult};
-use super::mel::{MelExtractor, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
+use super::mel::{MelExtractor, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE};
 use super::model::DecoderCache;
 use super::tokens::TIMESTAMP_SECONDS;
 use super::window::ShortWindow;
+use super::word_times::{TimedText, WordTime};
 use super::{
     AcousticContext, AsrError, AsrTimings, Segment, Transcript, TranscriptAlternative, Whisper,
 };
@@ -26,6 +27,8 @@ pub struct TranscribeOptions {
     pub beam_size: usize,
     /// Produce segment timestamps (always on for audio longer than one window).
     pub timestamps: bool,
+    /// Time each word (one more decoder pass per window).
+    pub word_times: bool,
     /// Words or names to make likelier, passed as the decoder's previous text.
     pub phrase_hints: Vec<String>,
     /// Tried in turn while a result looks like a failure (openai-whisper's fallback; see
@@ -82,6 +85,7 @@ impl Default for TranscribeOptions {
             language: None,
             beam_size: 1,
             timestamps: false,
+            word_times: false,
             phrase_hints: Vec::new(),
             temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
             compression_ratio_threshold: 2.4,
@@ -121,6 +125,7 @@ struct Heard {
     /// Detected (or asked for) in the first window, kept for the others.
     language: Option<u32>,
     segments: Vec<Segment>,
+    words: Vec<WordTime>,
     first_no_speech: Option<f32>,
     logprob_sum: f32,
     token_count: usize,
@@ -137,6 +142,7 @@ impl Heard {
             prompt,
             language: None,
             segments: Vec::new(),
+            words: Vec::new(),
             first_no_speech: None,
             logprob_sum: 0.0,
             token_count: 0,
@@ -310,6 +316,10 @@ impl Whisper {
                 None
             }
         };
+        if options.word_times {
+            let words = self.window_words(&result, place, advance.is_some(), heard)?;
+            heard.words.extend(words);
+        }
         heard.logprob_sum += result.sum_logprob;
         heard.token_count += result.token_probs.len();
         heard.prob_sum += result.token_probs.iter().sum::<f32>();
@@ -320,6 +330,49 @@ impl Whisper {
                 .filter(|&&t| t < self.special.end_of_text),
         );
         Ok(advance)
+    }
+
+    /// The words of a window's kept text (up to its last timestamp when the next window
+    /// decodes the rest again), timed from the start of the audio.
+    fn window_words(
+        &self,
+        result: &DecodeResult,
+        place: &WindowPlace,
+        resumed: bool,
+        heard: &Heard,
+    ) -> Result<Vec<WordTime>, AsrError> {
+        let begin = self.special.timestamp_begin;
+        let kept = match result.tokens.iter().rposition(|&t| t >= begin) {
+            Some(last) if resumed => last + 1,
+            _ => result.tokens.len(),
+        };
+        let (tokens, probs): (Vec<u32>, Vec<f32>) = result.tokens[..kept]
+            .iter()
+            .zip(&result.token_probs)
+            .filter(|(&token, _)| token < self.special.end_of_text)
+            .unzip();
+        let text = TimedText {
+            tokens: &tokens,
+            probs: &probs,
+            frames: (place.seconds * SAMPLE_RATE as f32) as usize / HOP_LENGTH,
+            language: heard.language,
+            language_code: &self.language_code(heard.language),
+        };
+        let mut words = self.word_times(result.prompt.cache(), &text)?;
+        for word in &mut words {
+            word.start_seconds = place.offset_seconds + word.start_seconds.min(place.seconds);
+            word.end_seconds = place.offset_seconds + word.end_seconds.min(place.seconds);
+        }
+        Ok(words)
+    }
+
+    /// The ISO 639-1 code of a language token; English when there is none.
+    fn language_code(&self, token: Option<u32>) -> String {
+        self.special
+            .languages
+            .iter()
+            .find(|(_, id)| Some(*id) == token)
+            .map_or_else(|| "en".to_string(), |(code, _)| code.clone())
     }
 
     /// The transcript of everything heard, and the acoustic context when it holds text.
@@ -335,12 +388,7 @@ impl Whisper {
             .filter(|t| !t.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        let language = self
-            .special
-            .languages
-            .iter()
-            .find(|(_, id)| Some(*id) == heard.language)
-            .map_or_else(|| "en".to_string(), |(code, _)| code.clone());
+        let language = self.language_code(heard.language);
         let per_token = |sum: f32| {
             if heard.token_count > 0 {
                 sum / heard.token_count as f32
@@ -368,6 +416,7 @@ impl Whisper {
             alternatives,
             text,
             segments: heard.segments,
+            words: heard.words,
             language,
             no_speech_prob: heard.first_no_speech.unwrap_or(1.0),
             avg_logprob,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::WordTime;
+
 /// A piece of the transcript with its times, in seconds from the start of the audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -17,6 +19,8 @@ pub struct Transcript {
     /// Empty when nothing was said.
     pub text: String,
     pub segments: Vec<Segment>,
+    /// Each word with its times, when they were asked for.
+    pub words: Vec<WordTime>,
     pub language: String,
     /// Probability that the (first) window held no speech.
     pub no_speech_prob: f32,
@@ -56,6 +60,7 @@ impl Transcript {
         Self {
             text: String::new(),
             segments: Vec::new(),
+            words: Vec::new(),
             language: String::new(),
             no_speech_prob: 1.0,
             avg_logprob: 0.0,

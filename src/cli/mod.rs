@@ -33,6 +33,9 @@ pub(crate) struct DecodingArgs {
     /// Print segment timestamps.
     #[arg(long)]
     timestamps: bool,
+    /// Print each word's start, end and confidence.
+    #[arg(long)]
+    word_times: bool,
     /// Words or names to make likelier (repeatable).
     #[arg(long = "hint")]
     hints: Vec<String>,
@@ -52,6 +55,7 @@ impl DecodingArgs {
             language: self.language.clone(),
             beam_size: self.beam_size.max(1),
             timestamps: self.timestamps,
+            word_times: self.word_times,
             phrase_hints: self.hints.clone(),
             ..TranscribeOptions::default()
         }

@@ -51,6 +51,18 @@ pub(crate) fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            if args.decoding.word_times {
+                let shift = prepared.info.voice.start_seconds as f32;
+                for word in &transcript.words {
+                    println!(
+                        "  {:6.2} {:6.2}  {:.2}  {}",
+                        word.start_seconds + shift,
+                        word.end_seconds + shift,
+                        word.confidence,
+                        word.word
+                    );
+                }
+            }
         });
         bar.inc(1);
     }

@@ -238,6 +238,10 @@ impl Pipeline {
             *start_seconds += shift;
             *end_seconds += shift;
         }
+        for word in &mut transcript.words {
+            word.start_seconds += shift;
+            word.end_seconds += shift;
+        }
         let transcription = started.elapsed();
 
         let started = Instant::now();

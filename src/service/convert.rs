@@ -179,7 +179,26 @@ impl From<Transcript> for proto::Transcript {
                     text: s.text,
                 })
                 .collect(),
+            words: transcript
+                .words
+                .into_iter()
+                .map(|w| proto::WordInfo {
+                    word: w.word,
+                    start_offset: Some(offset(w.start_seconds)),
+                    end_offset: Some(offset(w.end_seconds)),
+                    confidence: w.confidence,
+                })
+                .collect(),
         }
+    }
+}
+
+/// Seconds from the start of an utterance as a protobuf duration.
+fn offset(seconds: f32) -> prost_types::Duration {
+    let nanos = (f64::from(seconds.max(0.0)) * 1e9).round() as i64;
+    prost_types::Duration {
+        seconds: nanos / 1_000_000_000,
+        nanos: (nanos % 1_000_000_000) as i32,
     }
 }
 
@@ -333,6 +352,7 @@ pub fn transcribe_options(config: &RecognitionConfig) -> Result<TranscribeOption
     };
     Ok(TranscribeOptions {
         language: Some(config.language.clone()).filter(|l| !l.is_empty()),
+        word_times: config.enable_word_time_offsets,
         phrase_hints: config.phrase_hints.clone(),
         alternatives,
         ..TranscribeOptions::default()

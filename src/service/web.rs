@@ -25,9 +25,10 @@ const PAGE: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Only the page's own script and styles, and calls back to where it came from.
+/// Only the page's own script and styles, calls back to where it came from, and the
+/// empty icon that keeps browsers from asking for /favicon.ico.
 const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; media-src 'self' blob:";
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; media-src 'self' blob:; img-src data:";
 
 /// What a gRPC-Web client sends beyond the CORS-safe headers, and the trailers-in-headers
 /// it must read from a response.

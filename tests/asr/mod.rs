@@ -1,13 +1,15 @@
 //! Whisper with the real tiny.en weights (fetched by `models/fetch.sh`): the importer and
 //! the loader's errors (`import`), log-mel against reference values, and transcription of
 //! speech, silence, noise, long audio and phrase hints; the 8-bit paths against f32
-//! (`precision`) and the short encoder window against the whole one (`window`); mutated
-//! CTranslate2 models (`fuzz`).
+//! (`precision`) and the short encoder window against the whole one (`window`); word
+//! times against an independent aligner (`word_times`); mutated CTranslate2 models
+//! (`fuzz`).
 
 mod fuzz;
 pub(crate) mod import;
 mod precision;
 mod window;
+mod word_times;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

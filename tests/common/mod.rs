@@ -109,3 +109,24 @@ pub fn modelless_voice() -> Voice {
         max_streams: 4,
     })
 }
+
+/// Asserts that `transcript` carries its words with times as the API promises: the words
+/// of its text, in order, each ending no earlier than it starts and no later than the
+/// next one starts.
+pub fn assert_word_times(transcript: &voice_search::proto::Transcript) {
+    let seconds = |offset: &Option<prost_types::Duration>| {
+        let offset = offset.as_ref().expect("a word without its offset");
+        offset.seconds as f64 + f64::from(offset.nanos) * 1e-9
+    };
+    let words: Vec<&str> = transcript.words.iter().map(|w| w.word.as_str()).collect();
+    assert_eq!(words.join(" "), transcript.text, "{:?}", transcript.words);
+    let mut previous_end = 0.0;
+    for word in &transcript.words {
+        let (start, end) = (seconds(&word.start_offset), seconds(&word.end_offset));
+        assert!(
+            previous_end <= start && start <= end,
+            "{word:?} after {previous_end} s"
+        );
+        previous_end = end;
+    }
+}

@@ -55,6 +55,15 @@ async fn transcribe_and_voice_search_over_grpc() {
     );
     assert_eq!(transcript.language, "en");
     assert!(!transcript.segments.is_empty());
+    assert!(transcript.words.is_empty(), "words only when asked for");
+    let timed = RecognitionConfig {
+        enable_word_time_offsets: true,
+        ..wav_config()
+    };
+    let response = transcribe(&mut voice, timed, fixture_bytes("q0004.wav"))
+        .await
+        .unwrap();
+    crate::common::assert_word_times(&response.transcript.unwrap());
     let audio = response.audio.unwrap();
     assert_eq!((audio.sample_rate_hz, audio.channels), (16_000, 1));
     assert!(audio.voice_detected);

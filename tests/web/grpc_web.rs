@@ -87,16 +87,21 @@ async fn transcribe_and_search_answer_over_grpc_web_with_their_statuses() {
     let mut voice = VoiceSearchClient::with_origin(channel.clone(), origin.clone());
     let heard = voice
         .transcribe(TranscribeRequest {
-            config: Some(wav_config()),
+            config: Some(RecognitionConfig {
+                enable_word_time_offsets: true,
+                ..wav_config()
+            }),
             audio: crate::common::fixture_bytes("q0004.wav"),
         })
         .await
         .unwrap()
         .into_inner();
+    let transcript = heard.transcript.unwrap();
     assert_eq!(
-        heard.transcript.unwrap().text,
+        transcript.text,
         "You will now be placed into the conference."
     );
+    crate::common::assert_word_times(&transcript);
     let refused = voice
         .transcribe(TranscribeRequest {
             config: Some(RecognitionConfig::default()),

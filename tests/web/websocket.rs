@@ -1,6 +1,6 @@
 //! `StreamingVoiceSearch` over the WebSocket at `/v1/stream`, with a real WebSocket
 //! client (tokio-tungstenite) against the real server: an utterance's final is the one
-//! the gRPC stream gives; bad first messages, text frames, undecodable frames, an
+//! the gRPC stream gives, with word times when asked; bad first messages, text frames, undecodable frames, an
 //! utterance over its length limit and a frame over the message limit close the socket
 //! with 4000 plus their gRPC code; a missing or unknown key is refused at the handshake
 //! (401), a key in the subprotocol opens it; a page from another origin is refused (403)
@@ -16,7 +16,7 @@ use voice_search::config::ServeConfig;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::{
     AudioEncoding, EndOfUtterance, RecognitionConfig, StreamingVoiceSearchConfig,
-    StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
+    StreamingVoiceSearchRequest, StreamingVoiceSearchResponse, Transcript,
 };
 use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 use voice_search::service::{STATUS_CLOSE_BASE, STREAM_PATH, STREAM_PROTOCOL};
@@ -63,10 +63,11 @@ fn frame(request: Request) -> Message {
     Message::Binary(request.encode_to_vec().into())
 }
 
-fn wav_config() -> Message {
+fn wav_config(word_times: bool) -> Message {
     frame(Request::Config(StreamingVoiceSearchConfig {
         recognition: Some(RecognitionConfig {
             encoding: AudioEncoding::Wav as i32,
+            enable_word_time_offsets: word_times,
             ..Default::default()
         }),
         search: None,
@@ -111,9 +112,10 @@ fn closed_with(code: Code) -> u16 {
 
 const CONFERENCE: &str = "You will now be placed into the conference.";
 
-/// Sends q0004.wav as one utterance in pieces of `chunk` bytes; its final's transcript.
-async fn conference(socket: &mut Socket, chunk: usize) -> String {
-    socket.send(wav_config()).await.unwrap();
+/// Sends q0004.wav as one utterance in pieces of `chunk` bytes, with word times when
+/// `word_times`; its final's transcript.
+async fn conference(socket: &mut Socket, chunk: usize, word_times: bool) -> Transcript {
+    socket.send(wav_config(word_times)).await.unwrap();
     for piece in fixture_bytes("q0004.wav").chunks(chunk) {
         socket
             .send(frame(Request::Audio(piece.to_vec())))
@@ -133,7 +135,7 @@ async fn conference(socket: &mut Socket, chunk: usize) -> String {
         let result = response.result.unwrap();
         if result.is_final {
             assert_eq!(response.utterance_index, 0);
-            return result.transcript.unwrap().text;
+            return result.transcript.unwrap();
         }
     }
 }
@@ -144,7 +146,9 @@ async fn an_utterance_over_the_socket_gets_the_final_the_grpc_stream_gives() {
     let mut socket = open(&server, &[("sec-websocket-protocol", STREAM_PROTOCOL)])
         .await
         .unwrap();
-    assert_eq!(conference(&mut socket, 8_000).await, CONFERENCE);
+    let transcript = conference(&mut socket, 8_000, true).await;
+    assert_eq!(transcript.text, CONFERENCE);
+    crate::common::assert_word_times(&transcript);
     socket.close(None).await.unwrap();
     while let Some(Ok(_)) = socket.next().await {}
 }
@@ -203,7 +207,7 @@ async fn bad_frames_close_the_socket_with_their_status() {
     }
     let mut socket = open(&server, &[]).await.unwrap();
     assert_eq!(
-        conference(&mut socket, usize::MAX).await,
+        conference(&mut socket, usize::MAX, false).await.text,
         CONFERENCE,
         "a good stream after the bad ones"
     );

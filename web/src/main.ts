@@ -16,7 +16,9 @@ import {
   VoiceSearch,
   type StreamingVoiceSearchRequest,
   type UtteranceResult,
+  type WordInfo,
 } from "./gen/voicesearch/v1/voice_search_pb";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /** The server refuses longer utterances (its default `max_utterance_seconds`). */
 const MAX_RECORDING_MS = 29_000;
@@ -31,6 +33,8 @@ const STREAM_PROTOCOL = "voicesearch.v1";
 const STATUS_CLOSE_BASE = 4000;
 /** How often the recorder hands over what it has heard, to go out on the socket. */
 const CHUNK_MS = 250;
+/** Words decoded with a lower probability are shown as unsure. */
+const UNSURE_BELOW = 0.5;
 
 const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const talk = element<HTMLButtonElement>("talk");
@@ -186,7 +190,7 @@ function openStream(encoding: AudioEncoding): Streaming {
     request({
       case: "config",
       value: {
-        recognition: { encoding, interimResults: true },
+        recognition: { encoding, interimResults: true, enableWordTimeOffsets: true },
         search: { maxHits: HITS, searchInterim: true },
       },
     }),
@@ -221,6 +225,27 @@ function showResult(result: UtteranceResult, elapsedMs: number) {
   const text = result.transcript?.text ?? "";
   query.value = text;
   show(text || "(no speech heard)", result.hits, elapsedMs, result.audio?.durationSeconds ?? 0);
+  const words = result.transcript?.words ?? [];
+  if (words.length) transcript.replaceChildren(...timedWords(words, result.hits[0]?.title ?? ""));
+}
+
+/**
+ * The transcript's words, each telling when it was said and how sure the recognizer was;
+ * the words of the first hit's title (the recognized name) are marked, and unsure words
+ * underlined.
+ */
+function timedWords(words: WordInfo[], title: string): Node[] {
+  const bare = (word: string) => word.toLowerCase().replace(/[^\p{L}\p{N}]/gu, "");
+  const named = new Set(title.split(/\s+/).map(bare).filter(Boolean));
+  const seconds = (offset?: Duration) => Number(offset?.seconds ?? 0n) + (offset?.nanos ?? 0) / 1e9;
+  return words.flatMap((word, i) => {
+    const span = document.createElement(named.has(bare(word.word)) ? "mark" : "span");
+    span.textContent = word.word;
+    span.className = word.confidence < UNSURE_BELOW ? "word unsure" : "word";
+    const [start, end] = [seconds(word.startOffset), seconds(word.endOffset)];
+    span.title = `${start.toFixed(2)}–${end.toFixed(2)} s, ${Math.round(word.confidence * 100)}% sure`;
+    return i ? [document.createTextNode(" "), span] : [span];
+  });
 }
 
 async function send(clip: Blob, encoding: AudioEncoding) {
@@ -230,7 +255,7 @@ async function send(clip: Blob, encoding: AudioEncoding) {
   const sent = performance.now();
   try {
     const { result } = await voice.voiceSearch({
-      config: { recognition: { encoding }, search: { maxHits: HITS } },
+      config: { recognition: { encoding, enableWordTimeOffsets: true }, search: { maxHits: HITS } },
       audio: new Uint8Array(await clip.arrayBuffer()),
     });
     if (!result) return fail("The server sent no result.");

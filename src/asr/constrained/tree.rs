@@ -51,6 +51,11 @@ impl std::fmt::Debug for PromptPass {
 }
 
 impl PromptPass {
+    /// The decoder's cache after the start sequence: the window's audio among it.
+    pub(in crate::asr) fn cache(&self) -> &DecoderCache {
+        &self.cache
+    }
+
     /// The pass that left `cache` and the hidden states [1, prompt length, d_model].
     pub fn from_hidden(cache: DecoderCache, hidden: &Tensor) -> Result<Self, AsrError> {
         let len = hidden.dim(1)?;

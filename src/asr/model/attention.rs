@@ -114,6 +114,16 @@ impl Attention {
         self.merge_heads(&attended, (batch, time, d_model))
     }
 
+    /// The scaled query-key products of `x` [batch, time, d_model] against `keys`
+    /// [batch, heads, positions, head_dim], before the softmax: [batch, heads, time,
+    /// positions].
+    pub(super) fn scores(&self, x: &Tensor, keys: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, d_model) = x.dims3()?;
+        let scale = ((d_model / self.heads) as f64).powf(-0.5);
+        let query = self.split_heads(&self.query.forward(x)?)?;
+        query.matmul(&keys.t()?.contiguous()?)? * scale
+    }
+
     /// Attends from `x` (one sequence) to keys and values packed per head in bfloat16.
     pub(super) fn attend_packed(
         &self,

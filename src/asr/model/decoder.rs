@@ -14,6 +14,9 @@ use super::{padding_span, WhisperConfig, LAYER_NORM_EPS};
 use crate::asr::kernels;
 use crate::asr::precision::{Products, VECTOR_ROWS};
 
+/// One attention head of the decoder: (block, head).
+pub type Head = (usize, usize);
+
 /// The decoder's cross-attention keys and values of a [`Padding`]'s states, per block:
 /// made once, since every short window ends in that silence.
 pub struct CrossPadding {
@@ -51,6 +54,16 @@ impl DecoderCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The audio's keys and values alone, with no tokens before: a pass over a new
+    /// sequence of the same window.
+    pub fn audio_only(&self) -> Self {
+        Self {
+            self_kv: vec![None; self.self_kv.len()],
+            cross_kv: self.cross_kv.clone(),
+            cross_bf16: self.cross_bf16.clone(),
+        }
     }
 
     /// Keeps the batch rows `rows` (in that order): beam search reorders hypotheses.
@@ -232,7 +245,32 @@ impl Decoder {
         let offset = cache.len();
         let positions = self.positions.narrow(0, offset, time)?;
         let mask = causal_mask(time, offset, tokens.device())?;
-        self.forward_at(tokens, &positions, mask.as_ref(), cache)
+        self.forward_at(tokens, &positions, mask.as_ref(), cache, None)
+    }
+
+    /// Runs `tokens` [1, time] after those in `cache` as [`Decoder::forward`] does, and
+    /// returns the cross-attention scores (scaled query-key products, before the
+    /// softmax) of the heads `heads` ((block, head), in block order), [time, audio
+    /// positions] each: where each token looked in the audio.
+    pub fn cross_attention_scores(
+        &self,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+        heads: &[Head],
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let (_, time) = tokens.dims2()?;
+        let offset = cache.len();
+        let positions = self.positions.narrow(0, offset, time)?;
+        let mask = causal_mask(time, offset, tokens.device())?;
+        let mut scores = Vec::with_capacity(heads.len());
+        self.forward_at(
+            tokens,
+            &positions,
+            mask.as_ref(),
+            cache,
+            Some((heads, &mut scores)),
+        )?;
+        Ok(scores)
     }
 
     /// Runs the nodes of a token tree [1, time] after those in `cache`: each node at its
@@ -248,15 +286,17 @@ impl Decoder {
     ) -> candle_core::Result<Tensor> {
         let index = Tensor::new(positions, tokens.device())?;
         let positions = self.positions.index_select(&index, 0)?;
-        self.forward_at(tokens, &positions, Some(mask), cache)
+        self.forward_at(tokens, &positions, Some(mask), cache, None)
     }
 
+    /// The pass itself; `scores` asks for some heads' cross-attention scores too.
     fn forward_at(
         &self,
         tokens: &Tensor,
         positions: &Tensor,
         mask: Option<&Tensor>,
         cache: &mut DecoderCache,
+        mut scores: Option<(&[Head], &mut Vec<Tensor>)>,
     ) -> candle_core::Result<Tensor> {
         let mut x = self.tokens.forward(tokens)?.broadcast_add(positions)?;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -273,6 +313,14 @@ impl Decoder {
             cache.self_kv[i] = Some((keys, values));
             let normed = block.cross_norm.forward(&x)?;
             let (ck, cv) = &cache.cross_kv[i];
+            if let Some((heads, out)) = scores.as_mut() {
+                if heads.iter().any(|&(b, _)| b == i) {
+                    let all = block.cross_attention.scores(&normed, ck)?.squeeze(0)?;
+                    for &(_, head) in heads.iter().filter(|&&(b, _)| b == i) {
+                        out.push(all.get(head)?);
+                    }
+                }
+            }
             let attended = match cache.cross_bf16.as_ref() {
                 Some(packed) => block.cross_attention.attend_packed(&normed, &packed[i])?,
                 None => block.cross_attention.attend(&normed, ck, cv, None)?,

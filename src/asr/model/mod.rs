@@ -18,7 +18,7 @@ mod tests;
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-pub use decoder::{CrossPadding, Decoder, DecoderCache};
+pub use decoder::{CrossPadding, Decoder, DecoderCache, Head};
 pub use encoder::{Encoder, Padding};
 
 use super::precision::{Precision, Products};
@@ -45,6 +45,14 @@ pub struct WhisperConfig {
     pub suppress_tokens: Vec<u32>,
     #[serde(default)]
     pub begin_suppress_tokens: Vec<u32>,
+    /// The cross-attention heads (block, head) that follow the speech, for word times
+    /// (null in a converted folder whose checkpoint named none).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub alignment_heads: Vec<Head>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Head>, D::Error> {
+    Ok(Option::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Where a window computed to `time` positions meets a padding of `held` positions from

@@ -42,6 +42,9 @@ try {
       status: document.getElementById("status").textContent,
       transcript: document.getElementById("transcript").textContent,
       latency: document.getElementById("latency").textContent,
+      // The transcript's words that carry their times, and those marked as the name.
+      timedWords: document.querySelectorAll("#transcript [title]").length,
+      marked: [...document.querySelectorAll("#transcript mark")].map((mark) => mark.textContent),
       hits: [...document.querySelectorAll("#hits li")].map((item) => ({
         title: item.querySelector(".title").textContent,
         category: item.querySelector(".category").textContent,
