@@ -1,10 +1,11 @@
 //! `StreamingVoiceSearch` over the WebSocket at `/v1/stream`, with a real WebSocket
 //! client (tokio-tungstenite) against the real server: an utterance's final is the one
-//! the gRPC stream gives, with word times when asked; bad first messages, text frames, undecodable frames, an
-//! utterance over its length limit and a frame over the message limit close the socket
-//! with 4000 plus their gRPC code; a missing or unknown key is refused at the handshake
-//! (401), a key in the subprotocol opens it; a page from another origin is refused (403)
-//! unless listed.
+//! the gRPC stream gives, with word times when asked; bad first messages, text frames,
+//! undecodable frames, an utterance over its length limit and a frame over the message
+//! limit close the socket with 4000 plus their gRPC code; a missing or unknown key is
+//! refused at the handshake (401), a key in the subprotocol opens it; a page from another
+//! origin is refused (403) unless listed; a socket open when the server is told to stop
+//! finishes its utterance before the server does.
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -271,5 +272,46 @@ async fn pages_from_other_origins_are_refused_unless_listed() {
             .await
             .err(),
         Some(StatusCode::FORBIDDEN)
+    );
+}
+
+#[tokio::test]
+async fn a_socket_open_at_shutdown_finishes_its_utterance() {
+    let server = TestServer::start(ServeConfig {
+        shutdown_grace_seconds: 20,
+        ..test_config()
+    })
+    .await;
+    let addr = server.addr;
+    let mut socket = open(&server, &[]).await.unwrap();
+    socket.send(wav_config(false)).await.unwrap();
+    socket
+        .send(frame(Request::Audio(fixture_bytes("q0004.wav"))))
+        .await
+        .unwrap();
+    let stopped = tokio::spawn(server.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !stopped.is_finished(),
+        "the server waits for the open socket"
+    );
+    socket
+        .send(frame(Request::EndOfUtterance(EndOfUtterance {})))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
+        panic!("no final after shutdown began");
+    };
+    let result = StreamingVoiceSearchResponse::decode(bytes)
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(result.transcript.unwrap().text, CONFERENCE);
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    stopped.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
     );
 }
