@@ -34,6 +34,22 @@ impl HalfMatrix {
         self.rows
     }
 
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The rows `rows` in f32, one after another.
+    pub fn gather_rows(&self, rows: &[u32]) -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&row| {
+                let row = row as usize;
+                self.data[row * self.cols..(row + 1) * self.cols]
+                    .iter()
+                    .map(|v| v.to_f32())
+            })
+            .collect()
+    }
+
     /// `matrix · x` for a vector of `cols` values.
     pub fn mul_vec(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len(), self.cols, "vector length");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use rayon::prelude::*;
 
 use super::attention::{pack_heads, Attention};
@@ -92,8 +92,9 @@ impl DecoderCache {
 
 /// The text decoder.
 pub struct Decoder {
-    tokens: Embedding,
-    /// The token embeddings again, in half precision, as the output projection.
+    /// The token embeddings in half precision, as they ship: the input embedding (one
+    /// row per token) and the output projection. No f32 copy is kept; it would be the
+    /// model's largest tensor.
     output: kernels::HalfMatrix,
     /// And in 8 bits, for many rows at once (scoring trees), with an 8-bit decoder.
     output_int8: Option<kernels::Int8Matrix>,
@@ -135,19 +136,15 @@ impl Decoder {
                 })
             })
             .collect::<candle_core::Result<_>>()?;
-        let tokens = embedding(config.vocab_size, d, vb.pp("embed_tokens"))?;
+        let tokens = vb.get((config.vocab_size, d), "embed_tokens.weight")?;
         Ok(Self {
-            output: kernels::HalfMatrix::new(tokens.embeddings())?,
+            output: kernels::HalfMatrix::new(&tokens)?,
             output_int8: match products {
-                Products::Int8 => {
-                    let (vocabulary, d_model) = tokens.embeddings().dims2()?;
-                    kernels::with_f32_values(tokens.embeddings(), |weights| {
-                        kernels::Int8Matrix::new(weights, vocabulary, d_model)
-                    })?
-                }
+                Products::Int8 => kernels::with_f32_values(&tokens, |weights| {
+                    kernels::Int8Matrix::new(weights, config.vocab_size, d)
+                })?,
                 Products::Bf16 | Products::F32 => None,
             },
-            tokens,
             positions: vb.get((config.max_target_positions, d), "embed_positions.weight")?,
             blocks,
             norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
@@ -298,7 +295,14 @@ impl Decoder {
         cache: &mut DecoderCache,
         mut scores: Option<(&[Head], &mut Vec<Tensor>)>,
     ) -> candle_core::Result<Tensor> {
-        let mut x = self.tokens.forward(tokens)?.broadcast_add(positions)?;
+        let (batch, time) = tokens.dims2()?;
+        let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+        let embedded = Tensor::from_vec(
+            self.output.gather_rows(&ids),
+            (batch, time, self.output.cols()),
+            tokens.device(),
+        )?;
+        let mut x = embedded.broadcast_add(positions)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let normed = block.self_norm.forward(&x)?;
             let (keys, values) = block.self_attention.keys_values(&normed)?;
