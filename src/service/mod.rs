@@ -153,8 +153,12 @@ pub async fn serve(
         }
     };
 
-    let stream_door =
-        websocket::StreamDoor::new(voice.clone(), &config.cors_origin, config.max_message_bytes);
+    let stream_door = websocket::StreamDoor::new(
+        voice.clone(),
+        monitor.clone(),
+        &config.cors_origin,
+        config.max_message_bytes,
+    );
     let sockets = stream_door.sockets();
     let services = Services {
         voice,

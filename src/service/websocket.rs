@@ -6,7 +6,8 @@
 //! the final, then closes. The socket closes with 1000 when the stream ended well, and
 //! otherwise with 4000 plus the gRPC status code and the status message as the reason.
 //! Keys are checked at the door (`auth`), from the `bearer.<key>` subprotocol a browser
-//! can send; a page from another origin is refused unless `cors_origin` lists it.
+//! can send; a page from another origin is refused unless `cors_origin` lists it. Each
+//! stream counts in `voicesearch_requests_total` by how it ended, as the RPCs do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,17 +23,21 @@ use tokio_stream::StreamExt;
 use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tonic::codegen::{http, BoxFuture};
-use tonic::Status;
+use tonic::{Code, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::auth::{RequireKeys, StreamPlace};
 use super::connections::Disconnect;
+use super::status::code_name;
+use crate::monitor::Monitor;
 use crate::proto::{StreamingVoiceSearchRequest, StreamingVoiceSearchResponse};
 use crate::voice::{Inbound, Voice};
 
 /// Where the stream is opened.
 pub const PATH: &str = "/v1/stream";
+/// The method the streams count as in `voicesearch_requests_total`.
+const METHOD: &str = "StreamingVoiceSearchWebSocket";
 /// The subprotocol the socket speaks, chosen when the client offers it.
 pub const PROTOCOL: &str = "voicesearch.v1";
 /// The close code of a stream that ended with a gRPC status: this plus its code.
@@ -106,6 +111,8 @@ where
 #[derive(Clone)]
 pub(super) struct StreamDoor {
     voice: Voice,
+    /// Counts each socket's stream by how it ended, beside the RPCs.
+    monitor: Arc<Monitor>,
     /// Pages from these origins may open a socket ("*": any) beside the server's own.
     origins: Arc<[String]>,
     max_message_bytes: usize,
@@ -114,9 +121,15 @@ pub(super) struct StreamDoor {
 }
 
 impl StreamDoor {
-    pub fn new(voice: Voice, origins: &[String], max_message_bytes: usize) -> Self {
+    pub fn new(
+        voice: Voice,
+        monitor: Arc<Monitor>,
+        origins: &[String],
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             voice,
+            monitor,
             origins: origins.into(),
             max_message_bytes,
             open: TaskTracker::new(),
@@ -149,7 +162,8 @@ impl StreamDoor {
             .max_message_size(self.max_message_bytes)
             .max_frame_size(self.max_message_bytes)
             .on_upgrade(move |socket| async move {
-                run(socket, self.voice, disconnect).await;
+                let code = run(socket, self.voice, disconnect).await;
+                self.monitor.metrics.request(METHOD, code_name(code));
                 drop((place, open));
             })
     }
@@ -173,8 +187,8 @@ impl StreamDoor {
     }
 }
 
-/// One socket's stream, until it ends or the client goes.
-async fn run(socket: WebSocket, voice: Voice, disconnect: Option<Disconnect>) {
+/// One socket's stream, until it ends or the client goes; how it ended.
+async fn run(socket: WebSocket, voice: Voice, disconnect: Option<Disconnect>) -> Code {
     let (mut outgoing, incoming) = futures_util::StreamExt::split(socket);
     let inbound = incoming
         .map_while(|frame| match frame {
@@ -201,8 +215,10 @@ async fn run(socket: WebSocket, voice: Voice, disconnect: Option<Disconnect>) {
     let mut results = match voice.stream(inbound, drop_client) {
         Ok(results) => results,
         Err(full) => {
-            outgoing.send(closing(Some(full.into()))).await.ok();
-            return;
+            let status = Status::from(full);
+            let code = status.code();
+            outgoing.send(closing(Some(status))).await.ok();
+            return code;
         }
     };
     let end = loop {
@@ -210,14 +226,16 @@ async fn run(socket: WebSocket, voice: Voice, disconnect: Option<Disconnect>) {
             Some(Ok(result)) => {
                 let frame = StreamingVoiceSearchResponse::from(result).encode_to_vec();
                 if outgoing.send(Message::Binary(frame.into())).await.is_err() {
-                    return;
+                    return Code::Cancelled;
                 }
             }
             Some(Err(error)) => break Some(Status::from(error)),
             None => break None,
         }
     };
+    let code = end.as_ref().map_or(Code::Ok, Status::code);
     outgoing.send(closing(end)).await.ok();
+    code
 }
 
 /// A failed read as the stream's status: a frame over the size limit (OUT_OF_RANGE,

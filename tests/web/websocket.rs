@@ -23,7 +23,7 @@ use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 use voice_search::service::{STATUS_CLOSE_BASE, STREAM_PATH, STREAM_PROTOCOL};
 
 use crate::common::fixture_bytes;
-use crate::common::server::{test_config, TestServer};
+use crate::common::server::{sample, test_config, TestServer};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -212,6 +212,29 @@ async fn bad_frames_close_the_socket_with_their_status() {
         CONFERENCE,
         "a good stream after the bad ones"
     );
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    // Each stream counts once it has ended, which the last may not have yet.
+    let counted = |code: &str| {
+        format!(
+            "voicesearch_requests_total{{code=\"{code}\",rpc=\"StreamingVoiceSearchWebSocket\"}} "
+        )
+    };
+    let mut metrics = server.scrape().await;
+    for _ in 0..300 {
+        if metrics.contains(&counted("OK")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        metrics = server.scrape().await;
+    }
+    assert_eq!(
+        sample(&metrics, &counted("INVALID_ARGUMENT")),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, &counted("OUT_OF_RANGE")), 2.0, "{metrics}");
+    assert_eq!(sample(&metrics, &counted("OK")), 1.0, "{metrics}");
 }
 
 #[tokio::test]
