@@ -39,6 +39,10 @@ pub(crate) struct DecodingArgs {
     /// Words or names to make likelier (repeatable).
     #[arg(long = "hint")]
     hints: Vec<String>,
+    /// Transcripts to return, best first (as `max_alternatives`): above 1, a beam at least
+    /// this wide decodes, and its other transcripts feed the catalog search too.
+    #[arg(long, default_value_t = 1)]
+    alternatives: usize,
     /// Matrix products of the speech model: f32, int8-decoder, bf16-int8 or int8 (8 bits
     /// need AVX-512 VNNI, bfloat16 AVX-512 BF16).
     #[arg(long, default_value_t = Precision::fastest())]
@@ -57,6 +61,7 @@ impl DecodingArgs {
             timestamps: self.timestamps,
             word_times: self.word_times,
             phrase_hints: self.hints.clone(),
+            alternatives: self.alternatives.max(1),
             ..TranscribeOptions::default()
         }
     }
