@@ -36,7 +36,7 @@ enum Command {
     /// Search the catalog for a text query, as the Search RPC does.
     Search(SearchArgs),
     /// Measure accuracy and speed over an evaluation manifest.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
     /// Transcribe audio files (WAV) and print their transcripts.
     Transcribe(TranscribeArgs),
     /// Manage Whisper models.
@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => cli::serve::serve(args.into_config()?),
         Command::Index(command) => cli::catalog::index(command),
         Command::Search(args) => cli::catalog::search(args),
-        Command::Eval(args) => cli::eval::evaluate(args),
+        Command::Eval(args) => cli::eval::evaluate(*args),
         Command::Transcribe(args) => cli::transcribe::transcribe(args),
         Command::Client(args) => cli::client::client(args),
         Command::Health(args) => cli::client::health(args),

@@ -1,5 +1,6 @@
 //! The server's HTTP: every accepted connection served by hyper, HTTP/2 for gRPC and
-//! HTTP/1.1 for gRPC-Web, the page and the WebSocket stream. The loop is ours rather
+//! HTTP/1.1 for gRPC-Web, the page and the WebSocket stream (which may also come over
+//! HTTP/2 as an extended CONNECT). The loop is ours rather
 //! than tonic's because tonic serves HTTP/1.1 without upgrades, and a WebSocket is one.
 //! At shutdown accepting stops and each connection is asked to finish its calls and
 //! close; `serve` returns once all have.
@@ -51,7 +52,9 @@ pub(super) async fn serve<S, B>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_calls)
         .keep_alive_interval(settings.keepalive)
-        .keep_alive_timeout(settings.keepalive);
+        .keep_alive_timeout(settings.keepalive)
+        // WebSockets over HTTP/2 (RFC 8441), as a proxy in front forwards them.
+        .enable_connect_protocol();
     // hyper enforces its HTTP/1.1 header read timeout only with a timer.
     builder.http1().timer(TokioTimer::new());
 

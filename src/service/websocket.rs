@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use prost::Message as _;
 use tokio_stream::StreamExt;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tonic::codegen::{http, BoxFuture};
@@ -54,7 +55,11 @@ pub(super) struct ServeStream {
 
 impl ServeStream {
     pub fn new(door: StreamDoor, keys: RequireKeys) -> Self {
-        let route = axum::routing::get(move |request: Request| door.clone().open(request));
+        // GET for an HTTP/1.1 upgrade, CONNECT for HTTP/2's (RFC 8441).
+        let route = axum::routing::on(
+            axum::routing::MethodFilter::GET.or(axum::routing::MethodFilter::CONNECT),
+            move |request: Request| door.clone().open(request),
+        );
         let router = axum::Router::new().route(PATH, route);
         let stream = tower::ServiceBuilder::new()
             .layer(keys)
@@ -156,8 +161,15 @@ impl StreamDoor {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
+        // A proxy that turned an HTTP/1.1 upgrade into HTTP/2's CONNECT (Envoy does)
+        // passes the client's key on and answers it with the accept key it finds here;
+        // RFC 8441 has none of its own.
+        let relayed_key = (parts.version >= axum::http::Version::HTTP_2)
+            .then(|| parts.headers.get(header::SEC_WEBSOCKET_KEY))
+            .flatten()
+            .map(|key| derive_accept_key(key.as_bytes()));
         let open = self.open.token();
-        upgrade
+        let mut response = upgrade
             .protocols([PROTOCOL])
             .max_message_size(self.max_message_bytes)
             .max_frame_size(self.max_message_bytes)
@@ -165,7 +177,13 @@ impl StreamDoor {
                 let code = run(socket, self.voice, disconnect).await;
                 self.monitor.metrics.request(METHOD, code_name(code));
                 drop((place, open));
-            })
+            });
+        if let Some(accept) = relayed_key.and_then(|key| key.parse().ok()) {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
     }
 
     /// The request's `Origin` when it is neither this server's nor a listed one. A

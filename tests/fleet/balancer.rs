@@ -2,7 +2,8 @@
 //! over all three; a replica taking SIGTERM turns NOT_SERVING and drains without a failed
 //! call; `kill -9` of a replica under load loses no unary call; a stream open on a killed
 //! replica ends UNAVAILABLE and the client's resend through Envoy succeeds; gRPC-Web
-//! reaches a replica through Envoy's filter.
+//! reaches a replica through Envoy's filter, and the browsers' WebSocket stream through
+//! Envoy's upgrade.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,6 +154,53 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
             .into_inner()
             .hits;
         assert_eq!(hits.first().map(|h| h.id.as_str()), Some("city-dusseldorf"));
+    }
+
+    // The browsers' WebSocket stream, upgraded by Envoy and carried to a replica over
+    // HTTP/2.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use prost::Message as _;
+        use tokio_tungstenite::tungstenite::Message;
+        use voice_search::proto::streaming_voice_search_request::Request;
+        use voice_search::proto::{
+            AudioEncoding, EndOfUtterance, RecognitionConfig, StreamingVoiceSearchConfig,
+            StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
+        };
+        let frame = |request| {
+            let request = StreamingVoiceSearchRequest {
+                request: Some(request),
+            };
+            Message::Binary(request.encode_to_vec().into())
+        };
+        let url = format!("ws://{}{}", envoy.addr, voice_search::service::STREAM_PATH);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let config = StreamingVoiceSearchConfig {
+            recognition: Some(RecognitionConfig {
+                encoding: AudioEncoding::Wav as i32,
+                ..Default::default()
+            }),
+            search: None,
+        };
+        for request in [
+            Request::Config(config),
+            Request::Audio(crate::common::fixture_bytes("q0004.wav")),
+            Request::EndOfUtterance(EndOfUtterance {}),
+        ] {
+            socket.send(frame(request)).await.unwrap();
+        }
+        let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
+            panic!("no final over the WebSocket through Envoy");
+        };
+        let result = StreamingVoiceSearchResponse::decode(bytes)
+            .unwrap()
+            .result
+            .unwrap();
+        assert_eq!(
+            result.transcript.unwrap().text,
+            "You will now be placed into the conference."
+        );
+        socket.close(None).await.unwrap();
     }
 
     // SIGTERM: health turns NOT_SERVING at once, Envoy stops sending, the replica drains

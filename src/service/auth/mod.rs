@@ -62,12 +62,13 @@ impl RequireKeys {
         }
     }
 
-    /// Whether the call to `path` with these headers may go on, and for a stream of a
-    /// key with a cap, its place.
+    /// Whether the call to `path` with these headers may go on, and for a stream (a
+    /// `websocket` is one) of a key with a cap, its place.
     fn check(
         &self,
         path: &str,
         headers: &http::HeaderMap,
+        websocket: bool,
     ) -> Result<Option<OwnedSemaphorePermit>, Status> {
         let Some(ring) = &self.ring else {
             return Ok(None);
@@ -106,7 +107,7 @@ impl RequireKeys {
                 over.retry_after.as_secs_f64()
             ))
         })?;
-        let place = if self.streaming.contains(path) || is_websocket(headers) {
+        let place = if self.streaming.contains(path) || websocket {
             caller.open_stream().map_err(|full| {
                 Status::resource_exhausted(format!(
                     "the key {:?} already holds {} streams open, as many as it may; close one first",
@@ -153,8 +154,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let websocket = is_websocket(request.headers());
-        match self.keys.check(request.uri().path(), request.headers()) {
+        let websocket = is_websocket(&request);
+        match self
+            .keys
+            .check(request.uri().path(), request.headers(), websocket)
+        {
             Ok(None) => Box::pin(self.inner.call(request)),
             Ok(Some(place)) if websocket => {
                 request.extensions_mut().insert(StreamPlace {
@@ -235,12 +239,20 @@ fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
 /// How a WebSocket handshake names its key among its subprotocols.
 pub const KEY_SUBPROTOCOL: &str = "bearer.";
 
-/// Whether `headers` are a WebSocket handshake's.
-fn is_websocket(headers: &http::HeaderMap) -> bool {
-    headers
+/// Whether `request` opens a WebSocket: an HTTP/1.1 upgrade, or HTTP/2's extended
+/// CONNECT (RFC 8441).
+fn is_websocket<B>(request: &http::Request<B>) -> bool {
+    let upgrade = request
+        .headers()
         .get(http::header::UPGRADE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    let connect = request.method() == http::Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+    upgrade || connect
 }
 
 /// A refused WebSocket handshake: the HTTP status its client reads, with the gRPC status
