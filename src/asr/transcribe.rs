@@ -356,7 +356,6 @@ impl Whisper {
             probs: &probs,
             frames: (place.seconds * SAMPLE_RATE as f32) as usize / HOP_LENGTH,
             language: heard.language,
-            language_code: &self.language_code(heard.language),
         };
         let mut words = self.word_times(result.prompt.cache(), &text)?;
         for word in &mut words {
@@ -367,7 +366,7 @@ impl Whisper {
     }
 
     /// The ISO 639-1 code of a language token; English when there is none.
-    fn language_code(&self, token: Option<u32>) -> String {
+    pub(super) fn language_code(&self, token: Option<u32>) -> String {
         self.special
             .languages
             .iter()

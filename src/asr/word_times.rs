@@ -98,7 +98,6 @@ pub(super) struct TimedText<'a> {
     /// Feature frames of the window that hold audio.
     pub frames: usize,
     pub language: Option<u32>,
-    pub language_code: &'a str,
 }
 
 impl Whisper {
@@ -134,7 +133,7 @@ impl Whisper {
         let matrix = alignment_matrix(heads);
         let rows = &matrix[start.len() - 1..matrix.len() - 1];
         let entered = row_entry_positions(&dtw(rows));
-        let words = self.split_words(text.tokens, text.language_code)?;
+        let words = self.split_words(text.tokens, &self.language_code(text.language))?;
         let mut timed = Vec::with_capacity(words.len());
         let mut first = 0;
         for (word, count) in words {

@@ -1,11 +1,13 @@
 //! `voice-search transcribe`: WAV files to transcripts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{load_model, progress_bar, DecodingArgs, DEFAULT_MODEL};
 use anyhow::Context;
 use clap::Args;
-use voice_search::audio::{self, AudioFormat, Encoding};
+use voice_search::audio::{AudioFormat, Encoding};
+use voice_search::pipeline::Pipeline;
 
 #[derive(Args)]
 pub(crate) struct TranscribeArgs {
@@ -19,6 +21,9 @@ pub(crate) struct TranscribeArgs {
 
 pub(crate) fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
     let whisper = load_model(&args.model, &args.decoding)?;
+    // The pipeline without a catalog: the front end, Whisper, and times counted from each
+    // file's first sample, as the server reports them.
+    let pipeline = Pipeline::new(Some(Arc::new(whisper)), None);
     let options = args.decoding.options();
     let bar = progress_bar(args.files.len() as u64, "files");
     if args.files.len() == 1 {
@@ -31,35 +36,25 @@ pub(crate) fn transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
     };
     for file in &args.files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let prepared =
-            audio::prepare(&bytes, &format).with_context(|| file.display().to_string())?;
-        let transcript = if prepared.info.voice.speech {
-            whisper.transcribe(&prepared.samples, &options)?
-        } else {
-            voice_search::asr::Transcript::silent()
-        };
+        let transcript = pipeline
+            .run_bytes(&bytes, &format, &options, None)
+            .with_context(|| file.display().to_string())?
+            .transcript;
         bar.suspend(|| {
             println!("{}\t{}", file.display(), transcript.text);
             if args.decoding.timestamps {
-                let shift = prepared.info.voice.start_seconds as f32;
                 for segment in &transcript.segments {
                     println!(
                         "  [{:6.2} -> {:6.2}] {}",
-                        segment.start_seconds + shift,
-                        segment.end_seconds + shift,
-                        segment.text
+                        segment.start_seconds, segment.end_seconds, segment.text
                     );
                 }
             }
             if args.decoding.word_times {
-                let shift = prepared.info.voice.start_seconds as f32;
                 for word in &transcript.words {
                     println!(
                         "  {:6.2} {:6.2}  {:.2}  {}",
-                        word.start_seconds + shift,
-                        word.end_seconds + shift,
-                        word.confidence,
-                        word.word
+                        word.start_seconds, word.end_seconds, word.confidence, word.word
                     );
                 }
             }

@@ -130,3 +130,14 @@ pub fn assert_word_times(transcript: &voice_search::proto::Transcript) {
         previous_end = end;
     }
 }
+
+/// One `StreamingVoiceSearchRequest` as the binary WebSocket frame `/v1/stream` reads.
+pub fn ws_frame(
+    request: voice_search::proto::streaming_voice_search_request::Request,
+) -> tokio_tungstenite::tungstenite::Message {
+    use prost::Message as _;
+    let request = voice_search::proto::StreamingVoiceSearchRequest {
+        request: Some(request),
+    };
+    tokio_tungstenite::tungstenite::Message::Binary(request.encode_to_vec().into())
+}

@@ -165,13 +165,7 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
         use voice_search::proto::streaming_voice_search_request::Request;
         use voice_search::proto::{
             AudioEncoding, EndOfUtterance, RecognitionConfig, StreamingVoiceSearchConfig,
-            StreamingVoiceSearchRequest, StreamingVoiceSearchResponse,
-        };
-        let frame = |request| {
-            let request = StreamingVoiceSearchRequest {
-                request: Some(request),
-            };
-            Message::Binary(request.encode_to_vec().into())
+            StreamingVoiceSearchResponse,
         };
         let url = format!("ws://{}{}", envoy.addr, voice_search::service::STREAM_PATH);
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -187,7 +181,7 @@ async fn envoy_spreads_calls_and_no_call_is_lost_when_replicas_stop_or_die() {
             Request::Audio(crate::common::fixture_bytes("q0004.wav")),
             Request::EndOfUtterance(EndOfUtterance {}),
         ] {
-            socket.send(frame(request)).await.unwrap();
+            socket.send(crate::common::ws_frame(request)).await.unwrap();
         }
         let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
             panic!("no final over the WebSocket through Envoy");

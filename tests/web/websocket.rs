@@ -17,13 +17,13 @@ use voice_search::config::ServeConfig;
 use voice_search::proto::streaming_voice_search_request::Request;
 use voice_search::proto::{
     AudioEncoding, EndOfUtterance, RecognitionConfig, StreamingVoiceSearchConfig,
-    StreamingVoiceSearchRequest, StreamingVoiceSearchResponse, Transcript,
+    StreamingVoiceSearchResponse, Transcript,
 };
 use voice_search::service::auth::keys::{add_key, KeyLimits, Role};
 use voice_search::service::{STATUS_CLOSE_BASE, STREAM_PATH, STREAM_PROTOCOL};
 
-use crate::common::fixture_bytes;
 use crate::common::server::{sample, test_config, TestServer};
+use crate::common::{fixture_bytes, ws_frame as frame};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -55,13 +55,6 @@ async fn open(server: &TestServer, headers: &[(&str, &str)]) -> Result<Socket, S
         Err(Error::Http(response)) => Err(response.status()),
         Err(error) => panic!("the handshake failed: {error}"),
     }
-}
-
-fn frame(request: Request) -> Message {
-    let request = StreamingVoiceSearchRequest {
-        request: Some(request),
-    };
-    Message::Binary(request.encode_to_vec().into())
 }
 
 fn wav_config(word_times: bool) -> Message {

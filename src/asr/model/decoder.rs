@@ -238,11 +238,7 @@ impl Decoder {
         tokens: &Tensor,
         cache: &mut DecoderCache,
     ) -> candle_core::Result<Tensor> {
-        let (_, time) = tokens.dims2()?;
-        let offset = cache.len();
-        let positions = self.positions.narrow(0, offset, time)?;
-        let mask = causal_mask(time, offset, tokens.device())?;
-        self.forward_at(tokens, &positions, mask.as_ref(), cache, None)
+        self.forward_after(tokens, cache, None)
     }
 
     /// Runs `tokens` [1, time] after those in `cache` as [`Decoder::forward`] does, and
@@ -255,19 +251,23 @@ impl Decoder {
         cache: &mut DecoderCache,
         heads: &[Head],
     ) -> candle_core::Result<Vec<Tensor>> {
+        let mut scores = Vec::with_capacity(heads.len());
+        self.forward_after(tokens, cache, Some((heads, &mut scores)))?;
+        Ok(scores)
+    }
+
+    /// `tokens` at the positions after those in `cache`, each seeing those before it.
+    fn forward_after(
+        &self,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+        scores: Option<(&[Head], &mut Vec<Tensor>)>,
+    ) -> candle_core::Result<Tensor> {
         let (_, time) = tokens.dims2()?;
         let offset = cache.len();
         let positions = self.positions.narrow(0, offset, time)?;
         let mask = causal_mask(time, offset, tokens.device())?;
-        let mut scores = Vec::with_capacity(heads.len());
-        self.forward_at(
-            tokens,
-            &positions,
-            mask.as_ref(),
-            cache,
-            Some((heads, &mut scores)),
-        )?;
-        Ok(scores)
+        self.forward_at(tokens, &positions, mask.as_ref(), cache, scores)
     }
 
     /// Runs the nodes of a token tree [1, time] after those in `cache`: each node at its
