@@ -27,8 +27,9 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("half_tiles", rows), &rows, |b, _| {
             b.iter(|| half.log_softmax_at(&xs, &targets))
         });
-        if let Some(int8) = int8.as_ref().filter(|_| rows >= 24) {
-            group.bench_with_input(BenchmarkId::new("int8_vnni", rows), &rows, |b, _| {
+        if let Some(int8) = int8.as_ref() {
+            let name = format!("int8_{}", int8.kernel().name());
+            group.bench_with_input(BenchmarkId::new(name, rows), &rows, |b, _| {
                 b.iter(|| int8.log_softmax_at(&xs, &targets))
             });
         }
@@ -52,6 +53,7 @@ fn bench(c: &mut Criterion) {
         let linear = candle_nn::Linear::new(weights.clone(), None);
         let flat = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bf16 = Bf16Matrix::new(&flat, outputs, inputs);
+        let int8 = Int8Matrix::new(&flat, outputs, inputs);
         for rows in [6usize, 12, 24, 48, 96] {
             let x = Tensor::randn(0f32, 1.0, (1, rows, inputs), &device).unwrap();
             let xs = x.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
@@ -65,6 +67,12 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| bf16.forward(&values, None))
                 });
             }
+            if let Some(int8) = int8.as_ref().filter(|_| rows > 32) {
+                let kernel = format!("int8_{}", int8.kernel().name());
+                group.bench_function(BenchmarkId::new(kernel, &name), |b| {
+                    b.iter(|| int8.forward(&values, None))
+                });
+            }
             group.bench_function(BenchmarkId::new("candle_linear", &name), |b| {
                 b.iter(|| candle_nn::Module::forward(&linear, &x).unwrap())
             });
@@ -72,8 +80,8 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    // The encoder's projections over its 1500 positions: 8-bit VNNI against candle's f32
-    // (the gemm crate, AVX-512 where present). Skipped where the CPU lacks VNNI.
+    // The encoder's projections over its 1500 positions: 8 bits (VNNI or AVX2) against
+    // candle's f32 (the gemm crate, AVX-512 where present).
     let mut group = c.benchmark_group("encoder_projection");
     group.sample_size(10);
     for (inputs, outputs) in [(384usize, 384usize), (384, 1536), (1536, 384)] {
@@ -84,7 +92,8 @@ fn bench(c: &mut Criterion) {
         let name = format!("{inputs}x{outputs}/1500");
         let flat = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         if let Some(int8) = Int8Matrix::new(&flat, outputs, inputs) {
-            group.bench_function(BenchmarkId::new("int8_vnni", &name), |b| {
+            let kernel = format!("int8_{}", int8.kernel().name());
+            group.bench_function(BenchmarkId::new(kernel, &name), |b| {
                 b.iter(|| int8.forward(&values, None))
             });
         }

@@ -68,8 +68,8 @@ settings! {
     model: PathBuf = PathBuf::from("models/whisper-tiny.en");
     /// Folder of the catalog index.
     index: PathBuf = PathBuf::from("data/index");
-    /// Matrix products of the speech model: `f32`, `int8-decoder`, `bf16-int8` or `int8`
-    /// (8 bits need AVX-512 VNNI, bfloat16 AVX-512 BF16).
+    /// Matrix products of the speech model: `f32`, `int8-output`, `int8-decoder`, `bf16-int8` or `int8`
+    /// (8 bits need AVX-512 VNNI or AVX2, bfloat16 AVX-512 BF16).
     precision: Precision = Precision::fastest(), shown "bf16-int8 with AVX-512 VNNI and BF16, int8-decoder with VNNI only, else f32";
     /// How much of the 30 s window the encoder computes: `short` (the speech and a
     /// padding tail, the rest from a silent pass made at load; the whole window when

@@ -40,6 +40,6 @@ pub enum AsrError {
         "the phrase hints come to {tokens} tokens; the decoder's prompt holds at most {limit}: send fewer or shorter hints"
     )]
     HintsTooLong { tokens: usize, limit: usize },
-    #[error("precision {0} needs AVX-512 VNNI (and BF16 for bf16), which this CPU lacks: use f32")]
+    #[error("precision {0} needs AVX-512 VNNI or AVX2 (and AVX-512 BF16 for bf16), which this CPU lacks: use f32")]
     Unsupported(Precision),
 }

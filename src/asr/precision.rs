@@ -16,8 +16,12 @@ use super::kernels;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
-    /// Everything in f32: the reference, and the path for CPUs without AVX-512 VNNI.
+    /// Everything in f32: the reference, and the path for CPUs without AVX2.
     F32,
+    /// Everything in f32 but the decoder's output projection over the vocabulary, in 8
+    /// bits: for CPUs whose 8-bit products save memory but no arithmetic (AVX2 without
+    /// VNNI), where only the vocabulary's 20 MB of weights gain.
+    Int8Output,
     /// The decoder in 8 bits, the encoder in f32.
     Int8Decoder,
     /// The decoder in 8 bits, the encoder in bfloat16 (AVX-512 BF16 too).
@@ -30,6 +34,7 @@ impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::F32 => "f32",
+            Self::Int8Output => "int8-output",
             Self::Int8Decoder => "int8-decoder",
             Self::Bf16Int8 => "bf16-int8",
             Self::Int8 => "int8",
@@ -43,29 +48,39 @@ impl std::str::FromStr for Precision {
     fn from_str(text: &str) -> Result<Self, String> {
         match text {
             "f32" => Ok(Self::F32),
+            "int8-output" => Ok(Self::Int8Output),
             "int8-decoder" => Ok(Self::Int8Decoder),
             "bf16-int8" => Ok(Self::Bf16Int8),
             "int8" => Ok(Self::Int8),
             _ => Err(format!(
-                "{text:?} is not a precision: f32, int8-decoder, bf16-int8 or int8"
+                "{text:?} is not a precision: f32, int8-output, int8-decoder, bf16-int8 or int8"
             )),
         }
     }
 }
 
 impl Precision {
-    /// The default: the fastest that measured as accurate as f32 on this CPU.
+    /// The default: the fastest that measured as accurate as f32 on this CPU
+    /// (docs/benchmarks.md, Kernels by machine). With AVX2 alone the 8-bit vocabulary
+    /// (`int8-output`) is faster but moved dev-set first hits, so f32 stays the default.
     pub fn fastest() -> Self {
-        match (kernels::int8::available(), kernels::bf16::available()) {
-            (true, true) => Self::Bf16Int8,
-            (true, false) => Self::Int8Decoder,
-            (false, _) => Self::F32,
+        use kernels::int8::Kernel;
+        match (Kernel::fastest(), kernels::bf16::available()) {
+            (Some(Kernel::Vnni), true) => Self::Bf16Int8,
+            (Some(Kernel::Vnni), false) => Self::Int8Decoder,
+            (Some(Kernel::Avx2) | None, _) => Self::F32,
         }
     }
 
     /// Whether any product runs in 8 bits.
     pub fn uses_int8(self) -> bool {
         self != Self::F32
+    }
+
+    /// Whether the decoder's output projection runs in 8 bits for passes of many rows
+    /// (scoring trees) and for the normalizers of a beam's.
+    pub(crate) fn output_in_int8(self) -> bool {
+        self.uses_int8()
     }
 
     /// Whether any product runs in bfloat16.
@@ -86,7 +101,7 @@ impl Products {
     /// The encoder's and the decoder's products at `precision`.
     pub(crate) fn of(precision: Precision) -> (Self, Self) {
         match precision {
-            Precision::F32 => (Self::F32, Self::F32),
+            Precision::F32 | Precision::Int8Output => (Self::F32, Self::F32),
             Precision::Int8Decoder => (Self::F32, Self::Int8),
             Precision::Bf16Int8 => (Self::Bf16, Self::Int8),
             Precision::Int8 => (Self::Int8, Self::Int8),

@@ -43,8 +43,8 @@ pub(crate) struct DecodingArgs {
     /// this wide decodes, and its other transcripts feed the catalog search too.
     #[arg(long, default_value_t = 1)]
     alternatives: usize,
-    /// Matrix products of the speech model: f32, int8-decoder, bf16-int8 or int8 (8 bits
-    /// need AVX-512 VNNI, bfloat16 AVX-512 BF16).
+    /// Matrix products of the speech model: f32, int8-output, int8-decoder, bf16-int8 or int8 (8 bits
+    /// need AVX-512 VNNI or AVX2, bfloat16 AVX-512 BF16).
     #[arg(long, default_value_t = Precision::fastest())]
     pub(crate) precision: Precision,
     /// How much of the 30 s window the encoder computes: short (the speech and a padding

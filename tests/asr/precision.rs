@@ -2,7 +2,7 @@
 //! (the encoder in f32 or bfloat16), and with both in 8 bits, the fixtures' transcripts
 //! stay within 5% WER of f32's (measured: 2 words of 87 differ with the decoder in 8
 //! bits, a name's spelling and a misheard word in the noisy q0016, and 1 with both).
-//! Skipped where the CPU lacks AVX-512 VNNI (bfloat16: BF16). The layers' own bounds are
+//! Skipped where the CPU lacks AVX-512 VNNI and AVX2 (bfloat16: AVX-512 BF16). The layers' own bounds are
 //! unit tests beside the network (`asr::model`).
 
 use std::path::Path;
@@ -44,7 +44,7 @@ pub(crate) fn transcripts(model: &Whisper, clips: &[String]) -> Vec<String> {
 #[test]
 fn low_precision_transcribes_the_fixtures_as_f32_does() {
     if !voice_search::asr::kernels::int8::available() {
-        eprintln!("no AVX-512 VNNI on this CPU: the 8-bit paths are not used here");
+        eprintln!("no 8-bit kernel on this CPU: the 8-bit paths are not used here");
         return;
     }
     let load = |precision| {

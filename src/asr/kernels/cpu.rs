@@ -1,6 +1,18 @@
 //! What this CPU can run, detected at run time (never by `target-cpu`): each kernel asks
 //! here before taking a path compiled for features the generic build lacks.
 
+/// AVX2: the 8-bit products where AVX-512 VNNI is missing.
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// AVX2 and FMA: the vectorized loops of softmax, GELU, `exp` and attention rows.
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -1,12 +1,16 @@
 //! Matrix products in 8-bit integers, the scheme CTranslate2 runs Whisper with: weights
 //! quantized once per output row, activations per input row as they come, products
-//! summed in 32-bit integers by AVX-512 VNNI (`vpdpbusd`: 64 multiply-adds per
-//! instruction, four times an f32 FMA's), then scaled back to f32.
+//! summed in 32-bit integers, then scaled back to f32.
 //!
-//! `vpdpbusd` multiplies unsigned by signed bytes, so activations are stored offset by
-//! 128 and each output row carries the weight sum that removes the offset again.
-//! Without VNNI (checked at run time) [`Int8Matrix::new`] gives `None` and the caller
-//! keeps its f32 path.
+//! Two kernels compute the same integer sums, chosen at run time: AVX-512 VNNI
+//! (`vpdpbusd`: 64 multiply-adds per instruction, four times an f32 FMA's) and AVX2
+//! (`vpmaddubsw` then `vpmaddwd`: 32 per pair). `vpdpbusd` multiplies unsigned by signed
+//! bytes, so activations are stored offset by 128 and each output row carries the weight
+//! sum that removes the offset again. `vpmaddubsw` would saturate its 16-bit pair sums on
+//! offset bytes, so the AVX2 kernel takes the offset off again and multiplies the
+//! activations' magnitudes by the weights carrying the activations' signs, whose pair
+//! sums stay within 2 × 127². Without either (checked at run time) [`Int8Matrix::new`]
+//! gives `None` and the caller keeps its f32 path.
 //!
 //! `cargo bench --bench kernels -- encoder_projection` compares the encoder's projections
 //! over 1500 positions with candle's f32 product, and `-- log_softmax_at` (51,864 x 384,
@@ -43,18 +47,66 @@ pub struct Int8Matrix {
     /// the sum of its weights.
     scales: Vec<f32>,
     offsets: Vec<i32>,
+    kernel: Kernel,
 }
 
-/// Whether this CPU runs the 8-bit kernel.
+/// The instructions that sum the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Vnni,
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs, if any.
+    pub fn fastest() -> Option<Self> {
+        if super::cpu::has_avx512_vnni() {
+            Some(Self::Vnni)
+        } else if super::cpu::has_avx2() {
+            Some(Self::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in benches and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vnni => "vnni",
+            Self::Avx2 => "avx2",
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Vnni => super::cpu::has_avx512_vnni(),
+            Self::Avx2 => super::cpu::has_avx2(),
+        }
+    }
+}
+
+/// Whether this CPU runs an 8-bit kernel.
 pub fn available() -> bool {
-    super::cpu::has_avx512_vnni()
+    Kernel::fastest().is_some()
 }
 
 impl Int8Matrix {
     /// Quantizes `weight` ([outputs][inputs], row-major), each output row to its own
-    /// scale (its largest magnitude maps to 127); `None` where the CPU lacks VNNI.
+    /// scale (its largest magnitude maps to 127), for the fastest kernel this CPU runs;
+    /// `None` where it runs none.
     pub fn new(weight: &[f32], outputs: usize, inputs: usize) -> Option<Self> {
-        if !available() {
+        Self::with_kernel(weight, outputs, inputs, Kernel::fastest()?)
+    }
+
+    /// As [`Int8Matrix::new`] for one kernel; `None` where the CPU does not run it.
+    pub fn with_kernel(
+        weight: &[f32],
+        outputs: usize,
+        inputs: usize,
+        kernel: Kernel,
+    ) -> Option<Self> {
+        if !kernel.runs_here() {
             return None;
         }
         assert_eq!(weight.len(), outputs * inputs, "weight shape");
@@ -87,7 +139,13 @@ impl Int8Matrix {
             packed,
             scales,
             offsets,
+            kernel,
         })
+    }
+
+    /// The kernel that sums its products.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// `x · weightᵀ (+ bias)` for `x` of [rows][inputs]: [rows][outputs].
@@ -148,14 +206,13 @@ impl Int8Matrix {
     fn with_quantized<R>(&self, x: &[f32], f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
         debug_assert!(self.inputs >= 1 && self.inputs <= self.padded_inputs);
         debug_assert!(x.len().is_multiple_of(self.inputs), "whole rows");
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
-        // VNNI.
-        let (quantized, scales) =
-            unsafe { vnni::quantize_rows(x, self.inputs, self.padded_inputs) };
-        #[cfg(not(target_arch = "x86_64"))]
-        let (quantized, scales): (Vec<u8>, Vec<f32>) =
-            unreachable!("no Int8Matrix without VNNI: {}", x.len());
+        let (quantized, scales) = match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an Int8Matrix with this kernel exists only where `runs_here` saw
+            // AVX-512 F, BW, VL and VNNI.
+            Kernel::Vnni => unsafe { vnni::quantize_rows(x, self.inputs, self.padded_inputs) },
+            _ => quantize_rows(x, self.inputs, self.padded_inputs),
+        };
         f(&quantized, &scales)
     }
 
@@ -175,20 +232,24 @@ impl Int8Matrix {
         debug_assert!(range.end <= self.outputs && range.start <= range.end);
         debug_assert_eq!(out.len(), rows * range.len(), "a value per row and output");
         debug_assert!(bias.is_none_or(|bias| bias.len() == self.outputs));
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Int8Matrix exists only where `available()` saw AVX-512 F, BW, VL and
-        // VNNI.
-        unsafe {
-            vnni::multiply(self, quantized, scales, bias, range, out)
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an Int8Matrix with this kernel exists only where `runs_here` saw
+            // AVX-512 F, BW, VL and VNNI.
+            Kernel::Vnni => unsafe { vnni::multiply(self, quantized, scales, bias, range, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an Int8Matrix with this kernel exists only where `runs_here` saw
+            // AVX2.
+            Kernel::Avx2 => unsafe { avx2::multiply(self, quantized, scales, bias, range, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            kernel => unreachable!(
+                "no {kernel:?} kernel off x86_64: {} {} {} {range:?} {}",
+                quantized.len(),
+                scales.len(),
+                bias.is_some(),
+                out.len()
+            ),
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "no Int8Matrix without VNNI: {} {} {} {range:?} {}",
-            quantized.len(),
-            scales.len(),
-            bias.is_some(),
-            out.len()
-        );
     }
 
     /// Rows `x` quantized, multiplied and scaled back into `out`.
@@ -196,6 +257,184 @@ impl Int8Matrix {
         self.with_quantized(x, |quantized, scales| {
             self.multiply_outputs(quantized, scales, bias, 0..self.outputs, out)
         })
+    }
+}
+
+/// Each row offset to unsigned bytes at its own scale (its largest magnitude maps to 127),
+/// padded to whole groups with the offset; and the scales. The same bytes as
+/// `vnni::quantize_rows`, rounding halves to even as `vcvtps2dq` does.
+fn quantize_rows(x: &[f32], inputs: usize, padded_inputs: usize) -> (Vec<u8>, Vec<f32>) {
+    let rows = x.len() / inputs;
+    let mut quantized = vec![OFFSET as u8; rows * padded_inputs];
+    let mut scales = Vec::with_capacity(rows);
+    for (row, out) in x
+        .chunks_exact(inputs)
+        .zip(quantized.chunks_exact_mut(padded_inputs))
+    {
+        let largest = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+        let inverse = 1.0 / scale;
+        for (q, &v) in out.iter_mut().zip(row) {
+            *q = ((v * inverse).round_ties_even() as i32 + OFFSET).clamp(0, 255) as u8;
+        }
+        scales.push(scale);
+    }
+    (quantized, scales)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Int8Matrix, BLOCK, GROUP};
+
+    /// Input rows one micro-kernel call keeps in registers (two accumulators each).
+    const ROWS: usize = 4;
+
+    /// All rows of `quantized` against the outputs of `range`, into `out`: [rows][range
+    /// length].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (`Int8Matrix::with_kernel` checks it at run time). `matrix` is
+    /// laid out as `Int8Matrix` builds it; `quantized` holds whole rows of
+    /// `matrix.padded_inputs` bytes and `row_scales` a scale for each; `range` starts on
+    /// a block and ends within `matrix.outputs`; `out` holds `range.len()` values for each
+    /// row, and `bias`, when given, `matrix.outputs`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn multiply(
+        matrix: &Int8Matrix,
+        quantized: &[u8],
+        row_scales: &[f32],
+        bias: Option<&[f32]>,
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let block_bytes = BLOCK * matrix.padded_inputs;
+            let rows = row_scales.len();
+            let width = range.len();
+            // Each activation's sign and magnitude once, not once per block.
+            let signed: Vec<i8> = quantized.iter().map(|&q| (q ^ 0x80) as i8).collect();
+            let magnitudes: Vec<u8> = signed.iter().map(|q| q.unsigned_abs()).collect();
+            for block in range.start / BLOCK..range.end.div_ceil(BLOCK) {
+                let weights = &matrix.packed[block * block_bytes..(block + 1) * block_bytes];
+                let mut first = 0;
+                while first < rows {
+                    let count = (rows - first).min(ROWS);
+                    let start = first * matrix.padded_inputs;
+                    let (s, m) = (&signed[start..], &magnitudes[start..]);
+                    let sums = match count {
+                        4 => kernel::<4>(weights, s, m, matrix.padded_inputs),
+                        3 => kernel::<3>(weights, s, m, matrix.padded_inputs),
+                        2 => kernel::<2>(weights, s, m, matrix.padded_inputs),
+                        _ => kernel::<1>(weights, s, m, matrix.padded_inputs),
+                    };
+                    for (r, sum) in sums.iter().take(count).enumerate() {
+                        let row = first + r;
+                        store(
+                            matrix,
+                            block,
+                            sum,
+                            row_scales[row],
+                            bias,
+                            &mut out[row * width..][..width],
+                            range.clone(),
+                        );
+                    }
+                    first += count;
+                }
+            }
+        }
+    }
+
+    /// The 32-bit sums of `R` consecutive rows (the first at the start of `signed` and
+    /// `magnitudes`, the activations and their magnitudes) against one block of 16
+    /// outputs, two registers of 8 each.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (`Int8Matrix::with_kernel` checks it at run time). `R <= ROWS`,
+    /// `padded_inputs` is a whole number of groups, `weights` holds one block of `16 *
+    /// padded_inputs` bytes, and `signed` and `magnitudes` hold `R * padded_inputs` bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn kernel<const R: usize>(
+        weights: &[i8],
+        signed: &[i8],
+        magnitudes: &[u8],
+        padded_inputs: usize,
+    ) -> [[__m256i; 2]; ROWS] {
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let mut sums = [[_mm256_setzero_si256(); 2]; ROWS];
+            let w = weights.as_ptr();
+            let ones = _mm256_set1_epi16(1);
+            let four = |bytes: *const u8, r: usize, group: usize| {
+                _mm256_set1_epi32(
+                    (bytes.add(r * padded_inputs + group * GROUP) as *const i32).read_unaligned(),
+                )
+            };
+            for group in 0..padded_inputs / GROUP {
+                let low = _mm256_loadu_si256(w.add(group * BLOCK * GROUP) as *const _);
+                let high = _mm256_loadu_si256(w.add(group * BLOCK * GROUP + 32) as *const _);
+                for (r, sum) in sums.iter_mut().take(R).enumerate() {
+                    let sign = four(signed.as_ptr() as *const u8, r, group);
+                    let magnitude = four(magnitudes.as_ptr(), r, group);
+                    let low = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(low, sign));
+                    let high = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(high, sign));
+                    sum[0] = _mm256_add_epi32(sum[0], _mm256_madd_epi16(low, ones));
+                    sum[1] = _mm256_add_epi32(sum[1], _mm256_madd_epi16(high, ones));
+                }
+            }
+            sums
+        }
+    }
+
+    /// One row's sums for one block, scaled, into the outputs of `range` it holds (`out`
+    /// starting at output `range.start`).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (`Int8Matrix::with_kernel` checks it at run time).
+    /// `matrix.scales` is padded to whole blocks; `out` holds `range.len()` values, `range`
+    /// ends within `matrix.outputs`, and `bias`, when given, holds `matrix.outputs` values.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(
+        matrix: &Int8Matrix,
+        block: usize,
+        sums: &[__m256i; 2],
+        row_scale: f32,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        range: std::ops::Range<usize>,
+    ) {
+        // SAFETY: the caller upholds the contract under `# Safety` above: the CPU has the
+        // features this function is compiled for, and the lengths keep every load and store
+        // in bounds.
+        unsafe {
+            let first = block * BLOCK;
+            let mut values = [0f32; BLOCK];
+            for (half, &sum) in sums.iter().enumerate() {
+                let scales = _mm256_loadu_ps(matrix.scales.as_ptr().add(first + 8 * half));
+                let value = _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(sum),
+                    _mm256_mul_ps(scales, _mm256_set1_ps(row_scale)),
+                );
+                _mm256_storeu_ps(values.as_mut_ptr().add(8 * half), value);
+            }
+            let end = (first + BLOCK).min(range.end);
+            for output in first.max(range.start)..end {
+                let value = values[output - first];
+                out[output - range.start] = match bias {
+                    Some(bias) => value + bias[output],
+                    None => value,
+                };
+            }
+        }
     }
 }
 
@@ -407,7 +646,7 @@ mod tests {
         let (vocabulary, inputs, rows) = (1100, 48, 11);
         let weight = crate::asr::kernels::test_values(vocabulary * inputs, 5);
         let Some(matrix) = Int8Matrix::new(&weight, vocabulary, inputs) else {
-            eprintln!("no AVX-512 VNNI on this CPU: the 8-bit kernel is not used here");
+            eprintln!("no AVX-512 VNNI nor AVX2 on this CPU: the 8-bit kernel is not used here");
             return;
         };
         let xs: Vec<Vec<f32>> = (0..rows)
@@ -435,6 +674,29 @@ mod tests {
     }
 
     #[test]
+    fn both_kernels_give_the_same_sums() {
+        // Partial blocks, groups and row tiles; a range that starts past the first pair.
+        let (outputs, inputs, rows) = (101, 43, 11);
+        let weight = crate::asr::kernels::test_values(outputs * inputs, 7);
+        let x = crate::asr::kernels::test_values(rows * inputs, 8);
+        let bias = crate::asr::kernels::test_values(outputs, 9);
+        let (Some(vnni), Some(avx2)) = (
+            Int8Matrix::with_kernel(&weight, outputs, inputs, Kernel::Vnni),
+            Int8Matrix::with_kernel(&weight, outputs, inputs, Kernel::Avx2),
+        ) else {
+            eprintln!("this CPU lacks AVX-512 VNNI or AVX2: only one kernel runs here");
+            return;
+        };
+        assert_eq!(vnni.forward(&x, Some(&bias)), avx2.forward(&x, Some(&bias)));
+        let xs: Vec<&[f32]> = x.chunks(inputs).collect();
+        let targets: Vec<Vec<u32>> = (0..rows as u32).map(|r| vec![r, 100 - r]).collect();
+        assert_eq!(
+            vnni.log_softmax_at(&xs, &targets),
+            avx2.log_softmax_at(&xs, &targets)
+        );
+    }
+
+    #[test]
     fn products_match_f32_within_quantization_error() {
         // Each operand is off by at most half a step of 1/127 of its row's largest value (1 here).
         let ran = crate::asr::kernels::products_stay_close_to_f32(
@@ -444,7 +706,7 @@ mod tests {
             },
         );
         if !ran {
-            eprintln!("no AVX-512 VNNI on this CPU: the 8-bit kernel is not used here");
+            eprintln!("no AVX-512 VNNI nor AVX2 on this CPU: the 8-bit kernel is not used here");
         }
     }
 }

@@ -96,7 +96,7 @@ pub struct Decoder {
     /// row per token) and the output projection. No f32 copy is kept; it would be the
     /// model's largest tensor.
     output: kernels::HalfMatrix,
-    /// And in 8 bits, for many rows at once (scoring trees), with an 8-bit decoder.
+    /// And in 8 bits, for many rows at once (scoring trees), where the precision says so.
     output_int8: Option<kernels::Int8Matrix>,
     positions: Tensor,
     blocks: Vec<DecoderBlock>,
@@ -110,6 +110,7 @@ impl Decoder {
         vb: VarBuilder,
         config: &WhisperConfig,
         products: Products,
+        output_int8: bool,
     ) -> candle_core::Result<Self> {
         let d = config.d_model;
         let blocks = (0..config.decoder_layers)
@@ -139,11 +140,12 @@ impl Decoder {
         let tokens = vb.get((config.vocab_size, d), "embed_tokens.weight")?;
         Ok(Self {
             output: kernels::HalfMatrix::new(&tokens)?,
-            output_int8: match products {
-                Products::Int8 => kernels::with_f32_values(&tokens, |weights| {
+            output_int8: if output_int8 {
+                kernels::with_f32_values(&tokens, |weights| {
                     kernels::Int8Matrix::new(weights, config.vocab_size, d)
-                })?,
-                Products::Bf16 | Products::F32 => None,
+                })?
+            } else {
+                None
             },
             positions: vb.get((config.max_target_positions, d), "embed_positions.weight")?,
             blocks,
@@ -351,7 +353,7 @@ impl Decoder {
     /// row's normalizer, with which [`Decoder::logit`] gives any other token's
     /// log-probability later. The vocabulary streams through once for all rows, each
     /// block keeping its share of every row's normalizer (`benches/kernels.rs`). With an
-    /// 8-bit decoder the normalizers come from the 8-bit vocabulary (a sum over every
+    /// 8-bit output projection the normalizers come from the 8-bit vocabulary (a sum over every
     /// token, which 8-bit errors barely move); a beam's few rows still take the asked
     /// tokens' logits from the half-precision rows, since those decide its choices, while
     /// a scoring tree's many rows take them in 8 bits too (docs/benchmarks.md).

@@ -84,8 +84,13 @@ impl WhisperModel {
         let (encoder_products, decoder_products) = Products::of(precision);
         let encoder =
             Encoder::load(vb.pp("model.encoder"), &config, encoder_products).map_err(weights)?;
-        let decoder =
-            Decoder::load(vb.pp("model.decoder"), &config, decoder_products).map_err(weights)?;
+        let decoder = Decoder::load(
+            vb.pp("model.decoder"),
+            &config,
+            decoder_products,
+            precision.output_in_int8(),
+        )
+        .map_err(weights)?;
         Ok(Self {
             config,
             encoder,

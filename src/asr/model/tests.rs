@@ -77,7 +77,7 @@ fn block_outputs(encoder: &Encoder, mel: &Tensor) -> Vec<Tensor> {
 #[test]
 fn low_precision_layers_stay_close_to_f32() {
     if !crate::asr::kernels::int8::available() {
-        eprintln!("no AVX-512 VNNI on this CPU: the 8-bit layers are not used here");
+        eprintln!("no 8-bit kernel on this CPU: the 8-bit layers are not used here");
         return;
     }
     let reference = model(Precision::F32);
